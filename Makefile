@@ -1,0 +1,41 @@
+# explain_cli — everyday targets. `make demo` and `make test` work from a clean clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EXPLAIN := $(VENV)/bin/explain
+OUT    ?= out
+
+.PHONY: install demo test test-fast bench clean train-sample
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+## demo: explain the shipped sample images with the shipped sample model (LIME, top-2 classes)
+demo: install
+	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/images/*.png \
+	    --method lime --top-k 2 --seed 0 --out $(OUT)/demo
+	@echo "Demo outputs are in $(OUT)/demo/"
+
+## test: the whole test suite (a few minutes on 2 cores)
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+## bench: overhead of each engine over the pure batched forward passes
+bench: install
+	$(PY) benchmarks/overhead.py
+
+## train-sample: re-train the shipped sample model deterministically (a few minutes on CPU)
+train-sample: install
+	$(PY) sample_models/train_shapes.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+from explain_cli.cli import main
+
+main()

@@ -1,0 +1,244 @@
+"""Wiring: model + input files + config -> Explanation -> PNG/JSON/NPY files.
+
+Every check that can fail on user input runs before the first output is written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from explain_cli.baselines import make_baseline
+from explain_cli.config import RunConfig
+from explain_cli.engines import build_params, get_engine
+from explain_cli.errors import ExplainError
+from explain_cli.fileio import atomic_write_bytes, ensure_writable_dir
+from explain_cli.inputs import LoadedInput, load_input
+from explain_cli.models import LoadedModel, load_model
+from explain_cli.preprocess import apply_preprocess, map_to_original, resolve_preprocess
+from explain_cli.progress import Progress, make_progress
+from explain_cli.result import Explanation
+from explain_cli.segmentation import segment, to_segmentation_space
+
+if TYPE_CHECKING:
+    import torch
+
+SMALL_SEGMENT_COUNT = 8
+
+
+def parse_batch_size(value: str | int, device: "torch.device") -> int:
+    if isinstance(value, int) or str(value).strip().lstrip("-").isdigit():
+        size = int(value)
+        if size < 1:
+            raise ExplainError(f"--batch-size must be at least 1 (or auto), got {size}")
+        return size
+    if str(value).strip().lower() != "auto":
+        raise ExplainError(f"--batch-size {value!r} is not a number or auto")
+    return 128 if device.type == "cuda" else 64
+
+
+def load_labels(path: str | None, model: LoadedModel) -> list[str] | None:
+    """Class names from --labels (text, one per line, or a JSON list), else the model's own."""
+    if path is None:
+        return model.labels
+    p = Path(path)
+    if not p.is_file():
+        raise ExplainError(f"labels file {p} does not exist")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if text.lstrip().startswith("["):
+        try:
+            labels = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ExplainError(f"labels file {p} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+            raise ExplainError(f"labels file {p} must be a JSON list of strings")
+    else:
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise ExplainError(f"labels file {p} is empty")
+    return labels
+
+
+def resolve_targets(requested: Sequence[str], top_k: int, outputs: np.ndarray, labels: list[str] | None) -> list[int]:
+    """Target indices from ``auto``/indices/labels; ``auto`` means the top-k classes of f(x)."""
+    n = outputs.shape[0]
+    if top_k < 1:
+        raise ExplainError(f"--top-k must be at least 1, got {top_k}")
+    if labels is not None and len(labels) != n:
+        raise ExplainError(f"{len(labels)} labels were given but the model has {n} outputs; fix --labels")
+    requested = [str(t).strip() for t in requested] or ["auto"]
+    if requested == ["auto"]:
+        if top_k > n:
+            raise ExplainError(f"--top-k {top_k} is more than the model's {n} outputs")
+        return [int(i) for i in np.argsort(-outputs, kind="stable")[:top_k]]
+    if top_k != 1:
+        raise ExplainError("--top-k applies to --target auto; list explicit targets instead")
+    chosen: list[int] = []
+    for item in requested:
+        if item == "auto":
+            index = int(np.argmax(outputs))
+        elif item.lstrip("-").isdigit():
+            index = int(item)
+            if not 0 <= index < n:
+                raise ExplainError(f"--target {index} is out of range: the model has {n} outputs (0..{n - 1})")
+        else:
+            index = _label_index(item, labels)
+        if index not in chosen:
+            chosen.append(index)
+    return chosen
+
+
+def _label_index(name: str, labels: list[str] | None) -> int:
+    if labels is None:
+        raise ExplainError(f"--target {name!r} is a name but the model has no labels; pass --labels FILE or an index")
+    lowered = [v.lower() for v in labels]
+    if name.lower() in lowered:
+        return lowered.index(name.lower())
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), lowered, n=3)
+    hint = f"; did you mean {', '.join(repr(labels[lowered.index(c)]) for c in close)}?" if close else ""
+    raise ExplainError(f"--target {name!r} is not one of the model's {len(labels)} labels{hint}")
+
+
+def output_paths(out_dir: Path, stem: str, method: str, save_map: bool) -> dict[str, Path]:
+    paths = {"png": out_dir / f"{stem}.{method}.png", "json": out_dir / f"{stem}.{method}.json"}
+    if save_map:
+        paths["npy"] = out_dir / f"{stem}.{method}.npy"
+    return paths
+
+
+def explain_input(model: LoadedModel, item: LoadedInput, cfg: RunConfig, *, progress: Progress | None = None) -> Explanation:
+    """Explain one loaded input with the configured engine. No files are touched."""
+    import torch
+
+    from explain_cli.core import Evaluator, Problem
+
+    engine = get_engine(cfg.method)
+    params = build_params(engine, cfg.engine_values())
+    started = time.perf_counter()
+    spec = resolve_preprocess(cfg.preprocess, model_default=model.preprocess, input_kind=item.kind,
+                              size=cfg.size, mean=cfg.mean, std=cfg.std)
+    prepared = apply_preprocess(item.pixels, spec)
+    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor"),
+                  cfg.segments, **cfg.segmentation_params())
+    device = model.device
+    evaluator = Evaluator(model.module, device, batch_size=parse_batch_size(cfg.batch_size, device),
+                          output=cfg.output, precision=cfg.precision, progress=progress)
+    x = prepared.x.to(device)
+    try:
+        all_outputs = evaluator(x.unsqueeze(0))[0].cpu().numpy()
+    except ExplainError:
+        raise
+    except Exception as exc:  # the model rejected the input: shape, channels, dtype
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExplainError(
+            f"the model rejected input {item.path} of shape {list(x.unsqueeze(0).shape)}: {first[:200]}; "
+            "check channels and size (--size, --preprocess)"
+        ) from None
+    labels = load_labels(cfg.labels, model)
+    targets = resolve_targets(cfg.target, cfg.top_k, all_outputs, labels)
+    evaluator.select_targets(targets)
+    baseline = make_baseline(cfg.baseline, prepared.x, spec, input_kind=item.kind).to(device)
+    problem = Problem(
+        x=x,
+        baseline=baseline,
+        segments=torch.from_numpy(seg.labels).to(device),
+        evaluator=evaluator,
+        reference=torch.from_numpy(all_outputs[targets]).double(),
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    attribution = engine.run(problem, params, generator)
+    evaluator.progress.stop()
+    warnings = list(attribution.warnings)
+    if seg.n_segments < SMALL_SEGMENT_COUNT:
+        warnings.append(
+            f"only {seg.n_segments} superpixels; the map will be coarse. Raise --n-segments or try `explain segment`"
+        )
+    return Explanation(
+        method=engine.name,
+        params={k: v for k, v in params.__dict__.items()},
+        seed=cfg.seed,
+        output_space=cfg.output,
+        baseline=cfg.baseline,
+        model=model.describe(),
+        input=item.describe(),
+        preprocess=spec.to_dict(),
+        geometry=prepared.geometry,
+        segmentation=seg,
+        targets=targets,
+        labels=[labels[t] if labels else None for t in targets],
+        scores=all_outputs[targets],
+        attribution=attribution,
+        evaluations=evaluator.evaluations,
+        timing={"total_s": time.perf_counter() - started, "forward_s": evaluator.forward_s},
+        batch_size=evaluator.batch_size,
+        warnings=warnings,
+    )
+
+
+def write_explanation(expl: Explanation, display: np.ndarray, out_dir: Path, stem: str, cfg: RunConfig) -> list[Path]:
+    """Write PNG, JSON (and NPY) atomically; returns the paths written."""
+    from explain_cli.render import render_png
+
+    engine = get_engine(expl.method)
+    paths = output_paths(out_dir, stem, expl.method, cfg.save_map)
+    full = map_to_original(expl.segment_maps(), expl.geometry)
+    labels_full = map_to_original(expl.segmentation.labels[None], expl.geometry, nearest=True)[0] if cfg.boundaries else None
+    captions = []
+    for k, index in enumerate(expl.targets):
+        name = expl.labels[k] if expl.labels[k] is not None else f"class {index}"
+        captions.append(f"{name} ({index}): {expl.output_space[:-1] if expl.output_space == 'probs' else 'logit'} {expl.scores[k]:.3g}")
+    title = f"{expl.method} · {Path(expl.input['path']).name} · {expl.segmentation.n_segments} segments · {expl.evaluations} evals"
+    png = render_png(display, full, captions, signed=engine.signed, title=title, labels_full=labels_full)
+    document = json.dumps(expl.to_json(), indent=2, allow_nan=False).encode() + b"\n"
+    written = []
+    if "npy" in paths:
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, full.astype(np.float32), allow_pickle=False)
+        atomic_write_bytes(paths["npy"], buffer.getvalue())
+        written.append(paths["npy"])
+    atomic_write_bytes(paths["png"], png)
+    # JSON last: its presence marks a complete set of outputs.
+    atomic_write_bytes(paths["json"], document)
+    return [paths["png"], paths["json"], *written]
+
+
+def check_unique_stems(paths: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen and seen[p.stem] != p:
+            raise ExplainError(f"inputs {seen[p.stem]} and {p} share the name {p.stem!r}, so their outputs would collide; explain them into different --out folders")
+        seen[p.stem] = p
+
+
+def run(model_source: str, inputs: Sequence[str], cfg: RunConfig,
+        on_result: Callable[[Explanation, list[Path]], None] | None = None) -> list[Path]:
+    """`explain run`: validate and load everything, then explain each input and write its files.
+
+    ``on_result`` is called after each input's files are written (the CLI prints paths and warnings).
+    """
+    engine = get_engine(cfg.method)
+    build_params(engine, cfg.engine_values())  # parameter errors before any loading
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ExplainError("no INPUT given; pass one or more image or tensor files")
+    check_unique_stems(paths)
+    out_dir = ensure_writable_dir(Path(cfg.out))
+    model = load_model(model_source, weights=cfg.weights, device=cfg.device, seed=cfg.seed)
+    loaded = [load_input(p, channels=model.in_channels or 3) for p in paths]
+    progress = make_progress(quiet=cfg.quiet)
+    written: list[Path] = []
+    for item in loaded:
+        expl = explain_input(model, item, cfg, progress=progress)
+        files = write_explanation(expl, item.display, out_dir, item.stem, cfg)
+        written += files
+        if on_result is not None:
+            on_result(expl, files)
+    return written

@@ -1,0 +1,255 @@
+"""Preprocessing from loaded pixels to the model's input, and the geometry to undo it.
+
+An image goes through: resize (shorter side to ``resize``, or to an exact ``size``),
+centre-crop to ``crop``, then ``(x - mean) / std``. :class:`Geometry` records which box of
+the original image the model sees, so heatmaps can be drawn back at the original resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from explain_cli.errors import ExplainError
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How pixels in [0, 1] become the model's input."""
+
+    name: str  # preset name recorded in the JSON ('imagenet', 'none', 'model', 'custom')
+    resize: int | None = None  # shorter side is resized to this (aspect kept); None: no resize
+    size: tuple[int, int] | None = None  # exact (H, W) resize; overrides ``resize``
+    crop: tuple[int, int] | None = None  # centre crop (H, W) after resizing; None: no crop
+    mean: tuple[float, ...] | None = None  # per-channel mean subtracted; None: none
+    std: tuple[float, ...] | None = None  # per-channel std divided by; None: none
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "resize": self.resize,
+            "size": list(self.size) if self.size else None,
+            "crop": list(self.crop) if self.crop else None,
+            "mean": list(self.mean) if self.mean else None,
+            "std": list(self.std) if self.std else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, name: str = "model") -> Preprocess:
+        """Build from a metadata dict (TorchScript extra file); unknown keys are ignored."""
+        size = data.get("size")
+        crop = data.get("crop")
+        return cls(
+            name=name,
+            resize=data.get("resize"),
+            size=tuple(size) if size else None,
+            crop=tuple(crop) if crop else None,
+            mean=tuple(data["mean"]) if data.get("mean") else None,
+            std=tuple(data["std"]) if data.get("std") else None,
+        )
+
+
+PRESETS: dict[str, Preprocess] = {
+    "imagenet": Preprocess("imagenet", resize=256, crop=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    "none": Preprocess("none"),
+}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the model's input window lies in the original image (float pixel units)."""
+
+    original: tuple[int, int]  # (H0, W0) of the loaded image
+    box: tuple[float, float, float, float]  # (top, left, height, width) seen by the model
+    model: tuple[int, int]  # (H, W) of the model input
+
+    def pixel_box(self) -> tuple[int, int, int, int]:
+        """The box rounded to whole pixels, clipped to the image: (top, left, bottom, right)."""
+        top, left, h, w = self.box
+        h0, w0 = self.original
+        t, l = max(0, round(top)), max(0, round(left))
+        b, r = min(h0, round(top + h)), min(w0, round(left + w))
+        return t, l, max(b, t + 1), max(r, l + 1)
+
+    def to_dict(self) -> dict:
+        return {"original": list(self.original), "box": [round(v, 3) for v in self.box], "model": list(self.model)}
+
+
+@dataclass
+class Prepared:
+    """The model input and what is derived from it, all for a single example."""
+
+    x: "torch.Tensor"  # (C, H, W) float32, model input space
+    pixels: "torch.Tensor"  # (C, H, W) float32 in [0, 1], what segmentation looks at
+    geometry: Geometry
+    preprocess: Preprocess
+    extra: dict = field(default_factory=dict)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``H`` or ``H,W`` into a positive (H, W) pair."""
+    try:
+        parts = [int(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise ExplainError(f"--size {text!r} is not a size; use H or H,W with positive integers, e.g. 224 or 224,160")
+    return parts[0], parts[1]
+
+
+def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(p) for p in str(text).split(","))
+    except ValueError:
+        raise ExplainError(f"{option} {text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
+    return values
+
+
+def resolve_preprocess(
+    preset: str | None,
+    *,
+    model_default: Preprocess | None,
+    input_kind: str,
+    size: str | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+) -> Preprocess:
+    """Pick the preprocessing: explicit options > preset > the model's own > a default by input kind.
+
+    Tensor inputs are taken as model input as they are (``none``) unless asked otherwise;
+    images use the model's own transforms when it declares them, else ``imagenet``.
+    """
+    if preset in (None, "auto"):
+        if input_kind == "tensor":
+            base = PRESETS["none"]
+        else:
+            base = model_default or PRESETS["imagenet"]
+    elif preset == "model":
+        if model_default is None:
+            raise ExplainError("--preprocess model: this model declares no preprocessing; use imagenet, none or --size")
+        base = model_default
+    elif preset in PRESETS:
+        base = PRESETS[preset]
+    else:
+        raise ExplainError(f"unknown --preprocess {preset!r}; choose one of auto, model, {', '.join(PRESETS)}")
+    changes: dict = {}
+    if size:
+        changes.update(size=parse_size(size), resize=None, crop=None)
+    if mean:
+        changes["mean"] = parse_floats(mean, "--mean")
+    if std:
+        values = parse_floats(std, "--std")
+        if any(v <= 0 for v in values):
+            raise ExplainError(f"--std {std!r} must be positive")
+        changes["std"] = values
+    if changes:
+        base = Preprocess(**{**base.__dict__, **changes, "name": f"{base.name}+custom"})
+    return base
+
+
+def geometry_for(original: tuple[int, int], spec: Preprocess) -> tuple[tuple[int, int], Geometry]:
+    """Return the resized size and the geometry of the model window in original pixels."""
+    h0, w0 = original
+    if spec.size:
+        rh, rw = spec.size
+    elif spec.resize:
+        # Same rounding as torchvision's resize with an int size.
+        if h0 <= w0:
+            rh, rw = spec.resize, int(spec.resize * w0 / h0)
+        else:
+            rh, rw = int(spec.resize * h0 / w0), spec.resize
+    else:
+        rh, rw = h0, w0
+    if spec.crop:
+        ch, cw = spec.crop
+        if ch > rh or cw > rw:
+            raise ExplainError(
+                f"crop {ch}x{cw} is larger than the resized image {rh}x{rw}; use a larger resize or --size"
+            )
+        top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
+    else:
+        ch, cw, top, left = rh, rw, 0, 0
+    sy, sx = h0 / rh, w0 / rw
+    geometry = Geometry(original=(h0, w0), box=(top * sy, left * sx, ch * sy, cw * sx), model=(ch, cw))
+    return (rh, rw), geometry
+
+
+def apply_preprocess(pixels: "torch.Tensor", spec: Preprocess) -> Prepared:
+    """Turn (C, H0, W0) pixels in [0, 1] into the model input.
+
+    Raises
+    ------
+    ExplainError
+        If mean/std do not match the number of channels, or the crop does not fit.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    c, h0, w0 = pixels.shape
+    (rh, rw), geometry = geometry_for((h0, w0), spec)
+    out = pixels
+    if (rh, rw) != (h0, w0):
+        # antialias=True matches torchvision/PIL when shrinking.
+        out = F.interpolate(out[None], size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)[0]
+        out = out.clamp_(0.0, 1.0)
+    if spec.crop:
+        top = int(round(geometry.box[0] * rh / h0))
+        left = int(round(geometry.box[1] * rw / w0))
+        out = out[:, top : top + geometry.model[0], left : left + geometry.model[1]]
+    pixels_model = out.contiguous()
+    x = pixels_model
+    for stat, label in ((spec.mean, "mean"), (spec.std, "std")):
+        if stat is not None and len(stat) not in (1, c):
+            raise ExplainError(
+                f"preprocessing {label} has {len(stat)} values but the input has {c} channels; "
+                f"pass --{label} with {c} values or --preprocess none"
+            )
+    if spec.mean is not None:
+        x = x - torch.tensor(spec.mean, dtype=x.dtype).view(-1, 1, 1)
+    if spec.std is not None:
+        x = x / torch.tensor(spec.std, dtype=x.dtype).view(-1, 1, 1)
+    return Prepared(x=x.contiguous(), pixels=pixels_model, geometry=geometry, preprocess=spec)
+
+
+def normalize_pixels(values: "torch.Tensor", spec: Preprocess) -> "torch.Tensor":
+    """Map pixel-space values (C, ...) in [0, 1] into model input space with ``spec``'s mean/std."""
+    import torch
+
+    shape = (-1,) + (1,) * (values.dim() - 1)
+    if spec.mean is not None:
+        values = values - torch.tensor(spec.mean, dtype=values.dtype).view(shape)
+    if spec.std is not None:
+        values = values / torch.tensor(spec.std, dtype=values.dtype).view(shape)
+    return values
+
+
+def map_to_original(maps: np.ndarray, geometry: Geometry, *, nearest: bool = False) -> np.ndarray:
+    """Resample (K, H, W) model-space maps onto the original image; NaN outside the window.
+
+    ``nearest`` is for label maps (segment ids), bilinear for scores.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    maps = np.asarray(maps)
+    k = maps.shape[0]
+    h0, w0 = geometry.original
+    t, l, b, r = geometry.pixel_box()
+    src = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float64))[:, None]
+    mode = "nearest" if nearest else "bilinear"
+    kwargs = {} if nearest else {"align_corners": False}
+    resized = F.interpolate(src, size=(b - t, r - l), mode=mode, **kwargs)[:, 0].numpy()
+    full = np.full((k, h0, w0), np.nan)
+    full[:, t:b, l:r] = resized
+    return full
+

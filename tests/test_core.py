@@ -1,0 +1,61 @@
+"""The perturbation core: composition by one gather, batching, output spaces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from explain_cli.core import Evaluator, compose_pixels, compose_segments
+from explain_cli.errors import ExplainError
+
+
+def test_compose_segments_matches_per_pixel_definition():
+    g = torch.Generator().manual_seed(0)
+    x, b = torch.rand(2, 4, 5, generator=g), torch.rand(2, 4, 5, generator=g)
+    seg = torch.tensor([[0, 0, 1, 1, 2]] * 4)
+    z = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    out = compose_segments(x, b, seg, z)
+    assert out.shape == (3, 2, 4, 5)
+    for i in range(3):
+        for r in range(4):
+            for c in range(5):
+                keep = z[i, seg[r, c]] == 1
+                torch.testing.assert_close(out[i, :, r, c], x[:, r, c] if keep else b[:, r, c])
+
+
+def test_compose_segments_with_per_example_baselines():
+    x = torch.zeros(2, 1, 2, 2)
+    b = torch.stack([torch.full((1, 2, 2), 5.0), torch.full((1, 2, 2), 7.0)])
+    seg = torch.tensor([[0, 1], [0, 1]])
+    out = compose_segments(x, b, seg, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert out[0, 0].tolist() == [[0.0, 5.0], [0.0, 5.0]]
+    assert out[1, 0].tolist() == [[7.0, 0.0], [7.0, 0.0]]
+
+
+def test_compose_pixels_soft_masks():
+    x, b = torch.ones(1, 2, 2), torch.zeros(1, 2, 2)
+    out = compose_pixels(x, b, torch.tensor([[[0.25, 1.0], [0.0, 0.5]]]))
+    assert out[0, 0].tolist() == [[0.25, 1.0], [0.0, 0.5]]
+
+
+def test_evaluator_counts_and_selects_targets():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    ev = Evaluator(model, torch.device("cpu"), batch_size=2, output="logits")
+    full = ev(torch.rand(5, 1, 2, 2))
+    assert full.shape == (5, 3) and ev.evaluations == 5
+    ev.select_targets([2, 0])
+    assert ev(torch.rand(3, 1, 2, 2)).shape == (3, 2)
+    assert ev.evaluations == 8
+
+
+def test_probs_are_softmax():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.rand(2, 1, 2, 2)
+    probs = Evaluator(model, torch.device("cpu"), output="probs")(x)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"output": "odds"}, {"precision": "bf16"}])
+def test_evaluator_rejects_bad_settings(kwargs):
+    with pytest.raises(ExplainError):
+        Evaluator(lambda x: x, torch.device("cpu"), **kwargs)
