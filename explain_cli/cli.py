@@ -95,7 +95,7 @@ def run(
     model: Annotated[str, typer.Argument(help="TorchScript file, or torchvision:ARCH (e.g. torchvision:resnet18).")],
     inputs: Annotated[list[str], typer.Argument(help="Images (PNG, JPEG, ...) or tensors (.pt, .npy).", show_default=False)],
     method: Annotated[Method, typer.Option("--method", "-m", help="Explanation method.")] = Method("lime"),
-    samples: Annotated[Optional[int], typer.Option("--samples", "-n", help="Model evaluations (lime). [default: 1000]")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", "-n", help="Model evaluations, all included (lime 1000, kernelshap 2048).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice; same seed, same numbers.")] = 0,
     out: OutOpt = Path("explanations"),
     weights: Annotated[Optional[str], typer.Option("--weights", help="torchvision:ARCH weights: a state-dict file, or DEFAULT to download torchvision's. Omitted: random weights.")] = None,
@@ -119,6 +119,9 @@ def run(
     distance: Annotated[Optional[str], typer.Option("--distance", help="lime: cosine | euclidean. [default: cosine]")] = None,
     surrogate: Annotated[Optional[Surrogate], typer.Option("--surrogate", help="lime: ridge (closed form) | lasso | linear. [default: ridge]")] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="lime: surrogate penalty, relative to the data scale. [default: 0.001]")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="kernelshap: enumerate all 2^M coalitions (exact Shapley values).")] = False,
+    allocation: Annotated[Optional[str], typer.Option("--allocation", help="kernelshap: spread sampled coalitions over sizes by kernel mass or leverage. [default: kernel]")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="kernelshap: bootstrap resamples for standard errors. [default: 200]")] = None,
     save_map: Annotated[bool, typer.Option("--save-map", help="Also write NAME.METHOD.npy, (K,H,W) at the original resolution.")] = False,
     boundaries: Annotated[bool, typer.Option("--boundaries/--no-boundaries", help="Draw superpixel boundaries.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings.")] = False,
@@ -136,7 +139,8 @@ def run(
             seg_params=parse_seg_params(seg_param), baseline=baseline, preprocess=preprocess,
             size=size, mean=mean, std=std, output=output.value, batch_size=batch_size, device=device,
             precision=precision.value, kernel_width=kernel_width, distance=distance,
-            surrogate=surrogate.value if surrogate else None, alpha=alpha, save_map=save_map,
+            surrogate=surrogate.value if surrogate else None, alpha=alpha, exact=exact or None,
+            allocation=allocation, bootstrap=bootstrap, save_map=save_map,
             boundaries=boundaries, quiet=quiet,
         )
 

@@ -34,11 +34,14 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
     # Engine parameters: None takes the engine's default.
-    samples: int | None = None  # lime: model evaluations
+    samples: int | None = None  # lime, kernelshap: model evaluations
     kernel_width: float | None = None  # lime: kernel width σ
     distance: str | None = None  # lime: cosine | euclidean
     surrogate: str | None = None  # lime: ridge | lasso | linear
     alpha: float | None = None  # lime: surrogate penalty (relative)
+    exact: bool | None = None  # kernelshap: enumerate all 2^M coalitions
+    allocation: str | None = None  # kernelshap: kernel | leverage
+    bootstrap: int | None = None  # kernelshap: bootstrap resamples for standard errors
     # Outputs.
     save_map: bool = False  # also write NAME.METHOD.npy (K, H, W) at the original resolution
     boundaries: bool = True  # draw superpixel boundaries on the PNG

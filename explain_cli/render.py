@@ -79,7 +79,10 @@ def _font(size: int):
 
 def render_png(display: np.ndarray, maps: np.ndarray, captions: list[str], *, signed: bool, title: str,
                labels_full: np.ndarray | None = None) -> bytes:
-    """A PNG with one panel per target over the original image, a shared colour bar and captions.
+    """A PNG with one panel per target over the original image, each with its caption and colour bar.
+
+    Each panel has its own colour scale, so a weaker second class stays readable; the bar under
+    it gives the values.
 
     Parameters
     ----------
@@ -95,40 +98,43 @@ def render_png(display: np.ndarray, maps: np.ndarray, captions: list[str], *, si
     from PIL import Image, ImageDraw
 
     k, h, w = maps.shape
-    vrange = color_range(maps, signed=signed)
     edges = boundaries(labels_full) if labels_full is not None else None
-    gap = 8
-    font_px = int(np.clip(min(h, w) / 18, 11, 18))
+    gap = 10
+    font_px = int(np.clip(min(h, w) / 18, 11, 16))
     font = _font(font_px)
     line = font_px + 6
-    bar_h = max(10, font_px)
-    width = max(k * w + (k - 1) * gap, 260)
-    height = line + h + line + bar_h + line + 4
+    bar_h = max(8, font_px - 2)
+    panel_w = max(w, 200)
+    width = k * panel_w + (k - 1) * gap
+    height = line + h + line + bar_h + line + 2
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     draw.text((2, 3), title, fill=(20, 20, 20), font=font)
     for i in range(k):
-        x0 = i * (w + gap)
-        panel = overlay(display, maps[i], vrange, signed=signed, edges=edges)
-        canvas.paste(Image.fromarray(panel), (x0, line))
+        x0 = i * (panel_w + gap)
+        vrange = color_range(maps[i], signed=signed)
+        canvas.paste(Image.fromarray(overlay(display, maps[i], vrange, signed=signed, edges=edges)), (x0, line))
         draw.text((x0 + 2, line + h + 3), captions[i], fill=(20, 20, 20), font=font)
-    # Colour bar with its limits and centre.
-    bar_w = min(width - 20, 360)
-    bx, by = (width - bar_w) // 2, line + h + line + 2
-    ramp = colormap(np.linspace(0, 1, bar_w), DIVERGING if signed else SEQUENTIAL)
-    strip = np.repeat(ramp[None].round().astype(np.uint8), bar_h, axis=0)
-    canvas.paste(Image.fromarray(strip), (bx, by))
-    draw.rectangle([bx - 1, by - 1, bx + bar_w, by + bar_h], outline=(90, 90, 90))
-    lo, hi = vrange
-    ticks = [(0.0, lo), (0.5, (lo + hi) / 2), (1.0, hi)]
-    for frac, value in ticks:
-        text = f"{value:+.3g}" if signed else f"{value:.3g}"
-        tw = draw.textlength(text, font=font)
-        tx = int(np.clip(bx + frac * bar_w - tw / 2, 0, width - tw))
-        draw.text((tx, by + bar_h + 2), text, fill=(40, 40, 40), font=font)
+        _colour_bar(draw, canvas, x0 + 6, line + h + line + 1, panel_w - 12, bar_h, vrange, signed, font)
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+def _colour_bar(draw, canvas, x: int, y: int, width: int, height: int, vrange: tuple[float, float],
+                signed: bool, font) -> None:
+    """A horizontal colour bar with its low, middle and high values."""
+    from PIL import Image
+
+    ramp = colormap(np.linspace(0, 1, width), DIVERGING if signed else SEQUENTIAL)
+    canvas.paste(Image.fromarray(np.repeat(ramp[None].round().astype(np.uint8), height, axis=0)), (x, y))
+    draw.rectangle([x - 1, y - 1, x + width, y + height], outline=(90, 90, 90))
+    lo, hi = vrange
+    for frac, value in ((0.0, lo), (0.5, (lo + hi) / 2), (1.0, hi)):
+        text = f"{value:+.3g}" if signed else f"{value:.3g}"
+        tw = draw.textlength(text, font=font)
+        tx = int(np.clip(x + frac * width - tw / 2, x - 4, x + width - tw + 4))
+        draw.text((tx, y + height + 1), text, fill=(40, 40, 40), font=font)
 
 
 def render_segments_png(display: np.ndarray, labels_full: np.ndarray, title: str) -> bytes:

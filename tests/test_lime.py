@@ -9,7 +9,6 @@ import torch
 from explain_cli.core import Evaluator, Problem
 from explain_cli.engines import build_params, get_engine
 from explain_cli.engines.lime import kernel_weights
-from explain_cli.segmentation import grid_labels
 from tests.conftest import make_linear
 
 
@@ -18,7 +17,8 @@ def make_problem(model, *, batch_size=16, n_segments=12, seed=1, output="logits"
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(3, 16, 16, generator=g, dtype=dtype)
     baseline = torch.rand(3, 16, 16, generator=g, dtype=dtype) * 0.3
-    segments = torch.from_numpy(grid_labels((16, 16), n_segments))
+    # exactly n_segments blocks of consecutive pixels (row-major)
+    segments = (torch.arange(16 * 16) * n_segments // (16 * 16)).reshape(16, 16)
     ev = Evaluator(model, torch.device("cpu"), batch_size=batch_size, output=output)
     reference = ev(x[None])[0, list(targets)].cpu()
     ev.select_targets(list(targets))

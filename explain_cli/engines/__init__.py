@@ -44,9 +44,9 @@ class Engine:
 
 
 def _registry() -> dict[str, Engine]:
-    from explain_cli.engines import lime
+    from explain_cli.engines import kernelshap, lime
 
-    engines = [lime.ENGINE]
+    engines = [lime.ENGINE, kernelshap.ENGINE]
     return {e.name: e for e in engines}
 
 

@@ -1,0 +1,108 @@
+"""Engine overhead: wall time of an engine ÷ pure batched forward time at the same evaluations.
+
+For each model and engine, one run of the engine (sampling, composing perturbed batches,
+forwards, estimation) is timed against the model alone on pre-built batches of the same size
+and count. Runs are interleaved (engine, forward, engine, forward, ...) so drift hits both
+sides alike; the ratio printed is median(engine) ÷ median(forward).
+
+    python benchmarks/overhead.py                     # resnet18 (random weights, 224²) and the sample model
+    python benchmarks/overhead.py --methods lime --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from explain_cli.config import RunConfig  # noqa: E402
+from explain_cli.core import Evaluator, Problem  # noqa: E402
+from explain_cli.engines import ENGINES, build_params, get_engine  # noqa: E402
+from explain_cli.inputs import load_input  # noqa: E402
+from explain_cli.models import load_model  # noqa: E402
+from explain_cli.preprocess import apply_preprocess, resolve_preprocess  # noqa: E402
+from explain_cli.segmentation import segment, to_segmentation_space  # noqa: E402
+
+IMAGE = ROOT / "sample_models" / "images" / "triangle_square.png"
+# Evaluations per engine run: enough that fixed costs are amortised as in real use.
+BUDGETS = {"resnet18": 256, "sample": 2000}
+ENGINE_VALUES = {
+    "lime": lambda n: {"samples": n},
+    "kernelshap": lambda n: {"samples": n},
+    "rise": lambda n: {"masks": n},
+    "ablation": lambda n: {},
+}
+
+
+def build_problem(source: str, batch_size: int, n_segments: int = 50):
+    model = load_model(source, device="cpu", seed=0)
+    item = load_input(IMAGE)
+    spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image")
+    prepared = apply_preprocess(item.pixels, spec)
+    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=False), "slic", n_segments=n_segments)
+    ev = Evaluator(model.module, model.device, batch_size=batch_size, output="probs")
+    x = prepared.x
+    ref = ev(x[None])[0]
+    target = int(ref.argmax())
+    ev.select_targets([target])
+    problem = Problem(x=x, baseline=torch.zeros_like(x), segments=torch.from_numpy(seg.labels), evaluator=ev,
+                      reference=ref[[target]].cpu())
+    return model, problem
+
+
+def time_engine(problem: Problem, method: str, values: dict, seed: int) -> tuple[float, int]:
+    engine = get_engine(method)
+    params = build_params(engine, values)
+    problem.evaluator.evaluations = 0
+    start = time.perf_counter()
+    engine.run(problem, params, torch.Generator().manual_seed(seed))
+    return time.perf_counter() - start, problem.evaluator.evaluations
+
+
+def time_forward(module, x: torch.Tensor, evaluations: int, batch_size: int) -> float:
+    """The model alone on ready-made batches: the floor any engine can reach."""
+    batch = x.expand(batch_size, *x.shape).contiguous()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        done = 0
+        while done < evaluations:
+            n = min(batch_size, evaluations - done)
+            torch.softmax(module(batch[:n]), dim=1)
+            done += n
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=",".join(m for m in ENGINE_VALUES if m in ENGINES))
+    parser.add_argument("--models", default="resnet18,sample")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    sources = {"resnet18": "torchvision:resnet18", "sample": str(ROOT / "sample_models" / "shapes_cnn.pt")}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch size {args.batch_size}, "
+          f"median of {args.repeats} interleaved runs")
+    print(f"{'model':10} {'method':11} {'evals':>6} {'engine s':>9} {'forward s':>9} {'ratio':>6}")
+    for name in args.models.split(","):
+        model, problem = build_problem(sources[name], args.batch_size)
+        for method in args.methods.split(","):
+            values = ENGINE_VALUES[method](BUDGETS[name])
+            time_engine(problem, method, values, seed=0)  # warm-up (allocator, caches)
+            engine_times, forward_times = [], []
+            for r in range(args.repeats):
+                t, evals = time_engine(problem, method, values, seed=r)
+                engine_times.append(t)
+                forward_times.append(time_forward(model.module, problem.x, evals, args.batch_size))
+            e, f = statistics.median(engine_times), statistics.median(forward_times)
+            print(f"{name:10} {method:11} {evals:>6} {e:>9.3f} {f:>9.3f} {e / f:>6.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Kernel SHAP: exact Shapley values by enumeration, exact efficiency at every budget, linear exactness."""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+
+import numpy as np
+import pytest
+import torch
+
+from explain_cli.core import compose_segments
+from explain_cli.engines import build_params, get_engine
+from explain_cli.engines.kernelshap import kernel_mass, plan
+from explain_cli.errors import ExplainError
+from tests.conftest import make_linear
+from tests.test_lime import exact_contributions, make_problem
+
+
+class Nonlinear(torch.nn.Module):
+    """Interactions between regions: products, a max and a tanh, so Shapley ≠ anything simpler."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x.flatten(2).mean(dim=1)  # (B, H*W)
+        a, b, c = q[:, :64].mean(1), q[:, 64:160].mean(1), q[:, 160:].mean(1)
+        out0 = torch.tanh(3 * a * b) + c * c + torch.maximum(a, c)
+        out1 = a * b * c * 10 + torch.sigmoid(x[:, 0, 8:, 8:].sum((1, 2)) / 10)
+        return torch.stack([out0, out1], dim=1)
+
+
+def brute_force_shapley(problem, m: int) -> np.ndarray:
+    """φ_i = Σ_{S ⊆ N∖{i}} |S|!(M−|S|−1)!/M! · (v(S∪{i}) − v(S)) from all 2^M coalitions."""
+    codes = np.arange(2**m)
+    z = torch.from_numpy(((codes[:, None] >> np.arange(m)) & 1).astype(np.float32))
+    with torch.no_grad():
+        ev = problem.evaluator
+        v = torch.cat([ev.model(compose_segments(problem.x.double(), problem.baseline.double(), problem.segments, z[i:i + 256].double()))
+                       for i in range(0, len(z), 256)]).double().numpy()
+    v = v[:, list(ev.targets.tolist())]
+    phi = np.zeros((v.shape[1], m))
+    for i in range(m):
+        for code in range(2**m):
+            if code >> i & 1:
+                continue
+            s = bin(code).count("1")
+            weight = math.factorial(s) * math.factorial(m - s - 1) / math.factorial(m)
+            phi[:, i] += weight * (v[code | (1 << i)] - v[code])
+    return phi
+
+
+def run_shap(problem, seed=0, **values):
+    engine = get_engine("kernelshap")
+    return engine.run(problem, build_params(engine, values), torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("m", [2, 5, 10])
+def test_full_enumeration_equals_brute_force_shapley(m):
+    model = Nonlinear().double()
+    problem = make_problem(model, n_segments=m, targets=(0, 1), dtype=torch.float64)
+    assert problem.n_segments == m
+    result = run_shap(problem, samples=2**m)
+    expected = brute_force_shapley(problem, m)
+    np.testing.assert_allclose(result.scores, expected, atol=1e-9, rtol=1e-6)
+    assert result.extra["exact"] and np.all(result.stderr == 0)
+    assert problem.evaluator.evaluations == 2**m  # f(x), f(b) and 2^M − 2 coalitions
+
+
+@pytest.mark.parametrize("samples", [20, 64, 200, 1000])
+@pytest.mark.parametrize("allocation", ["kernel", "leverage"])
+def test_efficiency_exact_at_every_budget(samples, allocation):
+    problem = make_problem(Nonlinear(), n_segments=16, targets=(0, 1))
+    result = run_shap(problem, samples=samples, allocation=allocation)
+    total = result.scores.sum(axis=1)
+    np.testing.assert_allclose(total, problem.reference.numpy() - result.baseline_score, atol=1e-9)
+    np.testing.assert_allclose(result.base_value, result.baseline_score)
+    assert problem.evaluator.evaluations <= samples
+    assert problem.evaluator.evaluations >= samples - 2
+    assert result.stderr.shape == result.scores.shape and np.all(result.stderr >= 0)
+
+
+@pytest.mark.parametrize("samples", [30, 300])
+def test_linear_model_is_exact_at_any_budget(samples):
+    model = make_linear()
+    problem = make_problem(model, n_segments=25)
+    result = run_shap(problem, samples=samples)
+    expected = exact_contributions(model, problem)
+    np.testing.assert_allclose(result.scores, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_error_shrinks_with_budget_and_stderr_is_honest():
+    model = Nonlinear().double()
+    m = 12
+    problem = make_problem(model, n_segments=m, targets=(0,), dtype=torch.float64)
+    exact = brute_force_shapley(problem, m)
+    errors, coverage = [], []
+    for samples in (128, 1024):
+        errs = []
+        for seed in range(6):
+            p = make_problem(model, n_segments=m, targets=(0,), dtype=torch.float64)
+            r = run_shap(p, seed=seed, samples=samples)
+            errs.append(np.linalg.norm(r.scores - exact) / np.linalg.norm(exact))
+            coverage.append(np.mean(np.abs(r.scores - exact) <= 3 * r.stderr + 1e-12))
+        errors.append(np.mean(errs))
+    assert errors[1] < errors[0]
+    assert np.mean(coverage) > 0.8  # ±3 standard errors cover the truth most of the time
+
+
+def test_design_weights_match_kernel_when_complete():
+    m = 6
+    design = plan(m, 2**m - 2, allocation="kernel", exact=True, generator=torch.Generator())
+    sizes = design.z.sum(1)
+    pi = (m - 1) / (np.array([math.comb(m, s) for s in sizes]) * sizes * (m - sizes))
+    np.testing.assert_allclose(design.weight, pi)
+
+
+def test_design_pairs_are_complements_and_distinct():
+    design = plan(20, 500, allocation="kernel", exact=False, generator=torch.Generator().manual_seed(0))
+    keys = {row.tobytes() for row in design.z}
+    assert len(keys) == len(design.z) <= 500
+    for pid in np.unique(design.pair[design.pair >= 0]):
+        a, b = design.z[design.pair == pid]
+        assert np.all(a == ~b)
+    # sizes 1 and 19 fit in the budget completely: enumerated
+    assert (design.stratum == 1).sum() == 20 and np.all(design.pair[design.stratum == 1] == -1)
+    # weights per size sum to that size's kernel mass
+    mass = kernel_mass(20)
+    for s in np.unique(design.stratum):
+        assert design.weight[design.stratum == s].sum() == pytest.approx(mass[s])
+
+
+def test_exact_with_too_many_segments_says_how_many_evaluations():
+    problem = make_problem(make_linear(), n_segments=16)
+    with pytest.raises(ExplainError, match="65,536 evaluations"):
+        run_shap(problem, samples=1000, exact=True)
+
+
+def test_kernelshap_cli_writes_stderr(cli, linear_script, tmp_path):
+    x = torch.rand(3, 16, 16)
+    torch.save(x, tmp_path / "x.pt")
+    result = cli("run", linear_script, tmp_path / "x.pt", "--method", "kernelshap", "--samples", "100",
+                 "--out", tmp_path, "--top-k", "2", "--segments", "grid", "--n-segments", "16")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    doc = json.loads((tmp_path / "x.kernelshap.json").read_text())
+    assert doc["evaluations"] == 100
+    for t in doc["targets"]:
+        assert all("stderr" in s for s in t["segments"])
+        assert sum(s["score"] for s in t["segments"]) == pytest.approx(t["score"] - t["baseline_score"], abs=1e-6)
