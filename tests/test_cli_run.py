@@ -76,8 +76,9 @@ def test_png_is_at_original_resolution_and_paths_on_stdout(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert [l.rsplit(".", 1)[-1] for l in lines] == ["png", "json", "npy"]
-    png = Image.open(lines[0])
-    w0, h0 = Image.open(image).size
+    with Image.open(lines[0]) as png, Image.open(image) as original:
+        w0, h0 = original.size
+        png.load()
     assert png.width >= 2 * w0 and png.height > h0  # two panels plus title, captions and colour bar
     heat = np.load(lines[2], allow_pickle=False)
     assert heat.shape == (2, h0, w0) and np.isfinite(heat).all()
@@ -110,7 +111,8 @@ def test_segment_command_and_info(cli, tmp_path):
     result = cli("segment", SAMPLE_IMAGES[0], "--out", tmp_path, "--n-segments", "30")
     assert result.exit_code == 0, result.stderr
     assert "segments" in result.stderr
-    assert Image.open(result.stdout.strip()).size[1] > 0
+    with Image.open(result.stdout.strip()) as png:
+        assert png.size[1] > 0
     info = cli("info", "--json")
     assert info.exit_code == 0
     doc = json.loads(info.stdout)

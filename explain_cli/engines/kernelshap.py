@@ -223,8 +223,12 @@ def solve(z: np.ndarray, y: np.ndarray, w: np.ndarray, delta: np.ndarray) -> np.
     r = y - z[:, -1:] * delta[None, :]
     batched = w.ndim == 2
     wb = w if batched else w[None]
-    gram = np.einsum("bn,ni,nj->bij", wb, a, a)
-    rhs = np.einsum("bn,ni,nk->bik", wb, a, r)
+    gram = np.empty((len(wb), m - 1, m - 1))
+    rhs = np.empty((len(wb), m - 1, r.shape[1]))
+    for start in range(0, len(wb), 16):  # batched BLAS products, in chunks to bound memory
+        aw = wb[start : start + 16, None, :] * a.T[None]  # (b, M-1, n)
+        gram[start : start + 16] = aw @ a
+        rhs[start : start + 16] = aw @ r
     # A tiny relative ridge only guards rank deficiency (very small budgets); it does not touch Σφ.
     eye = np.eye(m - 1) * 1e-12 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / max(m - 1, 1)
     head = np.linalg.solve(gram + eye, rhs)  # (B, M-1, K)
