@@ -122,6 +122,9 @@ def run(
     exact: Annotated[bool, typer.Option("--exact", help="kernelshap: enumerate all 2^M coalitions (exact Shapley values).")] = False,
     allocation: Annotated[Optional[str], typer.Option("--allocation", help="kernelshap: spread sampled coalitions over sizes by kernel mass or leverage. [default: kernel]")] = None,
     bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="kernelshap: bootstrap resamples for standard errors. [default: 200]")] = None,
+    masks: Annotated[Optional[int], typer.Option("--masks", help="rise: number of random masks. [default: 4000]")] = None,
+    grid: Annotated[Optional[int], typer.Option("--grid", help="rise: mask grid size s (s×s cells). [default: 7]")] = None,
+    p1: Annotated[Optional[float], typer.Option("--p1", help="rise: probability a cell keeps the input. [default: 0.5]")] = None,
     save_map: Annotated[bool, typer.Option("--save-map", help="Also write NAME.METHOD.npy, (K,H,W) at the original resolution.")] = False,
     boundaries: Annotated[bool, typer.Option("--boundaries/--no-boundaries", help="Draw superpixel boundaries.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings.")] = False,
@@ -140,7 +143,7 @@ def run(
             size=size, mean=mean, std=std, output=output.value, batch_size=batch_size, device=device,
             precision=precision.value, kernel_width=kernel_width, distance=distance,
             surrogate=surrogate.value if surrogate else None, alpha=alpha, exact=exact or None,
-            allocation=allocation, bootstrap=bootstrap, save_map=save_map,
+            allocation=allocation, bootstrap=bootstrap, masks=masks, grid=grid, p1=p1, save_map=save_map,
             boundaries=boundaries, quiet=quiet,
         )
 

@@ -42,6 +42,9 @@ class RunConfig:
     exact: bool | None = None  # kernelshap: enumerate all 2^M coalitions
     allocation: str | None = None  # kernelshap: kernel | leverage
     bootstrap: int | None = None  # kernelshap: bootstrap resamples for standard errors
+    masks: int | None = None  # rise: number of random masks
+    grid: int | None = None  # rise: coarse mask grid size s
+    p1: float | None = None  # rise: probability a grid cell keeps the input
     # Outputs.
     save_map: bool = False  # also write NAME.METHOD.npy (K, H, W) at the original resolution
     boundaries: bool = True  # draw superpixel boundaries on the PNG

@@ -188,7 +188,9 @@ def write_explanation(expl: Explanation, display: np.ndarray, out_dir: Path, ste
     engine = get_engine(expl.method)
     paths = output_paths(out_dir, stem, expl.method, cfg.save_map)
     full = map_to_original(expl.segment_maps(), expl.geometry)
-    labels_full = map_to_original(expl.segmentation.labels[None], expl.geometry, nearest=True)[0] if cfg.boundaries else None
+    # Boundaries help read segment-level scores; pixel-level maps (RISE) are clearer without them.
+    show_edges = cfg.boundaries and expl.attribution.pixel_maps is None
+    labels_full = map_to_original(expl.segmentation.labels[None], expl.geometry, nearest=True)[0] if show_edges else None
     captions = []
     for k, index in enumerate(expl.targets):
         name = expl.labels[k] if expl.labels[k] is not None else f"class {index}"

@@ -44,9 +44,9 @@ class Engine:
 
 
 def _registry() -> dict[str, Engine]:
-    from explain_cli.engines import kernelshap, lime
+    from explain_cli.engines import ablation, kernelshap, lime, rise
 
-    engines = [lime.ENGINE, kernelshap.ENGINE]
+    engines = [lime.ENGINE, kernelshap.ENGINE, rise.ENGINE, ablation.ENGINE]
     return {e.name: e for e in engines}
 
 

@@ -1,0 +1,127 @@
+"""RISE (Petsiuk et al. 2018): saliency as the score-weighted average of random smooth masks.
+
+Masks follow the paper: a grid G ~ Bernoulli(p1)^{s×s}, cell = ceil(H/s) (and W), bilinear
+upsampling to (s+1)·cell, then an H×W window at a random shift in [0, cell). The small grids
+and shifts for all N masks are drawn up front on the CPU from the seeded generator (a few
+bytes per mask, so results do not depend on batch size or device); full-size masks exist
+only one batch at a time on the model's device, and the saliency is accumulated there, so
+memory does not grow with N:
+
+    S(λ) = Σ_i f(b + (x − b)·M_i)·M_i(λ) / (N·p1)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from explain_cli.engines import Attribution, Engine
+from explain_cli.errors import ExplainError
+
+if TYPE_CHECKING:
+    import torch
+
+    from explain_cli.core import Problem
+
+
+@dataclass(frozen=True)
+class RiseParams:
+    masks: int = 4000  # N random masks (= model evaluations, plus f(x) and f(baseline))
+    grid: int = 7  # s: the masks' coarse grid is s×s
+    p1: float = 0.5  # probability that a grid cell keeps the input
+
+    def validate(self) -> None:
+        if self.masks < 1:
+            raise ExplainError(f"--masks must be at least 1, got {self.masks}")
+        if self.grid < 1:
+            raise ExplainError(f"--grid must be at least 1, got {self.grid}")
+        if not 0 < self.p1 <= 1:
+            raise ExplainError(f"--p1 must be in (0, 1], got {self.p1}")
+
+
+@dataclass
+class MaskPlan:
+    """Everything random about N masks, small enough to hold for any N."""
+
+    grids: "torch.Tensor"  # (N, s, s) float32 in {0, 1}
+    shifts: "torch.Tensor"  # (N, 2) long, in [0, cell_h) x [0, cell_w)
+    shape: tuple[int, int]  # (H, W)
+    cell: tuple[int, int]  # (cell_h, cell_w)
+
+
+def plan_masks(n: int, shape: tuple[int, int], grid: int, p1: float, generator: "torch.Generator") -> MaskPlan:
+    import torch
+
+    h, w = shape
+    cell = (math.ceil(h / grid), math.ceil(w / grid))
+    grids = (torch.rand((n, grid, grid), generator=generator) < p1).float()
+    shifts = torch.stack(
+        [torch.randint(0, cell[0], (n,), generator=generator), torch.randint(0, cell[1], (n,), generator=generator)], dim=1
+    )
+    return MaskPlan(grids=grids, shifts=shifts, shape=(h, w), cell=cell)
+
+
+def render_masks(plan: MaskPlan, start: int, stop: int, device: "torch.device") -> "torch.Tensor":
+    """Masks ``start:stop`` as (B, H, W) float32 on ``device``: one upsample and one gather."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = plan.shape
+    s = plan.grids.shape[1]
+    up = ((s + 1) * plan.cell[0], (s + 1) * plan.cell[1])
+    grids = plan.grids[start:stop].to(device)
+    big = F.interpolate(grids[:, None], size=up, mode="bilinear", align_corners=False)[:, 0].clamp_(0.0, 1.0)
+    shifts = plan.shifts[start:stop].to(device)
+    rows = shifts[:, :1] + torch.arange(h, device=device)  # (B, H)
+    cols = shifts[:, 1:] + torch.arange(w, device=device)  # (B, W)
+    batch = torch.arange(len(grids), device=device)[:, None, None]
+    return big[batch, rows[:, :, None], cols[:, None, :]]
+
+
+def iterate_masks(plan: MaskPlan, batch_size: int, device: "torch.device") -> Iterator["torch.Tensor"]:
+    n = len(plan.grids)
+    for start in range(0, n, batch_size):
+        yield render_masks(plan, start, min(n, start + batch_size), device)
+
+
+def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") -> Attribution:
+    import torch
+
+    from explain_cli.core import compose_pixels
+
+    ev = problem.evaluator
+    h, w = problem.x.shape[-2:]
+    plan = plan_masks(params.masks, (h, w), params.grid, params.p1, generator)
+    ev.progress.start(params.masks + 2, "rise")
+    ev.progress.advance(1)
+    f_b = problem.baseline_output().numpy()
+    saliency = torch.zeros((problem.n_targets, h * w), dtype=torch.float64, device=ev.device)
+    score_sum = torch.zeros(problem.n_targets, dtype=torch.float64, device=ev.device)
+    for masks in iterate_masks(plan, ev.batch_size, ev.device):
+        out = ev(compose_pixels(problem.x, problem.baseline, masks))  # (B, K) float64
+        saliency += out.T @ masks.reshape(len(masks), -1).double()
+        score_sum += out.sum(dim=0)
+    saliency = (saliency / (params.masks * params.p1)).reshape(-1, h, w).cpu().numpy()
+    labels = problem.segments.cpu().numpy().ravel()
+    m = problem.n_segments
+    area = np.bincount(labels, minlength=m)
+    per_segment = np.stack([np.bincount(labels, weights=s.ravel(), minlength=m) / np.maximum(area, 1) for s in saliency])
+    return Attribution(
+        scores=per_segment,
+        base_value=f_b.copy(),
+        baseline_score=f_b.copy(),
+        pixel_maps=saliency,
+        extra={"mean_masked_score": (score_sum / params.masks).cpu().tolist()},
+    )
+
+
+ENGINE = Engine(
+    name="rise",
+    summary="score-weighted average of random smooth masks (Petsiuk et al. 2018); non-negative saliency",
+    params=RiseParams,
+    run=run,
+    signed=False,
+)
