@@ -57,7 +57,7 @@ def _warn(message: str) -> None:
 
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
-SegOpt = Annotated[Segmenter, typer.Option("--segments", help="Superpixel algorithm.")]
+SegOpt = Annotated[Optional[Segmenter], typer.Option("--segments", help="Superpixel algorithm. [default: slic; grid for permutation]")]
 NSegOpt = Annotated[Optional[int], typer.Option("--n-segments", help="About how many superpixels (slic, watershed, grid). [default: 50]")]
 CompactOpt = Annotated[Optional[float], typer.Option("--compactness", help="slic/watershed compactness.")]
 SegParamOpt = Annotated[Optional[list[str]], typer.Option("--seg-param", help="Other segmenter parameter, KEY=VALUE (repeatable); see `explain info`.")]
@@ -102,7 +102,7 @@ def run(
     target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="auto, a class index or a label (repeatable).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="With --target auto: explain the K top classes (same evaluations as one).")] = 1,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names: text file, one per line, or a JSON list.")] = None,
-    segments: SegOpt = Segmenter("slic"),
+    segments: SegOpt = None,
     n_segments: NSegOpt = None,
     compactness: CompactOpt = None,
     seg_param: SegParamOpt = None,
@@ -125,6 +125,8 @@ def run(
     masks: Annotated[Optional[int], typer.Option("--masks", help="rise: number of random masks. [default: 4000]")] = None,
     grid: Annotated[Optional[int], typer.Option("--grid", help="rise: mask grid size s (s×s cells). [default: 7]")] = None,
     p1: Annotated[Optional[float], typer.Option("--p1", help="rise: probability a cell keeps the input. [default: 0.5]")] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help="permutation: permutations per group. [default: 5]")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="permutation: output file name for the batch. [default: batch]")] = None,
     save_map: Annotated[bool, typer.Option("--save-map", help="Also write NAME.METHOD.npy, (K,H,W) at the original resolution.")] = False,
     boundaries: Annotated[bool, typer.Option("--boundaries/--no-boundaries", help="Draw superpixel boundaries.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings.")] = False,
@@ -138,12 +140,12 @@ def run(
         cfg = RunConfig(
             method=method.value, samples=samples, seed=seed, out=str(out), weights=weights,
             target=target or ["auto"], top_k=top_k, labels=str(labels) if labels else None,
-            segments=segments.value, n_segments=n_segments, compactness=compactness,
+            segments=segments.value if segments else None, n_segments=n_segments, compactness=compactness,
             seg_params=parse_seg_params(seg_param), baseline=baseline, preprocess=preprocess,
             size=size, mean=mean, std=std, output=output.value, batch_size=batch_size, device=device,
             precision=precision.value, kernel_width=kernel_width, distance=distance,
             surrogate=surrogate.value if surrogate else None, alpha=alpha, exact=exact or None,
-            allocation=allocation, bootstrap=bootstrap, masks=masks, grid=grid, p1=p1, save_map=save_map,
+            allocation=allocation, bootstrap=bootstrap, masks=masks, grid=grid, p1=p1, repeats=repeats, name=name, save_map=save_map,
             boundaries=boundaries, quiet=quiet,
         )
 
@@ -162,7 +164,7 @@ def run(
 @app.command("segment")
 def segment_cmd(
     inputs: Annotated[list[str], typer.Argument(help="Images or tensors to segment.", show_default=False)],
-    segments: SegOpt = Segmenter("slic"),
+    segments: SegOpt = None,
     n_segments: NSegOpt = None,
     compactness: CompactOpt = None,
     seg_param: SegParamOpt = None,
@@ -191,7 +193,7 @@ def segment_cmd(
         for item in loaded:
             spec = resolve_preprocess(preprocess, model_default=None, input_kind=item.kind, size=size)
             prepared = apply_preprocess(item.pixels, spec)
-            seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor"), segments.value, **params)
+            seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor"), segments.value if segments else "slic", **params)
             full = map_to_original(seg.labels[None], prepared.geometry, nearest=True)[0]
             title = f"{seg.algorithm}: {seg.n_segments} segments at {prepared.geometry.model[0]}x{prepared.geometry.model[1]}"
             path = out_dir / f"{item.stem}.segments.png"

@@ -20,7 +20,7 @@ class RunConfig:
     target: list[str] = field(default_factory=lambda: ["auto"])  # auto | class index | label, repeatable
     top_k: int = 1  # with target auto: explain the K highest-scoring classes
     labels: str | None = None  # class names: text file (one per line) or JSON list
-    segments: str = "slic"  # slic | quickshift | felzenszwalb | watershed | grid
+    segments: str | None = None  # slic | quickshift | felzenszwalb | watershed | grid; None: grid for permutation, else slic
     n_segments: int | None = None  # target number of superpixels (slic, watershed, grid)
     compactness: float | None = None  # slic / watershed compactness
     seg_params: dict[str, Any] = field(default_factory=dict)  # other segmenter parameters
@@ -45,6 +45,8 @@ class RunConfig:
     masks: int | None = None  # rise: number of random masks
     grid: int | None = None  # rise: coarse mask grid size s
     p1: float | None = None  # rise: probability a grid cell keeps the input
+    repeats: int | None = None  # permutation: permutations per group
+    name: str | None = None  # permutation: output name for the batch (default 'batch')
     # Outputs.
     save_map: bool = False  # also write NAME.METHOD.npy (K, H, W) at the original resolution
     boundaries: bool = True  # draw superpixel boundaries on the PNG
@@ -52,6 +54,10 @@ class RunConfig:
 
     def engine_values(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def segmenter(self, batch: bool) -> str:
+        """The segmentation algorithm: as configured, else grid for batch methods and slic otherwise."""
+        return self.segments or ("grid" if batch else "slic")
 
     def segmentation_params(self) -> dict[str, Any]:
         params = dict(self.seg_params)

@@ -134,11 +134,11 @@ class Evaluator:
 class Problem:
     """One example to explain, on the model's device, with its segment map and targets."""
 
-    x: "torch.Tensor"  # (C, H, W) model input
-    baseline: "torch.Tensor"  # (C, H, W) replacement values
+    x: "torch.Tensor"  # (C, H, W) model input; (N, C, H, W) for batch engines
+    baseline: "torch.Tensor"  # (C, H, W) replacement values (unused by permutation)
     segments: "torch.Tensor"  # (H, W) long, ids 0..M-1
     evaluator: Evaluator
-    reference: "torch.Tensor"  # (K,) float64 f(x) for the targets, already evaluated
+    reference: "torch.Tensor"  # (K,) float64 f(x) for the targets, already evaluated; (N, K) for a batch
 
     @property
     def n_segments(self) -> int:
@@ -146,7 +146,7 @@ class Problem:
 
     @property
     def n_targets(self) -> int:
-        return int(self.reference.shape[0])
+        return int(self.reference.shape[-1])
 
     def segment_outputs(self, z: "torch.Tensor") -> "torch.Tensor":
         """Model outputs (N, K) float64 on CPU for N interpretable vectors, batch by batch.

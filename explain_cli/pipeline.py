@@ -112,47 +112,77 @@ def output_paths(out_dir: Path, stem: str, method: str, save_map: bool) -> dict[
     return paths
 
 
+def _prepare(model: LoadedModel, item: LoadedInput, cfg: RunConfig, algorithm: str):
+    """Preprocess one input and segment the image the model sees."""
+    spec = resolve_preprocess(cfg.preprocess, model_default=model.preprocess, input_kind=item.kind,
+                              size=cfg.size, mean=cfg.mean, std=cfg.std)
+    prepared = apply_preprocess(item.pixels, spec)
+    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor"),
+                  algorithm, **cfg.segmentation_params())
+    return spec, prepared, seg
+
+
+def _outputs(evaluator, x: "torch.Tensor", items: Sequence[LoadedInput]) -> np.ndarray:
+    """All model outputs for the unperturbed inputs (N, n_outputs); a rejected input is a usage error."""
+    try:
+        return np.concatenate([evaluator(x[a:b]).cpu().numpy() for a, b in evaluator.chunks(len(x))])
+    except ExplainError:
+        raise
+    except Exception as exc:  # the model rejected the input: shape, channels, dtype
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        names = ", ".join(str(i.path) for i in items[:3])
+        raise ExplainError(
+            f"the model rejected input {names} of shape {list(x[:1].shape)}: {first[:200]}; "
+            "check channels and size (--size, --preprocess)"
+        ) from None
+
+
 def explain_input(model: LoadedModel, item: LoadedInput, cfg: RunConfig, *, progress: Progress | None = None) -> Explanation:
     """Explain one loaded input with the configured engine. No files are touched."""
+    return explain_items(model, [item], cfg, progress=progress)
+
+
+def explain_items(model: LoadedModel, items: Sequence[LoadedInput], cfg: RunConfig, *,
+                  progress: Progress | None = None) -> Explanation:
+    """Explain one input, or for a batch engine (permutation) several inputs together."""
     import torch
 
     from explain_cli.core import Evaluator, Problem
 
     engine = get_engine(cfg.method)
     params = build_params(engine, cfg.engine_values())
+    if engine.batch and len(items) < 2:
+        raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
     started = time.perf_counter()
-    spec = resolve_preprocess(cfg.preprocess, model_default=model.preprocess, input_kind=item.kind,
-                              size=cfg.size, mean=cfg.mean, std=cfg.std)
-    prepared = apply_preprocess(item.pixels, spec)
-    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor"),
-                  cfg.segments, **cfg.segmentation_params())
+    algorithm = cfg.segmenter(engine.batch)
+    prepared_items = [_prepare(model, item, cfg, algorithm) for item in items[:1]]
+    spec, first, seg = prepared_items[0]
+    xs = [first.x]
+    for item in items[1:]:
+        _, other, _ = _prepare(model, item, cfg, "grid")  # the batch shares the first input's groups
+        if other.x.shape != first.x.shape:
+            raise ExplainError(
+                f"{engine.name} needs inputs of one size after preprocessing: {items[0].path} gives "
+                f"{list(first.x.shape)}, {item.path} gives {list(other.x.shape)}; pass --size H,W"
+            )
+        xs.append(other.x)
     device = model.device
     evaluator = Evaluator(model.module, device, batch_size=parse_batch_size(cfg.batch_size, device),
                           output=cfg.output, precision=cfg.precision, progress=progress)
-    x = prepared.x.to(device)
-    try:
-        all_outputs = evaluator(x.unsqueeze(0))[0].cpu().numpy()
-    except ExplainError:
-        raise
-    except Exception as exc:  # the model rejected the input: shape, channels, dtype
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExplainError(
-            f"the model rejected input {item.path} of shape {list(x.unsqueeze(0).shape)}: {first[:200]}; "
-            "check channels and size (--size, --preprocess)"
-        ) from None
+    x = torch.stack(xs).to(device)
+    all_outputs = _outputs(evaluator, x, items)  # (N, n_outputs)
     labels = load_labels(cfg.labels, model)
-    targets = resolve_targets(cfg.target, cfg.top_k, all_outputs, labels)
+    targets = resolve_targets(cfg.target, cfg.top_k, all_outputs.mean(axis=0), labels)
     evaluator.select_targets(targets)
-    baseline = make_baseline(cfg.baseline, prepared.x, spec, input_kind=item.kind).to(device)
+    chosen = all_outputs[:, targets]
     problem = Problem(
-        x=x,
-        baseline=baseline,
+        x=x if engine.batch else x[0],
+        baseline=make_baseline(cfg.baseline, first.x, spec, input_kind=items[0].kind).to(device),
         segments=torch.from_numpy(seg.labels).to(device),
         evaluator=evaluator,
-        reference=torch.from_numpy(all_outputs[targets]).double(),
+        reference=torch.from_numpy(chosen if engine.batch else chosen[0]).double(),
     )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    attribution = engine.run(problem, params, generator)
+    attribution = engine.run(problem, params, torch.Generator().manual_seed(cfg.seed))
     evaluator.progress.stop()
     warnings = list(attribution.warnings)
     if seg.n_segments < SMALL_SEGMENT_COUNT:
@@ -161,23 +191,25 @@ def explain_input(model: LoadedModel, item: LoadedInput, cfg: RunConfig, *, prog
         )
     return Explanation(
         method=engine.name,
-        params={k: v for k, v in params.__dict__.items()},
+        params=dict(params.__dict__),
         seed=cfg.seed,
         output_space=cfg.output,
         baseline=cfg.baseline,
         model=model.describe(),
-        input=item.describe(),
+        input=items[0].describe(),
         preprocess=spec.to_dict(),
-        geometry=prepared.geometry,
+        geometry=first.geometry,
         segmentation=seg,
         targets=targets,
         labels=[labels[t] if labels else None for t in targets],
-        scores=all_outputs[targets],
+        scores=chosen.mean(axis=0),
         attribution=attribution,
         evaluations=evaluator.evaluations,
         timing={"total_s": time.perf_counter() - started, "forward_s": evaluator.forward_s},
         batch_size=evaluator.batch_size,
         warnings=warnings,
+        inputs=[item.describe() for item in items] if engine.batch else None,
+        example_scores=chosen if engine.batch else None,
     )
 
 
@@ -195,7 +227,10 @@ def write_explanation(expl: Explanation, display: np.ndarray, out_dir: Path, ste
     for k, index in enumerate(expl.targets):
         name = expl.labels[k] if expl.labels[k] is not None else f"class {index}"
         captions.append(f"{name} ({index}): {expl.output_space[:-1] if expl.output_space == 'probs' else 'logit'} {expl.scores[k]:.3g}")
-    title = f"{expl.method} · {Path(expl.input['path']).name} · {expl.segmentation.n_segments} segments · {expl.evaluations} evals"
+    name = Path(expl.input["path"]).name
+    if expl.inputs is not None:
+        name = f"{len(expl.inputs)} inputs (global importance, drawn on {name})"
+    title = f"{expl.method} · {name} · {expl.segmentation.n_segments} segments · {expl.evaluations} evals"
     png = render_png(display, full, captions, signed=engine.signed, title=title, labels_full=labels_full)
     document = json.dumps(expl.to_json(), indent=2, allow_nan=False).encode() + b"\n"
     written = []
@@ -231,15 +266,20 @@ def run(model_source: str, inputs: Sequence[str], cfg: RunConfig,
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ExplainError("no INPUT given; pass one or more image or tensor files")
-    check_unique_stems(paths)
+    if engine.batch and len(paths) < 2:
+        raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
+    if not engine.batch:
+        check_unique_stems(paths)
     out_dir = ensure_writable_dir(Path(cfg.out))
     model = load_model(model_source, weights=cfg.weights, device=cfg.device, seed=cfg.seed)
     loaded = [load_input(p, channels=model.in_channels or 3) for p in paths]
     progress = make_progress(quiet=cfg.quiet)
     written: list[Path] = []
-    for item in loaded:
-        expl = explain_input(model, item, cfg, progress=progress)
-        files = write_explanation(expl, item.display, out_dir, item.stem, cfg)
+    # A batch engine explains all inputs together; the others explain each input alone.
+    groups = [(loaded, cfg.name or "batch")] if engine.batch else [([item], item.stem) for item in loaded]
+    for items, stem in groups:
+        expl = explain_items(model, items, cfg, progress=progress)
+        files = write_explanation(expl, items[0].display, out_dir, stem, cfg)
         written += files
         if on_result is not None:
             on_result(expl, files)

@@ -42,6 +42,8 @@ class Explanation:
     timing: dict[str, float]
     batch_size: int = 0
     warnings: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] | None = None  # batch engines: every input (``input`` is the first)
+    example_scores: np.ndarray | None = None  # batch engines: (N, K) f(x_i)
 
     def segment_maps(self) -> np.ndarray:
         """(K, H, W) score maps at model resolution: pixel maps, or segment scores painted on segments."""
@@ -65,18 +67,25 @@ class Explanation:
                 }
                 if a.stderr is not None:
                     entry["stderr"] = float(a.stderr[k, g])
+                if a.std is not None:
+                    entry["std"] = float(a.std[k, g])
                 segments.append(entry)
-            targets.append(
-                {
-                    "index": int(index),
-                    "label": self.labels[k],
-                    "score": float(self.scores[k]),
-                    "baseline_score": float(a.baseline_score[k]),
-                    "intercept": float(a.base_value[k]),
-                    "r2": None if a.r2 is None else float(a.r2[k]),
-                    "segments": segments,
-                }
-            )
+            target: dict[str, Any] = {
+                "index": int(index),
+                "label": self.labels[k],
+                "score": float(self.scores[k]),
+                "baseline_score": _number(a.baseline_score[k]),
+                "intercept": _number(a.base_value[k]),
+                "r2": None if a.r2 is None else _number(a.r2[k]),
+                "segments": segments,
+            }
+            if a.per_example is not None and self.inputs is not None:
+                target["per_example"] = [
+                    {"input": item["path"], "score": float(self.example_scores[i, k]),
+                     "attributions": [float(v) for v in a.per_example[i, k]]}
+                    for i, item in enumerate(self.inputs)
+                ]
+            targets.append(target)
         import torch
         import torchvision
 
@@ -92,6 +101,7 @@ class Explanation:
             "baseline": self.baseline,
             "model": self.model,
             "input": self.input,
+            **({"inputs": self.inputs} if self.inputs is not None else {}),
             "preprocessing": {**self.preprocess, "geometry": self.geometry.to_dict()},
             "segmentation": seg.to_dict(),
             "targets": targets,
@@ -105,3 +115,9 @@ class Explanation:
                 "numpy": np.__version__,
             },
         }
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: a quantity a method does not define is null."""
+    value = float(value)
+    return value if np.isfinite(value) else None

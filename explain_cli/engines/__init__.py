@@ -30,6 +30,8 @@ class Attribution:
     pixel_maps: np.ndarray | None = None  # (K, H, W) when the engine works per pixel (RISE)
     r2: np.ndarray | None = None  # (K,) surrogate fit quality, where there is a fit
     stderr: np.ndarray | None = None  # (K, M) standard errors, where estimated
+    std: np.ndarray | None = None  # (K, M) spread over repeats (permutation)
+    per_example: np.ndarray | None = None  # (N, K, M) attributions per input (batch engines)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific JSON additions
     warnings: list[str] = field(default_factory=list)
 
@@ -41,12 +43,13 @@ class Engine:
     params: type  # a frozen dataclass of the engine's parameters
     run: Callable[["Problem", Any, "torch.Generator"], Attribution]
     signed: bool = True  # signed scores (diverging colormap) or non-negative (sequential)
+    batch: bool = False  # explains a batch of inputs together (permutation) rather than each alone
 
 
 def _registry() -> dict[str, Engine]:
-    from explain_cli.engines import ablation, kernelshap, lime, rise
+    from explain_cli.engines import ablation, kernelshap, lime, permutation, rise
 
-    engines = [lime.ENGINE, kernelshap.ENGINE, rise.ENGINE, ablation.ENGINE]
+    engines = [lime.ENGINE, kernelshap.ENGINE, rise.ENGINE, permutation.ENGINE, ablation.ENGINE]
     return {e.name: e for e in engines}
 
 
