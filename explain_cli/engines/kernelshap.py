@@ -189,9 +189,13 @@ def _distinct_subsets(m: int, s: int, n: int, generator: "torch.Generator") -> n
 
     seen: set[bytes] = set()
     chosen: list[np.ndarray] = []
+    per_perm = max(1, m // s)
     while len(chosen) < n:
         want = n - len(chosen)
-        order = torch.rand((want * 2 + 8, m), generator=generator).argsort(dim=1)[:, :s].numpy()
+        # Balanced draws: each random permutation of the players is cut into ⌊M/s⌋ disjoint
+        # subsets, so every player appears about equally often (a stratified design).
+        perms = torch.rand((want // per_perm + 2, m), generator=generator).argsort(dim=1).numpy()
+        order = perms[:, : per_perm * s].reshape(-1, s)
         z = np.zeros((len(order), m), dtype=bool)
         np.put_along_axis(z, order, True, axis=1)
         for row in z:
