@@ -161,6 +161,61 @@ def run(
             typer.echo(f"explain: results saved to {out}", err=True)
 
 
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def batch(
+    config: Annotated[Path, typer.Argument(help="YAML config: defaults + jobs (see configs/).", show_default=False)],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting for every job: KEY=VALUE (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be written; write nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo items whose outputs already exist.")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Run only shard K of N (K/N, 1-based): a stable partition of the items.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help="text, or json: one JSON line per event on stderr.")] = LogFormat.text,
+    debug: DebugOpt = False,
+) -> None:
+    """Run every job of a YAML config; skips finished outputs, records failures, writes summary.json/csv."""
+    with _guard(debug):
+        import json
+
+        from explain_cli.batch import parse_shard, run_batch
+        from explain_cli.config import parse_overrides
+        from explain_cli.progress import NullProgress, make_progress
+
+        overrides = parse_overrides(set_)
+        shard_spec = parse_shard(shard)
+        json_log = log_format == LogFormat.json
+
+        def emit(event: dict) -> None:
+            if json_log:
+                typer.echo(json.dumps(event, default=str), err=True)
+            elif event["event"] == "item" and event["status"] == "failed" and not quiet:
+                _warn(f"{event['job']}: {event['input']} · {event['method']}: {event['error']}")
+
+        progress = NullProgress() if json_log else make_progress(quiet=quiet)
+        rows, summary = run_batch(config, overrides=overrides, dry_run=dry_run, force=force, shard=shard_spec,
+                                  emit=emit, progress=progress)
+        if dry_run:
+            for row in rows:
+                for path in row.outputs:
+                    typer.echo(f"{row.status.removeprefix('planned-')} {path}")
+            typer.echo(f"explain: dry run: {len(rows)} items, nothing written", err=True)
+            return
+        for row in rows:
+            for path in row.outputs if row.status == "done" else []:
+                typer.echo(path)
+        failed = [r for r in rows if r.status == "failed"]
+        if not quiet and not json_log:
+            done = sum(r.status == "done" for r in rows)
+            skipped = sum(r.status == "skipped" for r in rows)
+            typer.echo(f"explain: {done} done, {skipped} skipped (complete), {len(failed)} failed; summary in {summary}", err=True)
+        if failed:
+            raise typer.Exit(code=1)
+
+
 @app.command("segment")
 def segment_cmd(
     inputs: Annotated[list[str], typer.Argument(help="Images or tensors to segment.", show_default=False)],

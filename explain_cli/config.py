@@ -66,3 +66,145 @@ class RunConfig:
         if self.compactness is not None:
             params["compactness"] = self.compactness
         return params
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML configs: validation with key paths, and precedence in one place.
+#
+# Precedence, highest first: command line (--set KEY=VALUE) > method entry > job > defaults
+# > RunConfig's field defaults. `merge_layers` is the only place that applies it.
+# ---------------------------------------------------------------------------------------------
+
+import difflib  # noqa: E402
+import typing  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from explain_cli.errors import ExplainError  # noqa: E402
+
+#: Keys a job has besides RunConfig fields.
+JOB_KEYS = {"name", "model", "inputs", "methods"}
+#: RunConfig keys a method entry may not change: every method of a job shares segmentation and
+#: preprocessing, so their superpixels are the same and their maps comparable.
+SHARED_KEYS = {"segments", "n_segments", "compactness", "seg_params", "preprocess", "size", "mean", "std",
+               "weights", "device", "out", "labels"}
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+class ConfigError(ExplainError):
+    """One or more problems in a config file, each with its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems) if len(problems) > 1 else problems[0])
+
+
+def _expected(tp: Any) -> tuple[tuple[type, ...], str]:
+    """Python types accepted for a RunConfig field annotation, and words for the error message."""
+    text = str(tp)
+    if "list" in text:
+        return (list, str, int), "a list of strings (or one string)"
+    if "dict" in text:
+        return (dict,), "a mapping"
+    if "bool" in text:
+        return (bool,), "true or false"
+    if "int" in text and "float" not in text:
+        return (int,), "an integer"
+    if "float" in text:
+        return (int, float), "a number"
+    return (str, int, float), "a string"
+
+
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def check_value(key: str, value: Any, path: str, problems: list[str]) -> Any:
+    """Validate one RunConfig value from YAML; returns it normalised (e.g. str -> [str] for target)."""
+    if value is None:
+        return None
+    types, words = _expected(_HINTS[key])
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        problems.append(f"{path}: expected {words}, got {type(value).__name__} {value!r}")
+        return None
+    if key == "target" and not isinstance(value, list):
+        value = [value]
+    if key == "target":
+        value = [str(v) for v in value]
+    if key in ("size", "mean", "std", "batch_size") and not isinstance(value, str):
+        value = str(value)
+    return value
+
+
+def unknown_key(key: str, allowed: set[str], path: str) -> str:
+    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{path}: unknown key {key!r}{hint}"
+
+
+def check_layer(data: Any, path: str, problems: list[str], *, allowed: set[str]) -> dict[str, Any]:
+    """Validate a mapping of RunConfig keys (plus ``allowed`` extras checked elsewhere)."""
+    if not isinstance(data, dict):
+        problems.append(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str) or (key not in RUN_FIELDS and key not in allowed):
+            problems.append(unknown_key(str(key), set(RUN_FIELDS) | allowed, key_path))
+            continue
+        if key in RUN_FIELDS:
+            out[key] = check_value(key, value, key_path, problems)
+        else:
+            out[key] = value
+    return out
+
+
+def merge_layers(*layers: dict[str, Any]) -> RunConfig:
+    """RunConfig from layers given lowest precedence first; None never overrides."""
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key in RUN_FIELDS and value is not None:
+                values[key] = value
+    return RunConfig(**values)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs, values read as YAML scalars (``samples=500`` is an int)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set samples=500")
+            continue
+        if key not in RUN_FIELDS:
+            problems.append(unknown_key(key, set(RUN_FIELDS), f"--set {key}"))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[key] = check_value(key, value, f"--set {key}", problems)
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def read_yaml(path: Path) -> Any:
+    import yaml
+
+    if not path.is_file():
+        raise ExplainError(f"config {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ExplainError(f"config {path}: {problem}{where}") from None
+    except UnicodeDecodeError:
+        raise ExplainError(f"config {path} is not UTF-8 text") from None

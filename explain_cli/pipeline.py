@@ -112,8 +112,17 @@ def output_paths(out_dir: Path, stem: str, method: str, save_map: bool) -> dict[
     return paths
 
 
-def _prepare(model: LoadedModel, item: LoadedInput, cfg: RunConfig, algorithm: str):
-    """Preprocess one input and segment the image the model sees."""
+def _prepare(model: LoadedModel, item: LoadedInput, cfg: RunConfig, algorithm: str, cache: dict | None = None):
+    """Preprocess one input and segment the image the model sees (memoised in ``cache`` if given).
+
+    The batch runner passes one cache per input, so every method of a job sees the same
+    superpixels and the work is done once.
+    """
+    if cache is not None:
+        key = (str(item.path), algorithm)
+        if key not in cache:
+            cache[key] = _prepare(model, item, cfg, algorithm)
+        return cache[key]
     spec = resolve_preprocess(cfg.preprocess, model_default=model.preprocess, input_kind=item.kind,
                               size=cfg.size, mean=cfg.mean, std=cfg.std)
     prepared = apply_preprocess(item.pixels, spec)
@@ -143,7 +152,7 @@ def explain_input(model: LoadedModel, item: LoadedInput, cfg: RunConfig, *, prog
 
 
 def explain_items(model: LoadedModel, items: Sequence[LoadedInput], cfg: RunConfig, *,
-                  progress: Progress | None = None) -> Explanation:
+                  progress: Progress | None = None, cache: dict | None = None) -> Explanation:
     """Explain one input, or for a batch engine (permutation) several inputs together."""
     import torch
 
@@ -155,11 +164,10 @@ def explain_items(model: LoadedModel, items: Sequence[LoadedInput], cfg: RunConf
         raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
     started = time.perf_counter()
     algorithm = cfg.segmenter(engine.batch)
-    prepared_items = [_prepare(model, item, cfg, algorithm) for item in items[:1]]
-    spec, first, seg = prepared_items[0]
+    spec, first, seg = _prepare(model, items[0], cfg, algorithm, cache)
     xs = [first.x]
     for item in items[1:]:
-        _, other, _ = _prepare(model, item, cfg, "grid")  # the batch shares the first input's groups
+        _, other, _ = _prepare(model, item, cfg, "grid", cache)  # the batch shares the first input's groups
         if other.x.shape != first.x.shape:
             raise ExplainError(
                 f"{engine.name} needs inputs of one size after preprocessing: {items[0].path} gives "

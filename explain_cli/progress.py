@@ -10,6 +10,7 @@ class Progress(Protocol):
     def start(self, total: int, description: str) -> None: ...
     def advance(self, n: int) -> None: ...
     def stop(self) -> None: ...
+    def describe(self, text: str) -> None: ...
 
 
 class NullProgress:
@@ -22,6 +23,9 @@ class NullProgress:
         pass
 
     def stop(self) -> None:
+        pass
+
+    def describe(self, text: str) -> None:
         pass
 
 
@@ -55,6 +59,10 @@ class RichProgress:
     def advance(self, n: int) -> None:
         if self._task is not None:
             self._bar.advance(self._task, n)
+
+    def describe(self, text: str) -> None:
+        if self._task is not None:
+            self._bar.update(self._task, description=text)
 
     def stop(self) -> None:
         if self._task is not None:
