@@ -1,0 +1,175 @@
+"""`explain batch`: config validation with key paths, resume after SIGKILL, failure isolation, shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from explain_cli.batch import in_shard, load_config, plan_items
+from tests.conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODEL
+
+
+def write(tmp_path: Path, data, name="config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        np.save(folder / f"x{i}.npy", rng.random((3, 16, 16)).astype(np.float32))
+    return folder
+
+
+def base(linear_script, inputs, out) -> dict:
+    return {
+        "defaults": {"seed": 0, "out": str(out)},
+        "jobs": [{"model": str(linear_script), "inputs": [str(inputs)], "out": str(out / "job"),
+                  "segments": "grid", "n_segments": 9, "methods": [{"method": "lime", "samples": 20}]}],
+    }
+
+
+BAD = {
+    "unknown top-level key": (lambda c: c.update(job=c.pop("jobs")), "'job'; did you mean 'jobs'"),
+    "typo in defaults": (lambda c: c["defaults"].update(sead=1), "defaults.sead: unknown key 'sead'; did you mean 'seed'"),
+    "missing model": (lambda c: c["jobs"][0].pop("model"), "jobs[0].model: required"),
+    "missing inputs": (lambda c: c["jobs"][0].pop("inputs"), "jobs[0].inputs: required"),
+    "glob matching nothing": (lambda c: c["jobs"][0]["inputs"].append("nowhere/*.png"), "jobs[0].inputs[1]: 'nowhere/*.png' matches no files"),
+    "wrong type": (lambda c: c["jobs"][0]["methods"][0].update(samples="many"), "jobs[0].methods[0].samples: expected an integer"),
+    "bad value": (lambda c: c["jobs"][0]["methods"][0].update(samples=0), "jobs[0].methods[0]: --samples must be at least 3"),
+    "unknown method": (lambda c: c["jobs"][0]["methods"].append("lyme"), "jobs[0].methods[1].method: unknown --method 'lyme' (did you mean lime?)"),
+    "parameter of another engine": (lambda c: c["jobs"][0]["methods"][0].update(masks=10), "jobs[0].methods[0].masks: lime takes no 'masks'"),
+    "shared key per method": (lambda c: c["jobs"][0]["methods"][0].update(n_segments=5), "jobs[0].methods[0].n_segments: set on the job"),
+    "empty methods": (lambda c: c["jobs"][0].update(methods=[]), "jobs[0].methods: required"),
+    "job typo": (lambda c: c["jobs"][0].update(top_kk=2), "jobs[0].top_kk: unknown key 'top_kk'; did you mean 'top_k'"),
+    "second job wrong type": (lambda c: c["jobs"].append({**c["jobs"][0], "top_k": "two"}), "jobs[1].top_k: expected an integer"),
+    "jobs not a list": (lambda c: c.update(jobs={"a": 1}), "jobs: expected a non-empty list"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_malformed_config_names_the_key_path(name, cli, tmp_path, linear_script, inputs):
+    config = base(linear_script, inputs, tmp_path / "out")
+    BAD[name][0](config)
+    result = cli("batch", write(tmp_path, config))
+    assert result.exit_code == 2, result.stderr
+    assert BAD[name][1] in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_yaml_reports_line(cli, tmp_path):
+    result = cli("batch", write(tmp_path, "jobs:\n  - model: [unclosed\n"))
+    assert result.exit_code == 2 and "line" in result.stderr
+
+
+def test_dry_run_writes_nothing(cli, tmp_path, linear_script, inputs):
+    config = write(tmp_path, base(linear_script, inputs, tmp_path / "out"))
+    result = cli("batch", config, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("write ") == 8  # 4 inputs x (png, json)
+    assert not (tmp_path / "out").exists()
+
+
+def test_precedence_cli_over_method_over_job_over_defaults(tmp_path, linear_script, inputs):
+    config = base(linear_script, inputs, tmp_path / "out")
+    config["defaults"].update(seed=1, top_k=2, output="logits")
+    config["jobs"][0].update(seed=2, top_k=3)
+    config["jobs"][0]["methods"] = [{"method": "lime", "seed": 3}, {"method": "kernelshap"}]
+    path = write(tmp_path, config)
+    (lime_cfg, shap_cfg) = [cfg for _, cfg in load_config(path)[0].methods]
+    assert (lime_cfg.seed, shap_cfg.seed) == (3, 2)
+    assert lime_cfg.top_k == 3 and lime_cfg.output == "logits"
+    (lime_cfg, shap_cfg) = [cfg for _, cfg in load_config(path, {"seed": 9})[0].methods]
+    assert lime_cfg.seed == shap_cfg.seed == 9
+
+
+def test_shards_cover_every_item_exactly_once(tmp_path, linear_script, inputs):
+    config = base(linear_script, inputs, tmp_path / "out")
+    config["jobs"][0]["methods"] = ["lime", "ablation", "kernelshap"]
+    items = plan_items(load_config(write(tmp_path, config)))
+    assert len(items) == 12
+    for n in (1, 2, 3, 5):
+        shards = [[i.key for i in items if in_shard(i, (k, n))] for k in range(1, n + 1)]
+        flat = [key for shard in shards for key in shard]
+        assert sorted(flat) == sorted(i.key for i in items)  # each exactly once
+
+
+def test_corrupt_input_is_isolated_and_reported(cli, tmp_path, linear_script, inputs):
+    (inputs / "broken.npy").write_bytes(b"not a numpy file")
+    out = tmp_path / "out"
+    result = cli("batch", write(tmp_path, base(linear_script, inputs, out)), "--quiet")
+    assert result.exit_code == 1
+    summary = json.loads((out / "summary.json").read_text())["rows"]
+    status = {Path(r["input"]).name: r["status"] for r in summary}
+    assert status == {"broken.npy": "failed", "x0.npy": "done", "x1.npy": "done", "x2.npy": "done", "x3.npy": "done"}
+    failed = next(r for r in summary if r["status"] == "failed")
+    assert "broken.npy" in failed["error"]
+    assert (out / "summary.csv").read_text().count("\n") == 6
+    rerun = cli("batch", write(tmp_path, base(linear_script, inputs, out)), "--quiet")
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert sorted(r["status"] for r in rows) == ["failed", "skipped", "skipped", "skipped", "skipped"]
+    assert rerun.exit_code == 1
+
+
+def test_json_log_lines(cli, tmp_path, linear_script, inputs):
+    result = cli("batch", write(tmp_path, base(linear_script, inputs, tmp_path / "out")), "--log-format", "json",
+                 "--shard", "1/2")
+    assert result.exit_code == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.strip().splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    assert all(e["status"] == "done" for e in events if e["event"] == "item")
+    assert (tmp_path / "out" / "summary.shard-1-of-2.json").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_leaves_no_partial_file_and_rerun_finishes(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(6):  # copies of a sample image: real work per item (about a second each)
+        Image.open(SAMPLE_IMAGES[0]).save(folder / f"img{i}.png")
+    out = tmp_path / "out"
+    config = write(tmp_path, {
+        "defaults": {"out": str(out)},
+        "jobs": [{"model": str(SAMPLE_MODEL), "inputs": [str(folder)], "out": str(out / "job"),
+                  "methods": [{"method": "kernelshap", "samples": 1500}]}],
+    })
+    command = [sys.executable, "-m", "explain_cli", "batch", str(config), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "job").glob("*.json")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.name for p in (out / "job").glob("*.json"))
+    assert 1 <= len(finished) < 6, finished
+    for path in (out / "job").iterdir():
+        if path.name.startswith("."):
+            continue  # a temp file from the killed write is hidden and never mistaken for output
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            with Image.open(path) as img:
+                img.verify()
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert sum(r["status"] == "skipped" for r in rows) == len(finished)
+    assert sum(r["status"] == "done" for r in rows) == 6 - len(finished)
+    assert len(list((out / "job").glob("*.json"))) == 6
