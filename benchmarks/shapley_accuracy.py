@@ -39,18 +39,19 @@ from explain_cli.segmentation import segment, to_segmentation_space  # noqa: E40
 CACHE = Path(__file__).resolve().parent / ".cache"
 IMAGE = ROOT / "sample_models" / "images" / "triangle_square.png"
 MODELS = {
-    # name: (MODEL argument, output space, slic n_segments giving ~16 segments)
-    "sample": (str(ROOT / "sample_models" / "shapes_cnn.pt"), "probs"),
-    "mobilenet_v3_small": ("torchvision:mobilenet_v3_small", "logits"),
+    # name: (MODEL argument, output space, input size or None for the model's own preprocessing)
+    "sample": (str(ROOT / "sample_models" / "shapes_cnn.pt"), "probs", None),
+    # random weights, logits (random-weight softmax is flat); 112² keeps 2^M exact evaluations quick on a CPU
+    "mobilenet_v3_small": ("torchvision:mobilenet_v3_small", "logits", "112"),
 }
 BUDGETS = (256, 512, 1024, 2048)
 
 
 def make_problem(name: str, n_segments: int, batch_size: int = 128) -> Problem:
-    source, output = MODELS[name]
+    source, output, size = MODELS[name]
     model = load_model(source, device="cpu", seed=0)
     item = load_input(IMAGE)
-    spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image")
+    spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image", size=size)
     prepared = apply_preprocess(item.pixels, spec)
     seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=False), "slic", n_segments=n_segments)
     ev = Evaluator(model.module, model.device, batch_size=batch_size, output=output)
@@ -63,7 +64,7 @@ def make_problem(name: str, n_segments: int, batch_size: int = 128) -> Problem:
 
 def exact_shapley(name: str, problem: Problem) -> np.ndarray:
     m = problem.n_segments
-    path = CACHE / f"{name}-M{m}-{IMAGE.stem}.npy"
+    path = CACHE / f"{name}-{MODELS[name][2] or 'own'}-M{m}-{IMAGE.stem}.npy"
     if path.exists():
         return np.load(path)
     start = time.perf_counter()

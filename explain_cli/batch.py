@@ -110,7 +110,21 @@ def expand_inputs(spec: Any, path: str, problems: list[str]) -> list[Path]:
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
     """Read and validate a batch config; every problem is reported with its key path."""
+    return parse_config(read_yaml(path), path, overrides)
+
+
+def load_job(path: Path, overrides: dict[str, Any] | None = None) -> Job:
+    """One job for `explain run --config`: a file with one job, or a bare job mapping."""
     data = read_yaml(path)
+    if isinstance(data, dict) and "jobs" not in data and "defaults" not in data:
+        data = {"jobs": [data]}
+    jobs = parse_config(data, path, overrides)
+    if len(jobs) != 1:
+        raise ExplainError(f"config {path} has {len(jobs)} jobs; `explain run --config` runs one, use `explain batch`")
+    return jobs[0]
+
+
+def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
     problems: list[str] = []
     prefix = f"{path}: "
     if not isinstance(data, dict):

@@ -90,10 +90,16 @@ def _guard(debug: bool):
     return _Guard()
 
 
+#: `explain run` parameters whose RunConfig field has another name.
+_RUN_FIELD_NAMES = {"seg_param": "seg_params"}
+
+
 @app.command()
 def run(
-    model: Annotated[str, typer.Argument(help="TorchScript file, or torchvision:ARCH (e.g. torchvision:resnet18).")],
-    inputs: Annotated[list[str], typer.Argument(help="Images (PNG, JPEG, ...) or tensors (.pt, .npy).", show_default=False)],
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Argument(help="TorchScript file, or torchvision:ARCH (e.g. torchvision:resnet18).", show_default=False)] = None,
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Images (PNG, JPEG, ...) or tensors (.pt, .npy).", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Run the one job of a YAML config; options given here override it.")] = None,
     method: Annotated[Method, typer.Option("--method", "-m", help="Explanation method.")] = Method("lime"),
     samples: Annotated[Optional[int], typer.Option("--samples", "-n", help="Model evaluations, all included (lime 1000, kernelshap 2048).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice; same seed, same numbers.")] = 0,
@@ -156,7 +162,27 @@ def run(
             for path in files:
                 typer.echo(str(path))
 
-        run_pipeline(model, inputs, cfg, on_result=report)
+        if config is None:
+            if not model or not inputs:
+                raise ExplainError("pass MODEL and at least one INPUT (or --config FILE); see explain run --help")
+            run_pipeline(model, inputs, cfg, on_result=report)
+        else:
+            from explain_cli.batch import load_job
+
+            # Command line > config: only options given explicitly on the command line override.
+            given = {
+                _RUN_FIELD_NAMES.get(name, name): getattr(cfg, _RUN_FIELD_NAMES.get(name, name))
+                for name in ctx.params
+                if ctx.get_parameter_source(name).name == "COMMANDLINE"
+                and hasattr(cfg, _RUN_FIELD_NAMES.get(name, name))
+            }
+            job = load_job(config, overrides={k: v for k, v in given.items() if k != "method"})
+            methods = [(m, c) for m, c in job.methods if "method" not in given or m == cfg.method]
+            if not methods:
+                raise ExplainError(f"--method {cfg.method} is not among the config's methods ({', '.join(m for m, _ in job.methods)})")
+            for _, job_cfg in methods:
+                run_pipeline(model or job.model, inputs or [str(p) for p in job.inputs], job_cfg, on_result=report)
+                out = Path(job_cfg.out)
         if not quiet:
             typer.echo(f"explain: results saved to {out}", err=True)
 

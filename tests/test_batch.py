@@ -173,3 +173,20 @@ def test_sigkill_mid_run_leaves_no_partial_file_and_rerun_finishes(tmp_path):
     assert sum(r["status"] == "skipped" for r in rows) == len(finished)
     assert sum(r["status"] == "done" for r in rows) == 6 - len(finished)
     assert len(list((out / "job").glob("*.json"))) == 6
+
+
+def test_run_config_one_job_and_command_line_wins(cli, tmp_path, linear_script, inputs):
+    out = tmp_path / "out"
+    job = base(linear_script, inputs, out)["jobs"][0] | {"inputs": [str(inputs / "x0.npy")], "seed": 5}
+    path = write(tmp_path, job, "job.yaml")
+    first = cli("run", "--config", path)
+    assert first.exit_code == 0, first.stderr
+    doc = json.loads((out / "job" / "x0.lime.json").read_text())
+    assert doc["evaluations"] == 20 and doc["seed"] == 5
+    second = cli("run", "--config", path, "--samples", "30", "--out", tmp_path / "cli")
+    assert second.exit_code == 0, second.stderr
+    doc = json.loads((tmp_path / "cli" / "x0.lime.json").read_text())
+    assert doc["evaluations"] == 30 and doc["seed"] == 5
+    two_jobs = write(tmp_path, base(linear_script, inputs, out) | {"jobs": [job, job]}, "two.yaml")
+    result = cli("run", "--config", two_jobs)
+    assert result.exit_code == 2 and "explain batch" in result.stderr
