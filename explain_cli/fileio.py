@@ -53,3 +53,16 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def require_file(path: Path, what: str, hint: str) -> None:
+    """Raise a one-line ExplainError unless ``path`` is a non-empty regular file.
+
+    ``what`` names the role ('input', 'model file', ...); ``hint`` says what to pass instead.
+    """
+    if not path.exists():
+        raise ExplainError(f"{what} {path} does not exist; {hint}")
+    if path.is_dir():
+        raise ExplainError(f"{what} {path} is a folder; {hint}")
+    if path.stat().st_size == 0:
+        raise ExplainError(f"{what} {path} is empty; {hint}")

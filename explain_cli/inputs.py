@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from explain_cli.errors import ExplainError
-from explain_cli.fileio import sha256_file
+from explain_cli.fileio import require_file, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -52,12 +52,7 @@ def load_input(path: str | Path, *, channels: int | None = 3) -> LoadedInput:
         Missing, empty or unreadable files, pickled objects, and tensors of the wrong shape.
     """
     path = Path(path)
-    if not path.exists():
-        raise ExplainError(f"input {path} does not exist")
-    if path.is_dir():
-        raise ExplainError(f"input {path} is a folder; pass image or tensor files (a shell glob works: DIR/*.png)")
-    if path.stat().st_size == 0:
-        raise ExplainError(f"input {path} is empty")
+    require_file(path, "input", "pass image or tensor files (a shell glob works: DIR/*.png)")
     if path.suffix.lower() in TENSOR_SUFFIXES:
         pixels = _load_tensor(path)
         kind = "tensor"

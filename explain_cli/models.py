@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from explain_cli.errors import ExplainError
-from explain_cli.fileio import sha256_file
+from explain_cli.fileio import require_file, sha256_file
 from explain_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 if TYPE_CHECKING:
@@ -111,12 +111,7 @@ def _archive_names(path: Path) -> list[str] | None:
 def _load_torchscript(path: Path, device: "torch.device") -> LoadedModel:
     import torch
 
-    if not path.exists():
-        raise ExplainError(f"model file {path} does not exist; pass a TorchScript file or torchvision:ARCH")
-    if path.is_dir():
-        raise ExplainError(f"model {path} is a folder; pass a TorchScript file or torchvision:ARCH")
-    if path.stat().st_size == 0:
-        raise ExplainError(f"model file {path} is empty")
+    require_file(path, "model file", "pass a TorchScript file or torchvision:ARCH")
     names = _archive_names(path)
     if names is None:
         raise ExplainError(
@@ -278,10 +273,7 @@ def _read_state_dict(path: Path) -> dict:
 
     import torch
 
-    if not path.exists():
-        raise ExplainError(f"weights file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise ExplainError(f"weights file {path} is empty")
+    require_file(path, "weights file", "pass a state dict saved with torch.save(model.state_dict(), PATH)")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as exc:
