@@ -234,7 +234,10 @@ def write_explanation(expl: Explanation, display: np.ndarray, out_dir: Path, ste
     captions = []
     for k, index in enumerate(expl.targets):
         name = expl.labels[k] if expl.labels[k] is not None else f"class {index}"
-        captions.append(f"{name} ({index}): {expl.output_space[:-1] if expl.output_space == 'probs' else 'logit'} {expl.scores[k]:.3g}")
+        space = "prob" if expl.output_space == "probs" else "logit"
+        if expl.inputs is not None:
+            space = f"mean {space}"
+        captions.append(f"{name} ({index}): {space} {expl.scores[k]:.3g}")
     name = Path(expl.input["path"]).name
     if expl.inputs is not None:
         name = f"{len(expl.inputs)} inputs (global importance, drawn on {name})"

@@ -106,19 +106,36 @@ def render_png(display: np.ndarray, maps: np.ndarray, captions: list[str], *, si
     bar_h = max(8, font_px - 2)
     panel_w = max(w, 200)
     width = k * panel_w + (k - 1) * gap
-    height = line + h + line + bar_h + line + 2
+    title_lines = _wrap(title, font, width - 4)
+    top = line * len(title_lines)
+    height = top + h + line + bar_h + line + 2
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    draw.text((2, 3), title, fill=(20, 20, 20), font=font)
+    for j, text in enumerate(title_lines):
+        draw.text((2, 3 + j * line), text, fill=(20, 20, 20), font=font)
     for i in range(k):
         x0 = i * (panel_w + gap)
         vrange = color_range(maps[i], signed=signed)
-        canvas.paste(Image.fromarray(overlay(display, maps[i], vrange, signed=signed, edges=edges)), (x0, line))
-        draw.text((x0 + 2, line + h + 3), captions[i], fill=(20, 20, 20), font=font)
-        _colour_bar(draw, canvas, x0 + 6, line + h + line + 1, panel_w - 12, bar_h, vrange, signed, font)
+        canvas.paste(Image.fromarray(overlay(display, maps[i], vrange, signed=signed, edges=edges)), (x0, top))
+        draw.text((x0 + 2, top + h + 3), captions[i], fill=(20, 20, 20), font=font)
+        _colour_bar(draw, canvas, x0 + 6, top + h + line + 1, panel_w - 12, bar_h, vrange, signed, font)
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+def _wrap(text: str, font, width: float) -> list[str]:
+    """Split a ' · '-separated title into lines that fit ``width`` pixels."""
+    from PIL import Image, ImageDraw
+
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    lines: list[str] = []
+    for part in text.split(" · "):
+        if lines and measure(f"{lines[-1]} · {part}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} · {part}"
+        else:
+            lines.append(part)
+    return lines
 
 
 def _colour_bar(draw, canvas, x: int, y: int, width: int, height: int, vrange: tuple[float, float],
