@@ -37,13 +37,17 @@ def compose_segments(x: "torch.Tensor", baseline: "torch.Tensor", segments: "tor
     -------
     (B, C, H, W) tensor on the device of ``x``. One gather ``z[:, segments]``, no loop.
     """
+    import torch
+
     keep = z.to(dtype=x.dtype)[:, segments].unsqueeze(1)
-    return baseline + (x - baseline) * keep
+    return torch.addcmul(baseline, x - baseline, keep)  # one full-size allocation
 
 
 def compose_pixels(x: "torch.Tensor", baseline: "torch.Tensor", masks: "torch.Tensor") -> "torch.Tensor":
     """Perturbed inputs ``b + (x - b) * P`` for (B, H, W) pixel masks in [0, 1]."""
-    return baseline + (x - baseline) * masks.to(dtype=x.dtype).unsqueeze(1)
+    import torch
+
+    return torch.addcmul(baseline, x - baseline, masks.to(dtype=x.dtype).unsqueeze(1))
 
 
 class Evaluator:

@@ -59,6 +59,20 @@ def test_masks_mean_smooth_shifted_and_batch_independent():
     assert torch.equal(masks, again)
 
 
+@pytest.mark.parametrize("shape,grid", [((40, 40), 5), ((37, 52), 7), ((16, 16), 4)])
+def test_masks_equal_upsample_then_crop(shape, grid):
+    """The separable construction equals the paper's: bilinear upsampling to (s+1)·cell, then a shifted crop."""
+    import torch.nn.functional as F
+
+    plan = plan_masks(20, shape, grid, 0.5, torch.Generator().manual_seed(1))
+    fast = render_masks(plan, 0, 20, torch.device("cpu"))
+    up = ((grid + 1) * plan.cell[0], (grid + 1) * plan.cell[1])
+    big = F.interpolate(plan.grids[:, None], size=up, mode="bilinear", align_corners=False)[:, 0]
+    for i in range(20):
+        dy, dx = plan.shifts[i].tolist()
+        torch.testing.assert_close(fast[i], big[i, dy : dy + shape[0], dx : dx + shape[1]], atol=1e-6, rtol=0)
+
+
 def test_rise_maximum_lies_in_the_region_the_model_reads():
     problem = make_problem(Region(), output="logits", targets=(0,))
     problem.x[:] = 1.0

@@ -64,21 +64,39 @@ def plan_masks(n: int, shape: tuple[int, int], grid: int, p1: float, generator: 
     return MaskPlan(grids=grids, shifts=shifts, shape=(h, w), cell=cell)
 
 
-def render_masks(plan: MaskPlan, start: int, stop: int, device: "torch.device") -> "torch.Tensor":
-    """Masks ``start:stop`` as (B, H, W) float32 on ``device``: one upsample and one gather."""
+def interpolation_matrix(n_out: int, n_in: int) -> "torch.Tensor":
+    """(n_out, n_in) weights of 1-D bilinear upsampling, as ``F.interpolate(align_corners=False)`` computes it."""
     import torch
-    import torch.nn.functional as F
+
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0.0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    frac = src - i0
+    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
+    weights[torch.arange(n_out), i0] += 1.0 - frac
+    weights[torch.arange(n_out), i1] += frac
+    return weights.float()
+
+
+def render_masks(plan: MaskPlan, start: int, stop: int, device: "torch.device") -> "torch.Tensor":
+    """Masks ``start:stop`` as (B, H, W) float32 on ``device``.
+
+    Bilinear upsampling is separable, so each mask is ``Ry[dy:dy+H] @ G @ Rx[dx:dx+W]ᵀ``: the
+    shifted crop is a gather of interpolation rows, and the whole batch two small batched
+    matmuls, instead of upsampling to (s+1)·cell and cropping.
+    """
+    import torch
 
     h, w = plan.shape
     s = plan.grids.shape[1]
-    up = ((s + 1) * plan.cell[0], (s + 1) * plan.cell[1])
-    grids = plan.grids[start:stop].to(device)
-    big = F.interpolate(grids[:, None], size=up, mode="bilinear", align_corners=False)[:, 0].clamp_(0.0, 1.0)
+    ry = interpolation_matrix((s + 1) * plan.cell[0], s).to(device)
+    rx = interpolation_matrix((s + 1) * plan.cell[1], s).to(device)
     shifts = plan.shifts[start:stop].to(device)
-    rows = shifts[:, :1] + torch.arange(h, device=device)  # (B, H)
-    cols = shifts[:, 1:] + torch.arange(w, device=device)  # (B, W)
-    batch = torch.arange(len(grids), device=device)[:, None, None]
-    return big[batch, rows[:, :, None], cols[:, None, :]]
+    rows = ry[shifts[:, :1] + torch.arange(h, device=device)]  # (B, H, s)
+    cols = rx[shifts[:, 1:] + torch.arange(w, device=device)]  # (B, W, s)
+    grids = plan.grids[start:stop].to(device)
+    return (rows @ grids @ cols.transpose(1, 2)).clamp_(0.0, 1.0)
 
 
 def iterate_masks(plan: MaskPlan, batch_size: int, device: "torch.device") -> Iterator["torch.Tensor"]:
@@ -102,7 +120,8 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
     score_sum = torch.zeros(problem.n_targets, dtype=torch.float64, device=ev.device)
     for masks in iterate_masks(plan, ev.batch_size, ev.device):
         out = ev(compose_pixels(problem.x, problem.baseline, masks))  # (B, K) float64
-        saliency += out.T @ masks.reshape(len(masks), -1).double()
+        # one batch's sum in float32 (B terms), the running total in float64
+        saliency += (out.T.float() @ masks.reshape(len(masks), -1)).double()
         score_sum += out.sum(dim=0)
     saliency = (saliency / (params.masks * params.p1)).reshape(-1, h, w).cpu().numpy()
     labels = problem.segments.cpu().numpy().ravel()
