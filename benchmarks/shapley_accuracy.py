@@ -41,8 +41,9 @@ IMAGE = ROOT / "sample_models" / "images" / "triangle_square.png"
 MODELS = {
     # name: (MODEL argument, output space, input size or None for the model's own preprocessing)
     "sample": (str(ROOT / "sample_models" / "shapes_cnn.pt"), "probs", None),
-    # random weights, logits (random-weight softmax is flat); 112² keeps 2^M exact evaluations quick on a CPU
-    "mobilenet_v3_small": ("torchvision:mobilenet_v3_small", "logits", "112"),
+    # random weights, logits (a random-weight softmax is flat); 112² keeps the 2^M exact evaluations
+    # quick on a CPU. (A random mobilenet_v3_small outputs ~1e-10 logits: too degenerate to compare.)
+    "resnet18": ("torchvision:resnet18", "logits", "112"),
 }
 BUDGETS = (256, 512, 1024, 2048)
 
