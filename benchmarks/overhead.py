@@ -13,24 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import SAMPLE_MODEL, build_problem  # noqa: E402
 
-from explain_cli.config import RunConfig  # noqa: E402
-from explain_cli.core import Evaluator, Problem  # noqa: E402
+from explain_cli.core import Problem  # noqa: E402
 from explain_cli.engines import ENGINES, build_params, get_engine  # noqa: E402
-from explain_cli.inputs import load_input  # noqa: E402
-from explain_cli.models import load_model  # noqa: E402
-from explain_cli.preprocess import apply_preprocess, resolve_preprocess  # noqa: E402
-from explain_cli.segmentation import segment, to_segmentation_space  # noqa: E402
 
-IMAGE = ROOT / "sample_models" / "images" / "triangle_square.png"
 # Evaluations per engine run: enough that fixed costs are amortised as in real use.
 BUDGETS = {"resnet18": 256, "sample": 2000}
 ENGINE_VALUES = {
@@ -39,22 +30,6 @@ ENGINE_VALUES = {
     "rise": lambda n: {"masks": n},
     "ablation": lambda n: {},
 }
-
-
-def build_problem(source: str, batch_size: int, n_segments: int = 50):
-    model = load_model(source, device="cpu", seed=0)
-    item = load_input(IMAGE)
-    spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image")
-    prepared = apply_preprocess(item.pixels, spec)
-    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=False), "slic", n_segments=n_segments)
-    ev = Evaluator(model.module, model.device, batch_size=batch_size, output="probs")
-    x = prepared.x
-    ref = ev(x[None])[0]
-    target = int(ref.argmax())
-    ev.select_targets([target])
-    problem = Problem(x=x, baseline=torch.zeros_like(x), segments=torch.from_numpy(seg.labels), evaluator=ev,
-                      reference=ref[[target]].cpu())
-    return model, problem
 
 
 def time_engine(problem: Problem, method: str, values: dict, seed: int) -> tuple[float, int]:
@@ -86,12 +61,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    sources = {"resnet18": "torchvision:resnet18", "sample": str(ROOT / "sample_models" / "shapes_cnn.pt")}
+    sources = {"resnet18": "torchvision:resnet18", "sample": SAMPLE_MODEL}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch size {args.batch_size}, "
           f"median of {args.repeats} interleaved runs")
     print(f"{'model':10} {'method':11} {'evals':>6} {'engine s':>9} {'forward s':>9} {'ratio':>6}")
     for name in args.models.split(","):
-        model, problem = build_problem(sources[name], args.batch_size)
+        model, problem = build_problem(sources[name], batch_size=args.batch_size)
         for method in args.methods.split(","):
             values = ENGINE_VALUES[method](BUDGETS[name])
             time_engine(problem, method, values, seed=0)  # warm-up (allocator, caches)

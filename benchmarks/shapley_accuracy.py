@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -25,22 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import SAMPLE_MODEL, build_problem  # noqa: E402
 
-from explain_cli.core import Evaluator, Problem, compose_segments  # noqa: E402
+from explain_cli.core import Problem  # noqa: E402
 from explain_cli.engines import build_params, get_engine  # noqa: E402
 from explain_cli.engines.kernelshap import plan, solve  # noqa: E402
-from explain_cli.inputs import load_input  # noqa: E402
-from explain_cli.models import load_model  # noqa: E402
-from explain_cli.preprocess import apply_preprocess, resolve_preprocess  # noqa: E402
-from explain_cli.segmentation import segment, to_segmentation_space  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-IMAGE = ROOT / "sample_models" / "images" / "triangle_square.png"
 MODELS = {
     # name: (MODEL argument, output space, input size or None for the model's own preprocessing)
-    "sample": (str(ROOT / "sample_models" / "shapes_cnn.pt"), "probs", None),
+    "sample": (SAMPLE_MODEL, "probs", None),
     # random weights, logits (a random-weight softmax is flat); 112² keeps the 2^M exact evaluations
     # quick on a CPU. (A random mobilenet_v3_small outputs ~1e-10 logits: too degenerate to compare.)
     "resnet18": ("torchvision:resnet18", "logits", "112"),
@@ -48,24 +41,14 @@ MODELS = {
 BUDGETS = (256, 512, 1024, 2048)
 
 
-def make_problem(name: str, n_segments: int, batch_size: int = 128) -> Problem:
+def make_problem(name: str, n_segments: int) -> Problem:
     source, output, size = MODELS[name]
-    model = load_model(source, device="cpu", seed=0)
-    item = load_input(IMAGE)
-    spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image", size=size)
-    prepared = apply_preprocess(item.pixels, spec)
-    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=False), "slic", n_segments=n_segments)
-    ev = Evaluator(model.module, model.device, batch_size=batch_size, output=output)
-    ref = ev(prepared.x[None])[0]
-    target = int(ref.argmax())
-    ev.select_targets([target])
-    return Problem(x=prepared.x, baseline=torch.zeros_like(prepared.x), segments=torch.from_numpy(seg.labels),
-                   evaluator=ev, reference=ref[[target]].cpu())
+    return build_problem(source, output=output, size=size, n_segments=n_segments, batch_size=128)[1]
 
 
 def exact_shapley(name: str, problem: Problem) -> np.ndarray:
     m = problem.n_segments
-    path = CACHE / f"{name}-{MODELS[name][2] or 'own'}-M{m}-{IMAGE.stem}.npy"
+    path = CACHE / f"{name}-{MODELS[name][2] or 'own'}-M{m}.npy"
     if path.exists():
         return np.load(path)
     start = time.perf_counter()

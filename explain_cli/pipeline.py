@@ -146,11 +146,6 @@ def _outputs(evaluator, x: "torch.Tensor", items: Sequence[LoadedInput]) -> np.n
         ) from None
 
 
-def explain_input(model: LoadedModel, item: LoadedInput, cfg: RunConfig, *, progress: Progress | None = None) -> Explanation:
-    """Explain one loaded input with the configured engine. No files are touched."""
-    return explain_items(model, [item], cfg, progress=progress)
-
-
 def explain_items(model: LoadedModel, items: Sequence[LoadedInput], cfg: RunConfig, *,
                   progress: Progress | None = None, cache: dict | None = None) -> Explanation:
     """Explain one input, or for a batch engine (permutation) several inputs together."""

@@ -1,0 +1,37 @@
+"""What the benchmarks share: one explanation problem built the way `explain run` builds it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from explain_cli.core import Evaluator, Problem  # noqa: E402
+from explain_cli.inputs import load_input  # noqa: E402
+from explain_cli.models import load_model  # noqa: E402
+from explain_cli.preprocess import apply_preprocess, resolve_preprocess  # noqa: E402
+from explain_cli.segmentation import segment, to_segmentation_space  # noqa: E402
+
+IMAGE = ROOT / "sample_models" / "images" / "triangle_square.png"
+SAMPLE_MODEL = str(ROOT / "sample_models" / "shapes_cnn.pt")
+
+
+def build_problem(source: str, *, output: str = "probs", size: str | None = None, n_segments: int = 50,
+                  batch_size: int = 64):
+    """(model, problem) for IMAGE: SLIC superpixels, zero baseline, the top class as target."""
+    model = load_model(source, device="cpu", seed=0)
+    item = load_input(IMAGE)
+    spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image", size=size)
+    prepared = apply_preprocess(item.pixels, spec)
+    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=False), "slic", n_segments=n_segments)
+    ev = Evaluator(model.module, model.device, batch_size=batch_size, output=output)
+    ref = ev(prepared.x[None])[0]
+    target = int(ref.argmax())
+    ev.select_targets([target])
+    problem = Problem(x=prepared.x, baseline=torch.zeros_like(prepared.x), segments=torch.from_numpy(seg.labels),
+                      evaluator=ev, reference=ref[[target]].cpu())
+    return model, problem
