@@ -101,7 +101,12 @@ def _label_index(name: str, labels: list[str] | None) -> int:
     import difflib
 
     close = difflib.get_close_matches(name.lower(), lowered, n=3)
-    hint = f"; did you mean {', '.join(repr(labels[lowered.index(c)]) for c in close)}?" if close else ""
+    if close:
+        hint = f"; did you mean {', '.join(repr(labels[lowered.index(c)]) for c in close)}?"
+    elif len(labels) <= 12:
+        hint = f"; they are {', '.join(labels)}"
+    else:
+        hint = "; pass a class index instead"
     raise ExplainError(f"--target {name!r} is not one of the model's {len(labels)} labels{hint}")
 
 

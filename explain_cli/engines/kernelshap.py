@@ -90,9 +90,9 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
     full = 2**m - 2
     if exact or full <= budget:
         if full > budget:
+            fix = f"pass --samples {2**m} or use fewer segments" if m <= 20 else "use at most 20 segments (--n-segments)"
             raise ExplainError(
-                f"--exact needs 2^{m} = {2**m:,} evaluations for {m} segments but --samples is {budget + 2:,}; "
-                f"pass --samples {2**m} or fewer segments (--n-segments)"
+                f"--exact needs 2^{m} = {2**m:,} evaluations for {m} segments but --samples is {budget + 2:,}; {fix}"
             )
         z = _all_coalitions(m)
         sizes = z.sum(axis=1)
