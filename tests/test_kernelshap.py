@@ -147,3 +147,13 @@ def test_kernelshap_cli_writes_stderr(cli, linear_script, tmp_path):
     for t in doc["targets"]:
         assert all("stderr" in s for s in t["segments"])
         assert sum(s["score"] for s in t["segments"]) == pytest.approx(t["score"] - t["baseline_score"], abs=1e-6)
+
+
+def test_sampled_strata_are_balanced():
+    """Every segment appears about equally often within each sampled coalition size."""
+    design = plan(20, 600, allocation="kernel", exact=False, generator=torch.Generator().manual_seed(1))
+    sampled = design.pair >= 0
+    for s in np.unique(design.stratum[sampled]):
+        rows = design.z[sampled & (design.stratum == s)]
+        counts = rows.sum(axis=0)
+        assert counts.max() - counts.min() <= 3, (s, counts)  # independent draws spread ~8 here
