@@ -83,6 +83,12 @@ def test_png_is_at_original_resolution_and_paths_on_stdout(cli, tmp_path):
     heat = np.load(lines[2], allow_pickle=False)
     assert heat.shape == (2, h0, w0) and np.isfinite(heat).all()
     assert not list(tmp_path.glob(".*.tmp"))
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(lines[1]).st_mode) == 0o666 & ~mask  # not mkstemp's private 0600
 
 
 def test_sample_model_knows_its_shapes():
