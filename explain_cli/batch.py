@@ -259,10 +259,12 @@ def run_batch(
 
     Returns the summary rows and where the summary was written (None for a dry run).
     """
-    jobs = load_config(config, overrides)
+    data = read_yaml(config)
+    jobs = parse_config(data, config, overrides)  # validates `defaults` too, so it is a mapping here
     items = [i for i in plan_items(jobs) if in_shard(i, shard)]
     check_collisions(items)
-    summary_dir = Path(merge_layers(_defaults_layer(config), overrides or {}).out)
+    defaults = check_layer(data.get("defaults") or {}, "defaults", [], allowed=set())
+    summary_dir = Path(merge_layers(defaults, overrides or {}).out)
     if dry_run:
         rows = []
         for item in items:
@@ -285,11 +287,6 @@ def run_batch(
     emit({"event": "end", "done": sum(r.status == "done" for r in rows), "skipped": sum(r.status == "skipped" for r in rows),
           "failed": sum(r.status == "failed" for r in rows), "summary": str(summary)})
     return rows, summary
-
-
-def _defaults_layer(config: Path) -> dict:
-    data = read_yaml(config)
-    return check_layer((data or {}).get("defaults") or {}, "defaults", [], allowed=set())
 
 
 def _input_label(item: Item) -> str:
