@@ -274,7 +274,7 @@ def segment_cmd(
         for item in loaded:
             spec = resolve_preprocess(preprocess, model_default=None, input_kind=item.kind, size=size)
             prepared = apply_preprocess(item.pixels, spec)
-            seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor"), segments.value if segments else "slic", **params)
+            seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor"), RunConfig(segments=segments.value if segments else None).segmenter(batch=False), **params)
             full = map_to_original(seg.labels[None], prepared.geometry, nearest=True)[0]
             title = f"{seg.algorithm}: {seg.n_segments} segments at {prepared.geometry.model[0]}x{prepared.geometry.model[1]}"
             path = out_dir / f"{item.stem}.segments.png"

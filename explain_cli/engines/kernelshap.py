@@ -87,6 +87,8 @@ def _sizes_of_pair(s: int, m: int) -> list[int]:
 
 def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch.Generator") -> Design:
     """Choose the coalitions for ``budget`` evaluations (f(x) and f(b) not included)."""
+    import torch
+
     full = 2**m - 2
     if exact or full <= budget:
         if full > budget:
@@ -138,8 +140,6 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
         if paired:
             z, ids = np.concatenate([z, ~z]), np.concatenate([ids, ids])
         else:
-            import torch
-
             flip = (torch.rand(n, generator=generator) < 0.5).numpy()
             z[flip] = ~z[flip]
         rows.append(z)
