@@ -64,7 +64,7 @@ def exact_shapley(name: str, problem: Problem) -> np.ndarray:
 
 def ours(problem: Problem, budget: int, seed: int, allocation: str) -> np.ndarray:
     engine = get_engine("kernelshap")
-    params = build_params(engine, {"samples": budget, "allocation": allocation, "bootstrap": 0})
+    params = build_params(engine, {"samples": budget, "allocation": allocation})
     return engine.run(problem, params, torch.Generator().manual_seed(seed)).scores[0]
 
 

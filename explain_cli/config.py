@@ -41,7 +41,7 @@ class RunConfig:
     alpha: float | None = None  # lime: surrogate penalty (relative)
     exact: bool | None = None  # kernelshap: enumerate all 2^M coalitions
     allocation: str | None = None  # kernelshap: kernel | leverage
-    bootstrap: int | None = None  # kernelshap: bootstrap resamples for standard errors
+    interactions: int | None = None  # kernelshap: highest odd interaction order modelled (1, 3, 5)
     masks: int | None = None  # rise: number of random masks
     grid: int | None = None  # rise: coarse mask grid size s
     p1: float | None = None  # rise: probability a grid cell keeps the input

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from explain_cli.engines import Attribution, Engine
+from explain_cli.engines.interactions import OddInteractionKernel
 from explain_cli.errors import ExplainError
 from explain_cli.surrogate import weighted_r2
 
@@ -38,6 +39,13 @@ if TYPE_CHECKING:
     from explain_cli.core import Problem
 
 ALLOCATIONS = ("kernel", "leverage")
+INTERACTIONS = (1, 3, 5)
+# Regression adjustment (measured in benchmarks/shapley_accuracy.py, see README): kernel weight
+# per odd interaction order, ridge penalty per unit of total kernel weight, and how many sampled
+# pairs span the interaction kernel at most (its solve grows with their cube).
+ORDER_WEIGHTS = {3: 1.0, 5: 0.1}
+RIDGE = 0.3
+REPRESENTERS = 1024
 
 
 @dataclass(frozen=True)
@@ -45,15 +53,15 @@ class KernelShapParams:
     samples: int = 2048  # model evaluations, f(x) and f(baseline) included
     exact: bool = False  # enumerate all 2^M coalitions (an error if --samples is below 2^M)
     allocation: str = "kernel"  # how sampled coalitions are spread over sizes: kernel | leverage
-    bootstrap: int = 200  # bootstrap resamples for the standard errors (0: none)
+    interactions: int = 5  # highest odd interaction order in the regression adjustment (1: none)
 
     def validate(self) -> None:
         if self.samples < 3:
             raise ExplainError(f"--samples must be at least 3 for kernelshap, got {self.samples}")
         if self.allocation not in ALLOCATIONS:
             raise ExplainError(f"unknown --allocation {self.allocation!r}; choose kernel or leverage")
-        if self.bootstrap < 0:
-            raise ExplainError(f"--bootstrap must be non-negative, got {self.bootstrap}")
+        if self.interactions not in INTERACTIONS:
+            raise ExplainError(f"--interactions must be 1, 3 or 5, got {self.interactions}")
 
 
 @dataclass
@@ -217,53 +225,144 @@ def _distinct_subsets(m: int, s: int, n: int, generator: "torch.Generator", cand
     return chosen
 
 
-def solve(z: np.ndarray, y: np.ndarray, w: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Weighted least squares for φ with Σφ = delta exactly.
+@dataclass
+class Fit:
+    """A constrained weighted least-squares fit and what its Shapley estimate is made of."""
 
-    Parameters
-    ----------
-    z : (n, M) {0,1}; y : (n, K) v(S) − f(b); w : (n,) or (B, n) weights; delta : (K,) f(x) − f(b).
+    phi: np.ndarray  # (K, M)
+    stderr: np.ndarray  # (K, M)
+    interactions: int = 1  # highest interaction order the surrogate modelled
 
-    Returns
-    -------
-    (K, M) or, for (B, n) weights, (B, K, M) Shapley estimates.
+
+def constrained_fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, *, constraint: np.ndarray,
+                    target: np.ndarray, shapley: np.ndarray, penalty: np.ndarray,
+                    strata: np.ndarray, population: dict[int, int]) -> Fit:
+    """min Σ_n w_n (y_n − x_n·θ)² + Σ_j p_j θ_j²  subject to  constraint·θ = target; φ = shapley @ θ.
+
+    Standard errors are the infinitesimal jackknife of φ over the sampling units: every row n
+    with ``strata[n] >= 0`` was drawn from stratum ``strata[n]`` of ``population[s]`` units
+    (rows with −1 were enumerated and have no sampling error). The derivative of φ with
+    respect to row n's multiplicity is d_n = w_n r_n · shapley A⁻¹ x_n (A the KKT matrix), and
+    Var φ ≈ Σ_s (1 − n_s/N_s) · n_s/(n_s − 1) · Σ_{n∈s} (d_n − d̄_s)² — the bootstrap's
+    variance without its resamples, with the finite-population correction for distinct draws,
+    taken at leave-one-out residuals r_n / (1 − h_nn) so that flexible fits are not flattered.
+
+    Shapes: x (n, p), y (n, K), weight (n,), constraint (p,), target (K,), shapley (M, p),
+    penalty (p,), strata (n,).
     """
-    z = z.astype(np.float64)
-    m = z.shape[1]
-    a = z[:, :-1] - z[:, -1:]  # eliminate φ_M = delta − Σ_{j<M} φ_j
-    r = y - z[:, -1:] * delta[None, :]
-    batched = w.ndim == 2
-    wb = w if batched else w[None]
-    gram = np.empty((len(wb), m - 1, m - 1))
-    rhs = np.empty((len(wb), m - 1, r.shape[1]))
-    for start in range(0, len(wb), 16):  # batched BLAS products, in chunks to bound memory
-        aw = wb[start : start + 16, None, :] * a.T[None]  # (b, M-1, n)
-        gram[start : start + 16] = aw @ a
-        rhs[start : start + 16] = aw @ r
-    # A tiny relative ridge only guards rank deficiency (very small budgets); it does not touch Σφ.
-    eye = np.eye(m - 1) * 1e-12 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / max(m - 1, 1)
-    head = np.linalg.solve(gram + eye, rhs)  # (B, M-1, K)
-    last = delta[None, None, :] - head.sum(axis=1, keepdims=True)
-    phi = np.concatenate([head, last], axis=1).transpose(0, 2, 1)  # (B, K, M)
-    return phi if batched else phi[0]
+    p = x.shape[1]
+    m = len(shapley)
+    xw = x * weight[:, None]
+    gram = xw.T @ x + np.diag(penalty)
+    # a tiny relative ridge only guards rank deficiency (very small budgets); Σφ stays exact
+    gram += np.eye(p) * 1e-12 * max(np.trace(gram), 1e-300) / p
+    kkt = np.zeros((p + 1, p + 1))
+    kkt[:p, :p], kkt[:p, p], kkt[p, :p] = gram, constraint, constraint
+    rows = np.flatnonzero(strata >= 0)
+    # one factorisation for the fit, φ's sensitivity to the data and the hat matrix's diagonal
+    rhs = np.concatenate([np.concatenate([xw.T @ y, target[None]]),
+                          np.concatenate([shapley.T, np.zeros((1, m))]),
+                          np.concatenate([x[rows].T, np.zeros((1, len(rows)))])], axis=1)
+    sol = np.linalg.solve(kkt, rhs)[:p]
+    k = y.shape[1]
+    theta, sens, hat = sol[:, :k], sol[:, k:k + m], sol[:, k + m:]  # (p, K), (p, M), (p, r)
+    phi = (shapley @ theta).T
+    stderr = np.zeros_like(phi)
+    if len(rows):
+        lever = weight[rows] * np.einsum("np,pn->n", x[rows], hat)
+        # leave-one-out residuals: a flexible fit's own residuals understate its error
+        resid = (y[rows] - x[rows] @ theta) / np.maximum(1.0 - lever, 1e-3)[:, None]  # (r, K)
+        infl = (x[rows] @ sens)[:, None, :] * (weight[rows, None] * resid)[:, :, None]  # (r, K, M)
+        var = np.zeros_like(phi)
+        for s in np.unique(strata[rows]):
+            d = infl[strata[rows] == s]
+            if len(d) > 1:
+                scale = (1.0 - len(d) / population[int(s)]) * len(d) / (len(d) - 1)
+                var += max(scale, 0.0) * ((d - d.mean(axis=0)) ** 2).sum(axis=0)
+        stderr = np.sqrt(var)
+    return Fit(phi=phi, stderr=stderr)
 
 
-def bootstrap_weights(design: Design, n_boot: int, generator: "torch.Generator") -> np.ndarray:
-    """(n_boot, n) weights: sampled pairs resampled with replacement within each stratum."""
+def _stratum_sizes(m: int, paired: bool) -> dict[int, int]:
+    """How many sampling units each stratum holds: coalitions of size s, or complement pairs."""
+    if not paired:
+        return {s: math.comb(m, s) for s in range(1, m)}
+    return {s: math.comb(m, s) // (2 if 2 * s == m else 1) for s in range(1, m // 2 + 1)}
+
+
+def _complements(z: np.ndarray) -> np.ndarray | None:
+    """Index of each row's complement in ``z``, or None when some row lacks one."""
+    index = {row.tobytes(): i for i, row in enumerate(z)}
+    found = [index.get((~row).tobytes(), -1) for row in z]
+    return None if min(found, default=0) < 0 else np.asarray(found)
+
+
+def additive_fit(design: Design, y: np.ndarray, delta: np.ndarray) -> Fit:
+    """Plain Kernel SHAP on coalition rows: φ0 = f(b) fixed, Σφ = delta exact."""
+    m = design.z.shape[1]
+    strata = np.where(design.pair >= 0, design.stratum, -1)
+    return constrained_fit(design.z.astype(np.float64), y, design.weight, constraint=np.ones(m), target=delta,
+                           shapley=np.eye(m), penalty=np.zeros(m), strata=strata,
+                           population=_stratum_sizes(m, paired=False))
+
+
+def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *,
+                 orders: tuple[tuple[int, float], ...], ridge: float, representers: int,
+                 generator: "torch.Generator") -> Fit:
+    """Kernel SHAP with a regression adjustment by odd interactions, on a design closed under complement.
+
+    The Shapley value depends only on the game's odd part (v(S) − v(N∖S))/2, so each coalition
+    and its complement make one observation. That part is fitted as an additive term in
+    u = 2z − 1 (unpenalised) plus odd interactions of the given orders (a ridge-penalised
+    kernel, :mod:`explain_cli.engines.interactions`), with the efficiency constraint exact, and φ
+    is read off the fitted surrogate in closed form. With ``orders=()`` this is plain Kernel SHAP.
+    The additive term is unpenalised, so the residual has no additive part: φ is exact when
+    every coalition is present and for additive games at any budget, and Σφ = delta always.
+    More than ``representers`` pairs: the interaction kernel is spanned by a seeded subset.
+    """
     import torch
 
-    weights = np.repeat(design.weight[None], n_boot, axis=0)
-    sampled = design.pair >= 0
-    if not sampled.any() or n_boot == 0:
-        return weights[:0]
-    for s in np.unique(design.stratum[sampled]):
-        rows = np.flatnonzero(sampled & (design.stratum == s))
-        ids, inverse = np.unique(design.pair[rows], return_inverse=True)
-        picks = torch.randint(0, len(ids), (n_boot, len(ids)), generator=generator).numpy()
-        mult = np.zeros((n_boot, len(ids)))
-        np.add.at(mult, (np.arange(n_boot)[:, None], picks), 1.0)
-        weights[:, rows] = design.weight[rows][None] * mult[:, inverse]
-    return weights
+    m = design.z.shape[1]
+    first = np.flatnonzero(np.arange(len(partner)) < partner)
+    u = 2.0 * design.z[first] - 1.0
+    y_odd = (y[first] - y[partner[first]]) / 2.0
+    weight = design.weight[first] + design.weight[partner[first]]
+    sizes = design.stratum[first]
+    strata = np.where(design.pair[first] >= 0, np.minimum(sizes, m - sizes), -1)
+    x, shapley, constraint = u, 2.0 * np.eye(m), np.ones(m)
+    penalty = np.zeros(m)
+    if orders:
+        kernel = OddInteractionKernel(m, orders)
+        keep = np.arange(len(u))
+        if len(u) > representers:
+            keep = np.sort(torch.randperm(len(u), generator=generator)[:representers].numpy())
+        centres = np.concatenate([np.ones((1, m)), u[keep]])  # the grand coalition carries the constraint
+        gram = kernel(centres, centres)
+        gram += np.eye(len(centres)) * 1e-9 * np.trace(gram) / len(centres)  # rank-deficient when M is small
+        basis = np.linalg.inv(np.linalg.cholesky(gram)).T  # k(u, centres) @ basis: orthonormal features
+        x = np.concatenate([u, kernel(u, centres) @ basis], axis=1)
+        shapley = np.concatenate([shapley, kernel.shapley(centres).T @ basis], axis=1)
+        constraint = np.concatenate([constraint, (kernel(np.ones((1, m)), centres) @ basis)[0]])
+        penalty = np.concatenate([penalty, np.full(basis.shape[1], ridge * design.weight.sum())])
+    return constrained_fit(x, y_odd, weight, constraint=constraint, target=delta / 2.0, shapley=shapley,
+                           penalty=penalty, strata=strata, population=_stratum_sizes(m, paired=True))
+
+
+def estimate(design: Design, y: np.ndarray, delta: np.ndarray, params: KernelShapParams,
+             generator: "torch.Generator") -> Fit:
+    """Shapley values from evaluated coalitions: y (n, K) = v(S) − f(b), delta (K,) = f(x) − f(b).
+
+    A design closed under complement (paired sampling, full strata) gets the regression
+    adjustment; an unpaired one (tiny budgets) or a complete one is solved as plain Kernel SHAP.
+    """
+    partner = None if design.exact else _complements(design.z)
+    if partner is None:
+        return additive_fit(design, y, delta)
+    orders = tuple((d, w) for d, w in ORDER_WEIGHTS.items() if d <= params.interactions)
+    fit = adjusted_fit(design, y, delta, partner, orders=orders, ridge=RIDGE, representers=REPRESENTERS,
+                       generator=generator)
+    fit.interactions = max((d for d, _ in orders), default=1)
+    return fit
 
 
 def run(problem: "Problem", params: KernelShapParams, generator: "torch.Generator") -> Attribution:
@@ -281,21 +380,18 @@ def run(problem: "Problem", params: KernelShapParams, generator: "torch.Generato
     v = problem.segment_outputs(torch.from_numpy(design.z).float()).numpy()
     delta = f_x - f_b
     y = v - f_b[None]
-    phi = solve(design.z, y, design.weight, delta)
-    stderr = np.zeros_like(phi)
-    if not design.exact and params.bootstrap > 0:
-        wb = bootstrap_weights(design, params.bootstrap, generator)
-        if len(wb):
-            stderr = solve(design.z, y, wb, delta).std(axis=0, ddof=1)
+    fit = estimate(design, y, delta, params, generator)
+    phi = fit.phi
     pred = design.z.astype(np.float64) @ phi.T
     return Attribution(
         scores=phi,
         base_value=f_b.copy(),
         baseline_score=f_b.copy(),
         r2=weighted_r2(y, pred, design.weight) if len(y) > 1 else None,
-        stderr=stderr,
+        stderr=fit.stderr,
         extra={
             "exact": design.exact,
+            "interactions": fit.interactions,
             "coalitions": int(len(design.z)),
             "enumerated_coalitions": int((design.pair < 0).sum()),
             "sampled_pairs": int(len(np.unique(design.pair[design.pair >= 0]))),
