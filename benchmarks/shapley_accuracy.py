@@ -2,9 +2,10 @@
 
 For each model, ~16 superpixels are made on a sample image; exact Shapley values come from
 enumerating all 2^M coalitions (cached in benchmarks/.cache). Then, at each budget, the mean
-relative L2 error ||φ − φ*|| / ||φ*|| over seeds is reported for explain_cli (both size
-allocations) and, when the optional `bench` extra is installed (`pip install -e '.[bench]'`),
-for captum's KernelShap and shap's KernelExplainer (l1_reg=False) at the same evaluations.
+relative L2 error ||φ − φ*|| / ||φ*|| over seeds is reported for explain_cli (the default
+and its variants) and, when the optional `bench` extra is installed (`pip install -e '.[bench]'`),
+for captum's KernelShap and shap's KernelExplainer (l1_reg=False) at the same evaluations. The
+last row checks the default's standard errors: the RMS of (φ − φ*)/stderr (1 = honest).
 A second table gives seed stability: the mean pairwise Jaccard index of the top-5 segments
 over 6 seeds at 1000 evaluations (~25 segments), for Kernel SHAP and LIME.
 
@@ -28,7 +29,7 @@ from _common import SAMPLE_MODEL, build_problem  # noqa: E402
 
 from explain_cli.core import Problem  # noqa: E402
 from explain_cli.engines import build_params, get_engine  # noqa: E402
-from explain_cli.engines.kernelshap import plan, solve  # noqa: E402
+from explain_cli.engines.kernelshap import additive_fit, plan  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 MODELS = {
@@ -55,17 +56,19 @@ def exact_shapley(name: str, problem: Problem) -> np.ndarray:
     design = plan(m, 2**m, allocation="kernel", exact=True, generator=torch.Generator())
     f_b = problem.baseline_output().numpy()
     v = problem.segment_outputs(torch.from_numpy(design.z).float()).numpy()
-    phi = solve(design.z, v - f_b, design.weight, problem.reference.numpy() - f_b)[0]
+    phi = additive_fit(design, v - f_b, problem.reference.numpy() - f_b).phi[0]
     CACHE.mkdir(exist_ok=True)
     np.save(path, phi)
     print(f"  exact Shapley values for {name} (M={m}): {2**m} evaluations in {time.perf_counter() - start:.0f}s")
     return phi
 
 
-def ours(problem: Problem, budget: int, seed: int, allocation: str) -> np.ndarray:
+def ours(problem: Problem, budget: int, seed: int, **options: object) -> np.ndarray:
     engine = get_engine("kernelshap")
-    params = build_params(engine, {"samples": budget, "allocation": allocation})
-    return engine.run(problem, params, torch.Generator().manual_seed(seed)).scores[0]
+    result = engine.run(problem, build_params(engine, {"samples": budget, **options}),
+                        torch.Generator().manual_seed(seed))
+    ours.stderr = result.stderr[0]  # type: ignore[attr-defined]
+    return result.scores[0]
 
 
 def captum_kernelshap(problem: Problem, budget: int, seed: int) -> np.ndarray:
@@ -112,8 +115,10 @@ def available(module: str) -> bool:
 
 
 def accuracy_table(names: list[str], seeds: int) -> None:
-    methods = {"explain_cli": lambda p, b, s: ours(p, b, s, "kernel"),
-               "explain_cli leverage": lambda p, b, s: ours(p, b, s, "leverage")}
+    methods = {"explain_cli": lambda p, b, s: ours(p, b, s),
+               "  --allocation kernel": lambda p, b, s: ours(p, b, s, allocation="kernel"),
+               "  --interactions 3": lambda p, b, s: ours(p, b, s, interactions=3),
+               "  --interactions 1": lambda p, b, s: ours(p, b, s, interactions=1)}
     if available("captum"):
         methods["captum KernelShap"] = captum_kernelshap
     if available("shap"):
@@ -124,17 +129,26 @@ def accuracy_table(names: list[str], seeds: int) -> None:
         print(f"\n{name}: M = {problem.n_segments} segments, mean relative L2 error over {seeds} seeds")
         print(f"{'method':22}" + "".join(f"{b:>10}" for b in BUDGETS))
         errors: dict[str, list[float]] = {}
+        calibration = []  # RMS of (φ − φ*)/stderr for the default, per budget
         for method, fn in methods.items():
             row = []
             for budget in BUDGETS:
-                errs = [np.linalg.norm(fn(problem, budget, seed) - exact) / np.linalg.norm(exact) for seed in range(seeds)]
+                errs, zs = [], []
+                for seed in range(seeds):
+                    phi = fn(problem, budget, seed)
+                    errs.append(np.linalg.norm(phi - exact) / np.linalg.norm(exact))
+                    if method == "explain_cli":
+                        zs.append((phi - exact) / np.maximum(ours.stderr, 1e-300))  # type: ignore[attr-defined]
                 row.append(float(np.mean(errs)))
+                if zs:
+                    calibration.append(float(np.sqrt(np.mean(np.concatenate(zs) ** 2))))
             errors[method] = row
-            print(f"{method:22}" + "".join(f"{e:>10.4f}" for e in row))
+            print(f"{method:22}" + "".join(f"{e:>10.4f}" for e in row), flush=True)
         for peer in ("captum KernelShap", "shap KernelExplainer"):
             if peer in errors:
                 ratios = [a / b for a, b in zip(errors["explain_cli"], errors[peer])]
                 print(f"{'ratio to ' + peer.split()[0]:22}" + "".join(f"{r:>10.3f}" for r in ratios))
+        print(f"{'stderr RMS z':22}" + "".join(f"{c:>10.2f}" for c in calibration) + "   (1 = honest)")
 
 
 def jaccard_top5(scores: list[np.ndarray]) -> float:

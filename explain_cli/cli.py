@@ -126,7 +126,7 @@ def run(
     surrogate: Annotated[Optional[Surrogate], typer.Option("--surrogate", help="lime: ridge (closed form) | lasso | linear. [default: ridge]")] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="lime: surrogate penalty, relative to the data scale. [default: 0.001]")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="kernelshap: enumerate all 2^M coalitions (exact Shapley values).")] = False,
-    allocation: Annotated[Optional[str], typer.Option("--allocation", help="kernelshap: spread sampled coalitions over sizes by kernel mass or leverage. [default: kernel]")] = None,
+    allocation: Annotated[Optional[str], typer.Option("--allocation", help="kernelshap: spread sampled coalitions over sizes equally (leverage scores) or by kernel mass. [default: leverage]")] = None,
     interactions: Annotated[Optional[int], typer.Option("--interactions", help="kernelshap: highest odd interaction order in the regression adjustment, 1 (plain Kernel SHAP), 3 or 5. [default: 5]")] = None,
     masks: Annotated[Optional[int], typer.Option("--masks", help="rise: number of random masks. [default: 4000]")] = None,
     grid: Annotated[Optional[int], typer.Option("--grid", help="rise: mask grid size s (s×s cells). [default: 7]")] = None,

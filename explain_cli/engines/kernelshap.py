@@ -9,15 +9,21 @@ Design
   coalitions (shap's rule); once one is not, the rest of the budget is split over the remaining
   pairs (``allocation``: ``kernel`` ∝ kernel mass, or ``leverage`` ∝ number of sizes, the
   leverage-score allocation of Musco & Witter 2024), and each pair draws distinct coalitions of
-  size s uniformly, each with its complement (antithetic sampling, Covert & Lee 2021).
+  size s, balanced over players and pairs of players (``_distinct_subsets``), each with its
+  complement (antithetic sampling, Covert & Lee 2021).
 * Each size is a stratum: a coalition of size s gets weight K(s)/n_s, where K(s) = (M−1)/(s(M−s))
   is the kernel mass of all size-s coalitions and n_s how many of them are in the design. With
   every coalition present this is exactly the Shapley kernel, so the solution is the exact
   Shapley values.
-* Efficiency is exact: φ0 = f(b) and Σφ = f(x) − f(b) by eliminating one variable from the
-  weighted least squares, not by a heavy penalty weight.
-* Standard errors come from a bootstrap over the sampled pairs within each stratum (the
-  enumerated part has no sampling error); exact mode reports 0.
+* Efficiency is exact: φ0 = f(b) and Σφ = f(x) − f(b) through a constrained weighted least
+  squares (a KKT system), not a heavy penalty weight.
+* Regression adjustment (``interactions`` 3 or 5): a design closed under complement is fitted
+  on the game's odd part with an unpenalised additive term plus ridge-penalised odd
+  interactions (:mod:`explain_cli.engines.interactions`); φ is read off that surrogate in
+  closed form. Exact under full enumeration and for additive games, like plain Kernel SHAP,
+  with less error per evaluation (benchmarks/shapley_accuracy.py).
+* Standard errors: the infinitesimal jackknife over the sampled units within each stratum, at
+  leave-one-out residuals (the enumerated part has no sampling error); exact mode reports 0.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ REPRESENTERS = 1024
 class KernelShapParams:
     samples: int = 2048  # model evaluations, f(x) and f(baseline) included
     exact: bool = False  # enumerate all 2^M coalitions (an error if --samples is below 2^M)
-    allocation: str = "kernel"  # how sampled coalitions are spread over sizes: kernel | leverage
+    allocation: str = "leverage"  # how sampled coalitions are spread over sizes: leverage | kernel
     interactions: int = 5  # highest odd interaction order in the regression adjustment (1: none)
 
     def validate(self) -> None:
