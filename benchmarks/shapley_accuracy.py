@@ -11,6 +11,7 @@ over 6 seeds at 1000 evaluations (~25 segments), for Kernel SHAP and LIME.
 
     python benchmarks/shapley_accuracy.py                  # both models, 8 seeds
     python benchmarks/shapley_accuracy.py --models sample --seeds 4
+    python benchmarks/shapley_accuracy.py --image cross_circle.png --no-stability
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import SAMPLE_MODEL, build_problem  # noqa: E402
+from _common import IMAGE, SAMPLE_MODEL, build_problem  # noqa: E402
 
 from explain_cli.core import Problem  # noqa: E402
 from explain_cli.engines import build_params, get_engine  # noqa: E402
@@ -42,14 +43,14 @@ MODELS = {
 BUDGETS = (256, 512, 1024, 2048)
 
 
-def make_problem(name: str, n_segments: int) -> Problem:
+def make_problem(name: str, n_segments: int, image: Path = IMAGE) -> Problem:
     source, output, size = MODELS[name]
-    return build_problem(source, output=output, size=size, n_segments=n_segments, batch_size=128)[1]
+    return build_problem(source, output=output, size=size, n_segments=n_segments, batch_size=128, image=image)[1]
 
 
-def exact_shapley(name: str, problem: Problem) -> np.ndarray:
+def exact_shapley(name: str, problem: Problem, image: Path) -> np.ndarray:
     m = problem.n_segments
-    path = CACHE / f"{name}-{MODELS[name][2] or 'own'}-M{m}.npy"
+    path = CACHE / f"{name}-{MODELS[name][2] or 'own'}-M{m}-{image.stem}.npy"
     if path.exists():
         return np.load(path)
     start = time.perf_counter()
@@ -114,7 +115,7 @@ def available(module: str) -> bool:
         return False
 
 
-def accuracy_table(names: list[str], seeds: int) -> None:
+def accuracy_table(names: list[str], seeds: int, image: Path, n_segments: int) -> None:
     methods = {"explain_cli": lambda p, b, s: ours(p, b, s),
                "  --allocation kernel": lambda p, b, s: ours(p, b, s, allocation="kernel"),
                "  --interactions 3": lambda p, b, s: ours(p, b, s, interactions=3),
@@ -124,9 +125,9 @@ def accuracy_table(names: list[str], seeds: int) -> None:
     if available("shap"):
         methods["shap KernelExplainer"] = shap_kernel
     for name in names:
-        problem = make_problem(name, n_segments=16)
-        exact = exact_shapley(name, problem)
-        print(f"\n{name}: M = {problem.n_segments} segments, mean relative L2 error over {seeds} seeds")
+        problem = make_problem(name, n_segments, image)
+        exact = exact_shapley(name, problem, image)
+        print(f"\n{name}, {image.name}: M = {problem.n_segments} segments, mean relative L2 error over {seeds} seeds")
         print(f"{'method':22}" + "".join(f"{b:>10}" for b in BUDGETS))
         errors: dict[str, list[float]] = {}
         calibration = []  # RMS of (φ − φ*)/stderr for the default, per budget
@@ -170,10 +171,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--image", default=IMAGE.name, help="a file in sample_models/images, or a path")
+    parser.add_argument("--n-segments", type=int, default=16, help="SLIC target; exact values need 2^M evaluations")
+    parser.add_argument("--no-stability", action="store_true", help="skip the seed-stability table")
     args = parser.parse_args()
+    image = Path(args.image) if Path(args.image).exists() else IMAGE.parent / args.image
     torch.manual_seed(0)
-    accuracy_table(args.models.split(","), args.seeds)
-    stability_table()
+    accuracy_table(args.models.split(","), args.seeds, image, args.n_segments)
+    if not args.no_stability:
+        stability_table()
 
 
 if __name__ == "__main__":

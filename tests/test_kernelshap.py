@@ -199,3 +199,13 @@ def test_interaction_adjustment_lowers_error_and_keeps_stderr_honest(model_type)
     # measured: 0.57× on the cubic game, 0.85× on the mixed one
     assert np.mean(errors[5]) < (0.75 if model_type is Triple else 0.95) * np.mean(errors[1]), errors
     assert np.mean(coverage) > 0.8
+
+
+@pytest.mark.parametrize("m, samples", [(2, 3), (3, 5), (4, 9), (5, 20), (6, 40)])
+def test_few_segments_and_small_budgets(m, samples):
+    """Designs too small or too few players for interactions still give exact efficiency."""
+    problem = make_problem(Nonlinear(), n_segments=m, targets=(0, 1))
+    result = run_shap(problem, samples=samples)
+    np.testing.assert_allclose(result.scores.sum(axis=1), problem.reference.numpy() - result.baseline_score, atol=1e-9)
+    assert np.all(np.isfinite(result.scores)) and np.all(np.isfinite(result.stderr))
+    assert result.extra["interactions"] <= max(1, m)

@@ -364,7 +364,8 @@ def estimate(design: Design, y: np.ndarray, delta: np.ndarray, params: KernelSha
     partner = None if design.exact else _complements(design.z)
     if partner is None:
         return additive_fit(design, y, delta)
-    orders = tuple((d, w) for d, w in ORDER_WEIGHTS.items() if d <= params.interactions)
+    m = design.z.shape[1]
+    orders = tuple((d, w) for d, w in ORDER_WEIGHTS.items() if d <= min(params.interactions, m))
     fit = adjusted_fit(design, y, delta, partner, orders=orders, ridge=RIDGE, representers=REPRESENTERS,
                        generator=generator)
     fit.interactions = max((d for d, _ in orders), default=1)
@@ -407,7 +408,7 @@ def run(problem: "Problem", params: KernelShapParams, generator: "torch.Generato
 
 ENGINE = Engine(
     name="kernelshap",
-    summary="Shapley values by constrained weighted regression over paired coalitions (Lundberg & Lee 2017)",
+    summary="Shapley values by constrained weighted regression over paired coalitions (Lundberg & Lee 2017), regression-adjusted by odd interactions",
     params=KernelShapParams,
     run=run,
 )
