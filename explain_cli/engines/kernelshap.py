@@ -343,12 +343,12 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
         if len(u) > representers:
             keep = np.sort(torch.randperm(len(u), generator=generator)[:representers].numpy())
         centres = np.concatenate([np.ones((1, m)), u[keep]])  # the grand coalition carries the constraint
-        gram = kernel(centres, centres)
-        gram += np.eye(len(centres)) * 1e-9 * np.trace(gram) / len(centres)  # rank-deficient when M is small
-        basis = np.linalg.inv(np.linalg.cholesky(gram)).T  # k(u, centres) @ basis: orthonormal features
+        k_centres = kernel(centres, centres)
+        jitter = np.eye(len(centres)) * 1e-9 * np.trace(k_centres) / len(centres)  # rank-deficient when M is small
+        basis = np.linalg.inv(np.linalg.cholesky(k_centres + jitter)).T  # k(u, centres) @ basis: orthonormal features
         x = np.concatenate([u, kernel(u, centres) @ basis], axis=1)
         shapley = np.concatenate([shapley, kernel.shapley(centres).T @ basis], axis=1)
-        constraint = np.concatenate([constraint, (kernel(np.ones((1, m)), centres) @ basis)[0]])
+        constraint = np.concatenate([constraint, k_centres[0] @ basis])  # centres[0] is the grand coalition
         penalty = np.concatenate([penalty, np.full(basis.shape[1], ridge * design.weight.sum())])
     return constrained_fit(x, y_odd, weight, constraint=constraint, target=delta / 2.0, shapley=shapley,
                            penalty=penalty, strata=strata, population=_stratum_sizes(m, paired=True))
