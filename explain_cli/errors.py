@@ -1,4 +1,4 @@
-"""The one exception type the tool raises for problems the user can fix."""
+"""The exceptions the tool raises for problems the user can fix."""
 
 from __future__ import annotations
 
@@ -10,3 +10,26 @@ class ExplainError(Exception):
     """
 
     exit_code = 2
+
+
+class OptionError(ExplainError):
+    """A bad value for one option, named in the library's words (``samples``).
+
+    Each interface renders the name its own way: the CLI as ``--samples``, YAML as the key
+    path, Python as ``samples=``. ``problem`` completes a sentence whose subject is the option.
+    """
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option = option
+        self.problem = problem
+        super().__init__(self.render("python"))
+
+    def render(self, style: str = "python") -> str:
+        """The message with the option named as ``style`` spells it: cli | yaml | python."""
+        if style == "cli":
+            name = "--" + self.option.replace("_", "-")
+        elif style == "yaml":
+            name = self.option
+        else:
+            name = f"{self.option}="
+        return f"{name} {self.problem}" if style != "python" else f"{self.option} {self.problem}"

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from explain_cli import __version__
-from explain_cli.engines import Attribution
+from explain_cli.engines.base import Attribution
 from explain_cli.preprocess import Geometry
 from explain_cli.segmentation import Segmentation
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from explain_cli.engines import Attribution, Engine
+from explain_cli.engines.base import Attribution, Engine
+from explain_cli.params import param
 
 if TYPE_CHECKING:
     import torch

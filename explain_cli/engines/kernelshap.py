@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from explain_cli.engines import Attribution, Engine
+from explain_cli.engines.base import Attribution, Engine
+from explain_cli.params import param
 from explain_cli.engines.interactions import OddInteractionKernel
-from explain_cli.errors import ExplainError
+from explain_cli.errors import OptionError
 from explain_cli.surrogate import weighted_r2
 
 if TYPE_CHECKING:
@@ -56,18 +57,12 @@ REPRESENTERS = 1024
 
 @dataclass(frozen=True)
 class KernelShapParams:
-    samples: int = 2048  # model evaluations, f(x) and f(baseline) included
-    exact: bool = False  # enumerate all 2^M coalitions (an error if --samples is below 2^M)
-    allocation: str = "leverage"  # how sampled coalitions are spread over sizes: leverage | kernel
-    interactions: int = 5  # highest odd interaction order in the regression adjustment (1: none)
-
-    def validate(self) -> None:
-        if self.samples < 3:
-            raise ExplainError(f"--samples must be at least 3 for kernelshap, got {self.samples}")
-        if self.allocation not in ALLOCATIONS:
-            raise ExplainError(f"unknown --allocation {self.allocation!r}; choose kernel or leverage")
-        if self.interactions not in INTERACTIONS:
-            raise ExplainError(f"--interactions must be 1, 3 or 5, got {self.interactions}")
+    samples: int = param(2048, "Model evaluations, f(x) and f(baseline) included.", minimum=3, maximum=10_000_000)
+    exact: bool = param(False, "Enumerate all 2^M coalitions: exact Shapley values (needs samples ≥ 2^M).")
+    allocation: str = param("leverage", "How sampled coalitions spread over sizes: equally (leverage scores) or by kernel mass.",
+                            choices=ALLOCATIONS)
+    interactions: int = param(5, "Highest odd interaction order in the regression adjustment (1: plain Kernel SHAP).",
+                              choices=INTERACTIONS)
 
 
 @dataclass
@@ -106,9 +101,11 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
     full = 2**m - 2
     if exact or full <= budget:
         if full > budget:
-            fix = f"pass --samples {2**m} or use fewer segments" if m <= 20 else "use at most 20 segments (--n-segments)"
-            raise ExplainError(
-                f"--exact needs 2^{m} = {2**m:,} evaluations for {m} segments but --samples is {budget + 2:,}; {fix}"
+            # the rule: exact needs samples ≥ 2^M (every coalition, f(x) and f(b) included)
+            fits = max(1, (budget + 2).bit_length() - 1)
+            raise OptionError(
+                "exact", f"needs samples ≥ 2^M = {2**m:,} for M = {m} segments, but samples is {budget + 2:,}; "
+                f"raise samples to {2**m:,}, or use at most {fits} segments for this budget"
             )
         z = _all_coalitions(m)
         sizes = z.sum(axis=1)
@@ -377,7 +374,7 @@ def run(problem: "Problem", params: KernelShapParams, generator: "torch.Generato
 
     m = problem.n_segments
     if m < 2:
-        raise ExplainError("kernelshap needs at least 2 segments; raise --n-segments")
+        raise OptionError("n_segments", "gives fewer than 2 segments; kernelshap needs at least 2")
     design = plan(m, params.samples - 2, allocation=params.allocation, exact=params.exact, generator=generator)
     ev = problem.evaluator
     ev.progress.start(len(design.z) + 2, "kernelshap")

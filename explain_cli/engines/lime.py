@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from explain_cli.engines import Attribution, Engine
-from explain_cli.errors import ExplainError
+from explain_cli.engines.base import Attribution, Engine
+from explain_cli.params import param
 from explain_cli.surrogate import SURROGATES, fit_linear
 
 if TYPE_CHECKING:
@@ -21,23 +21,12 @@ DISTANCES = ("cosine", "euclidean")
 
 @dataclass(frozen=True)
 class LimeParams:
-    samples: int = 1000  # model evaluations, the original input and the baseline included
-    kernel_width: float = 0.25  # σ in w = exp(-d²/σ²); lime's default for cosine distance
-    distance: str = "cosine"  # distance to the original in the interpretable space
-    surrogate: str = "ridge"  # ridge (closed form) | lasso | linear
-    alpha: float = 1e-3  # surrogate penalty, relative to the data's scale
-
-    def validate(self) -> None:
-        if self.samples < 3:
-            raise ExplainError(f"--samples must be at least 3 for lime, got {self.samples}")
-        if not self.kernel_width > 0:
-            raise ExplainError(f"--kernel-width must be positive, got {self.kernel_width}")
-        if self.distance not in DISTANCES:
-            raise ExplainError(f"unknown --distance {self.distance!r}; choose cosine or euclidean")
-        if self.surrogate not in SURROGATES:
-            raise ExplainError(f"unknown --surrogate {self.surrogate!r}; choose one of {', '.join(SURROGATES)}")
-        if self.alpha < 0:
-            raise ExplainError(f"--alpha must be non-negative, got {self.alpha}")
+    samples: int = param(1000, "Model evaluations, all included.", minimum=3, maximum=10_000_000)
+    kernel_width: float = param(0.25, "Kernel width σ in w = exp(-d²/σ²) (lime's default for cosine distance).",
+                                minimum=0.0, exclusive_minimum=True, maximum=1e6)
+    distance: str = param("cosine", "Distance to the input in the interpretable space.", choices=DISTANCES)
+    surrogate: str = param("ridge", "Surrogate: ridge (closed form), lasso or linear (least squares).", choices=SURROGATES)
+    alpha: float = param(1e-3, "Surrogate penalty, relative to the data's scale.", minimum=0.0, maximum=1e6)
 
 
 def sample_coalitions(n: int, m: int, generator: "torch.Generator") -> "torch.Tensor":

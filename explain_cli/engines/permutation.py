@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from explain_cli.engines import Attribution, Engine
+from explain_cli.engines.base import Attribution, Engine
+from explain_cli.params import param
 from explain_cli.errors import ExplainError
 
 if TYPE_CHECKING:
@@ -24,11 +25,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PermutationParams:
-    repeats: int = 5  # fresh permutations; evaluations = N·(1 + repeats·M)
-
-    def validate(self) -> None:
-        if self.repeats < 1:
-            raise ExplainError(f"--repeats must be at least 1, got {self.repeats}")
+    repeats: int = param(5, "Fresh permutations per group; evaluations = N·(1 + repeats·M).", minimum=1, maximum=10_000)
 
 
 def derangement(n: int, generator: "torch.Generator") -> "torch.Tensor":

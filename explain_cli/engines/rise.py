@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from explain_cli.engines import Attribution, Engine
-from explain_cli.errors import ExplainError
+from explain_cli.engines.base import Attribution, Engine
+from explain_cli.params import param
 
 if TYPE_CHECKING:
     import torch
@@ -29,17 +29,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RiseParams:
-    masks: int = 4000  # N random masks (= model evaluations, plus f(x) and f(baseline))
-    grid: int = 7  # s: the masks' coarse grid is s×s
-    p1: float = 0.5  # probability that a grid cell keeps the input
-
-    def validate(self) -> None:
-        if self.masks < 1:
-            raise ExplainError(f"--masks must be at least 1, got {self.masks}")
-        if self.grid < 1:
-            raise ExplainError(f"--grid must be at least 1, got {self.grid}")
-        if not 0 < self.p1 <= 1:
-            raise ExplainError(f"--p1 must be in (0, 1], got {self.p1}")
+    masks: int = param(4000, "Random masks N (model evaluations, plus f(x) and f(baseline)).", minimum=1, maximum=10_000_000)
+    grid: int = param(7, "Masks' coarse grid size s (s×s cells).", minimum=1, maximum=256)
+    p1: float = param(0.5, "Probability that a grid cell keeps the input.", minimum=0.0, exclusive_minimum=True, maximum=1.0)
 
 
 @dataclass
