@@ -4,13 +4,41 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import OptionError
 from explain_cli.preprocess import Preprocess, normalize_pixels
 
 if TYPE_CHECKING:
     import torch
 
 BASELINES = ("zero", "mean", "blur", "value:R,G,B")
+BASELINE_HELP = ("What a removed superpixel becomes: zero (in model input space), mean (the image's channel means), "
+                 "blur (Gaussian blur), or value:R,G,B (a 0-255 colour).")
+
+
+def parse_baseline(spec: str) -> tuple[str, tuple[float, ...]]:
+    """Check a baseline spec before any work: (kind, values); values only for ``value:``.
+
+    Raises
+    ------
+    OptionError
+        Unknown kind, or values that are not finite numbers.
+    """
+    import math
+
+    text = (spec or "zero").strip().lower()
+    if text in ("zero", "mean", "blur"):
+        return text, ()
+    if text.startswith("value:"):
+        try:
+            values = tuple(float(v) for v in text[len("value:"):].split(","))
+        except ValueError:
+            values = ()
+        if not values or len(values) > 4:
+            raise OptionError("baseline", f"value: takes 1 or 3 comma-separated numbers, e.g. value:128,128,128; got {spec!r}")
+        if not all(math.isfinite(v) for v in values):
+            raise OptionError("baseline", f"value: numbers must be finite, got {spec!r}")
+        return "value", values
+    raise OptionError("baseline", f"must be zero, mean, blur or value:R,G,B, got {spec!r}")
 
 
 def make_baseline(spec: str, x: "torch.Tensor", preprocess: Preprocess, *, input_kind: str = "image") -> "torch.Tensor":
@@ -23,30 +51,24 @@ def make_baseline(spec: str, x: "torch.Tensor", preprocess: Preprocess, *, input
     """
     import torch
 
-    spec = (spec or "zero").strip().lower()
-    if spec == "zero":
+    kind, values = parse_baseline(spec)
+    if kind == "zero":
         return torch.zeros_like(x)
-    if spec == "mean":
+    if kind == "mean":
         return x.mean(dim=(1, 2), keepdim=True).expand_as(x).contiguous()
-    if spec == "blur":
+    if kind == "blur":
         from torchvision.transforms.functional import gaussian_blur
 
         sigma = max(x.shape[1:]) / 16.0
         size = int(2 * round(3 * sigma) + 1)
         size = min(size, 2 * (min(x.shape[1:]) // 2) - 1) if min(x.shape[1:]) > 2 else 1
         return gaussian_blur(x.unsqueeze(0), [size, size], [sigma, sigma])[0].contiguous()
-    if spec.startswith("value:"):
-        try:
-            values = [float(v) for v in spec[len("value:") :].split(",")]
-        except ValueError:
-            values = []
-        c = x.shape[0]
-        if len(values) not in (1, c):
-            raise ExplainError(
-                f"--baseline {spec!r}: give 1 or {c} comma-separated numbers, e.g. value:128,128,128"
-            )
-        colour = torch.tensor(values, dtype=x.dtype).expand(c)
-        if input_kind == "image":
-            colour = normalize_pixels(colour / 255.0, preprocess)
-        return colour.view(c, 1, 1).expand_as(x).contiguous()
-    raise ExplainError(f"unknown --baseline {spec!r}; choose zero, mean, blur or value:R,G,B")
+    c = x.shape[0]
+    if len(values) not in (1, c):
+        raise OptionError("baseline", f"{spec!r} gives {len(values)} numbers but the input has {c} channels; give 1 or {c}")
+    colour = torch.tensor(values, dtype=x.dtype).expand(c)
+    if input_kind == "image":
+        if not all(0 <= v <= 255 for v in values):
+            raise OptionError("baseline", f"value: numbers are 8-bit channel values in 0..255 for images, got {spec!r}")
+        colour = normalize_pixels(colour / 255.0, preprocess)
+    return colour.view(c, 1, 1).expand_as(x).contiguous()

@@ -1,23 +1,24 @@
-"""The `explain` command line: thin Typer commands over the pipeline.
+"""The `explain` command line: a thin Typer skin over :mod:`explain_cli.api`.
 
-stdout carries only the paths written (one per line), so scripts and Makefiles can use it;
-messages, warnings and progress go to stderr.
+Every explanation option is generated from :data:`explain_cli.options.OPTIONS` (flag, help,
+choices, default shown in the help); this module declares the commands and maps errors to one
+line and an exit code. stdout carries only the paths written (one per line), so scripts and
+Makefiles can use it; messages, warnings and progress go to stderr.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from explain_cli import __version__
-from explain_cli.config import RunConfig
-from explain_cli.engines import ENGINES
-from explain_cli.errors import ExplainError
-from explain_cli.segmentation import SEGMENTERS
+from explain_cli import options as schema
+from explain_cli.errors import ExplainError, OptionError
 
 app = typer.Typer(
     name="explain",
@@ -25,27 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-
-Method = Enum("Method", {name: name for name in ENGINES}, type=str)  # type: ignore[misc]
-Segmenter = Enum("Segmenter", {name: name for name in SEGMENTERS}, type=str)  # type: ignore[misc]
-
-
-class OutputSpace(str, Enum):
-    logits = "logits"
-    probs = "probs"
-
-
-class Surrogate(str, Enum):
-    ridge = "ridge"
-    lasso = "lasso"
-    linear = "linear"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 def _err(message: str) -> None:
@@ -56,135 +38,217 @@ def _warn(message: str) -> None:
     typer.echo(f"explain: warning: {message}", err=True)
 
 
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
-SegOpt = Annotated[Optional[Segmenter], typer.Option("--segments", help="Superpixel algorithm. [default: slic; grid for permutation]")]
-NSegOpt = Annotated[Optional[int], typer.Option("--n-segments", help="About how many superpixels (slic, watershed, grid). [default: 50]")]
-CompactOpt = Annotated[Optional[float], typer.Option("--compactness", help="slic/watershed compactness.")]
-SegParamOpt = Annotated[Optional[list[str]], typer.Option("--seg-param", help="Other segmenter parameter, KEY=VALUE (repeatable); see `explain info`.")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if needed).")]
-PreOpt = Annotated[str, typer.Option("--preprocess", help="auto | model | imagenet | none. auto: the model's own transforms for images, none for tensors.")]
-SizeOpt = Annotated[Optional[str], typer.Option("--size", help="Resize the whole image to H[,W] (no crop).")]
-MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean per channel, e.g. 0.5,0.5,0.5.")]
-StdOpt = Annotated[Optional[str], typer.Option("--std", help="Normalisation std per channel.")]
+def _render(exc: ExplainError) -> str:
+    """An error as the command line says it: options as flags, config problems one per line."""
+    if isinstance(exc, OptionError):
+        return exc.render("cli")
+    return str(exc).replace("\n", "\nexplain: error: ")
 
 
-def _guard(debug: bool):
-    """Run a command body, turning user errors into one line + exit 2, and crashes into exit 1."""
+class _guard:
+    """Run a command body: user errors become one line + exit 2, crashes one line + exit 1."""
 
-    class _Guard:
-        def __enter__(self) -> None:
-            return None
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
 
-        def __exit__(self, exc_type, exc, tb) -> bool:
-            if exc is None or isinstance(exc, (typer.Exit, typer.Abort, KeyboardInterrupt)) or debug:
-                return False
-            if isinstance(exc, ExplainError):
-                _err(str(exc))
-                raise typer.Exit(code=exc.exit_code) from None
-            if isinstance(exc, MemoryError):
-                _err("out of memory; lower --batch-size")
-                raise typer.Exit(code=1) from None
-            _err(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, (typer.Exit, typer.Abort, KeyboardInterrupt)) or self.debug:
+            return False
+        if isinstance(exc, ExplainError):
+            _err(_render(exc))
+            raise typer.Exit(code=exc.exit_code) from None
+        if isinstance(exc, MemoryError):
+            _err("out of memory; lower --batch-size")
             raise typer.Exit(code=1) from None
+        if isinstance(exc, OSError) and exc.filename:
+            _err(f"cannot access {exc.filename}: {exc.strerror or exc}")
+            raise typer.Exit(code=2) from None
+        text = " ".join(str(exc).split())
+        _err(f"internal error: {type(exc).__name__}: {text[:300]} (run with --debug for the traceback)")
+        raise typer.Exit(code=1) from None
 
-    return _Guard()
+
+class RichProgress:
+    """A rich progress bar on stderr (the library's Progress protocol)."""
+
+    def __init__(self, unit: str = "evals") -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                             console=Console(stderr=True), transient=True)
+        self._task: Any = None
+
+    def start(self, total: int, description: str) -> None:
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task(description, total=total)
+        else:
+            self._bar.reset(self._task, total=total, description=description)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, n)
+
+    def describe(self, text: str) -> None:
+        if self._task is not None:
+            self._bar.update(self._task, description=text)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._bar.stop()
+            self._task = None
 
 
-#: `explain run` parameters whose RunConfig field has another name.
-_RUN_FIELD_NAMES = {"seg_param": "seg_params"}
+def make_progress(*, quiet: bool, unit: str = "evals") -> Any:
+    """A bar when stderr is a terminal and not ``quiet``; otherwise nothing."""
+    from explain_cli.progress import NullProgress
+
+    if quiet or not sys.stderr.isatty():
+        return NullProgress()
+    return RichProgress(unit)
 
 
-@app.command()
-def run(
-    ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Argument(help="TorchScript file, or torchvision:ARCH (e.g. torchvision:resnet18).", show_default=False)] = None,
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Images (PNG, JPEG, ...) or tensors (.pt, .npy).", show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Run the one job of a YAML config; options given here override it.")] = None,
-    method: Annotated[Method, typer.Option("--method", "-m", help="Explanation method.")] = Method("lime"),
-    samples: Annotated[Optional[int], typer.Option("--samples", "-n", help="Model evaluations, all included (lime 1000, kernelshap 2048).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice; same seed, same numbers.")] = 0,
-    out: OutOpt = Path("explanations"),
-    weights: Annotated[Optional[str], typer.Option("--weights", help="torchvision:ARCH weights: a state-dict file, or DEFAULT to download torchvision's. Omitted: random weights.")] = None,
-    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="auto, a class index or a label (repeatable).")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="With --target auto: explain the K top classes (same evaluations as one).")] = 1,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names: text file, one per line, or a JSON list.")] = None,
-    segments: SegOpt = None,
-    n_segments: NSegOpt = None,
-    compactness: CompactOpt = None,
-    seg_param: SegParamOpt = None,
-    baseline: Annotated[str, typer.Option("--baseline", help="zero | mean | blur | value:R,G,B (0-255). zero is in model input space.")] = "zero",
-    preprocess: PreOpt = "auto",
-    size: SizeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    output: Annotated[OutputSpace, typer.Option("--output", help="Explain logits or softmax probabilities.")] = OutputSpace.probs,
-    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="Perturbations per forward pass, or auto (64 CPU, 128 CUDA).")] = "auto",
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N] | mps.")] = "auto",
-    precision: Annotated[Precision, typer.Option("--precision", help="Autocast precision (CUDA only).")] = Precision.fp32,
-    kernel_width: Annotated[Optional[float], typer.Option("--kernel-width", help="lime: kernel width σ. [default: 0.25]")] = None,
-    distance: Annotated[Optional[str], typer.Option("--distance", help="lime: cosine | euclidean. [default: cosine]")] = None,
-    surrogate: Annotated[Optional[Surrogate], typer.Option("--surrogate", help="lime: ridge (closed form) | lasso | linear. [default: ridge]")] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha", help="lime: surrogate penalty, relative to the data scale. [default: 0.001]")] = None,
-    exact: Annotated[bool, typer.Option("--exact", help="kernelshap: enumerate all 2^M coalitions (exact Shapley values).")] = False,
-    allocation: Annotated[Optional[str], typer.Option("--allocation", help="kernelshap: spread sampled coalitions over sizes equally (leverage scores) or by kernel mass. [default: leverage]")] = None,
-    interactions: Annotated[Optional[int], typer.Option("--interactions", help="kernelshap: highest odd interaction order in the regression adjustment, 1 (plain Kernel SHAP), 3 or 5. [default: 5]")] = None,
-    masks: Annotated[Optional[int], typer.Option("--masks", help="rise: number of random masks. [default: 4000]")] = None,
-    grid: Annotated[Optional[int], typer.Option("--grid", help="rise: mask grid size s (s×s cells). [default: 7]")] = None,
-    p1: Annotated[Optional[float], typer.Option("--p1", help="rise: probability a cell keeps the input. [default: 0.5]")] = None,
-    repeats: Annotated[Optional[int], typer.Option("--repeats", help="permutation: permutations per group. [default: 5]")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="permutation: output file name for the batch. [default: batch]")] = None,
-    save_map: Annotated[bool, typer.Option("--save-map", help="Also write NAME.METHOD.npy, (K,H,W) at the original resolution.")] = False,
-    boundaries: Annotated[bool, typer.Option("--boundaries/--no-boundaries", help="Draw superpixel boundaries.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings.")] = False,
-    debug: DebugOpt = False,
-) -> None:
+# ---------------------------------------------------------------------------------------------
+# Typer parameters generated from the option schema.
+# ---------------------------------------------------------------------------------------------
+
+_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "bool": None, "list": "TEXT", "dict": "KEY=VALUE"}
+_PY_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list[str], "dict": list[str]}
+
+
+def _help(o: schema.Option) -> str:
+    text = o.help
+    if o.methods and o.per_method:
+        text += f" ({'/'.join(o.methods)})"
+    elif o.methods:
+        text += f" ({'/'.join(o.methods)} only)"
+    if "[default:" not in text and o.default_text() not in ("none", "{}"):
+        text += f" [default: {o.default_text()}]"
+    return text
+
+
+def _parameter(o: schema.Option) -> inspect.Parameter:
+    names = [o.flag] if o.kind != "bool" else [f"{o.flag}/--no-{o.flag[2:]}"]
+    if o.short:
+        names.append(o.short)
+    metavar = o.metavar or ("|".join(str(c) for c in o.choices) if o.choices else _METAVARS[o.kind])
+    info = typer.Option(*names, help=_help(o), show_default=False, metavar=metavar, rich_help_panel=o.group)
+    annotation = Annotated[Optional[_PY_TYPES[o.kind]], info]
+    return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
+def with_options(names: list[str], *fixed: inspect.Parameter) -> Callable[[Callable], Callable]:
+    """Give a command the fixed parameters plus the schema's options ``names``; the body gets them as kwargs."""
+
+    def wrap(body: Callable) -> Callable:
+        params = list(fixed) + [_parameter(schema.OPTIONS[n]) for n in names]
+
+        def command(**kwargs: Any) -> Any:
+            return body(**kwargs)
+
+        command.__name__ = body.__name__
+        command.__doc__ = body.__doc__
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return wrap
+
+
+def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Options given on the command line (None = not given), in the library's types."""
+    out = {k: v for k, v in kwargs.items() if k in schema.OPTIONS and v is not None}
+    if "seg_param" in out:
+        out["seg_param"] = schema.parse_pairs(out["seg_param"], "seg_param")
+    if not out.get("target"):
+        out.pop("target", None)
+    return out
+
+
+def _param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+_DEBUG = _param("debug", Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.",
+                                                      rich_help_panel="Run")], False)
+_MODEL = _param("model", Annotated[Optional[str], typer.Argument(
+    help="Model file (TorchScript), or torchvision:ARCH (e.g. torchvision:resnet18).", show_default=False,
+    metavar="MODEL")])
+_INPUTS = _param("inputs", Annotated[Optional[list[str]], typer.Argument(
+    help="Images (PNG, JPEG, ...) or tensors (.pt, .npy).", show_default=False, metavar="INPUT...")])
+_CONFIG = _param("config", Annotated[Optional[Path], typer.Option(
+    "--config", help="Run the one job of a YAML config; options given here override it.", rich_help_panel="Run",
+    metavar="FILE")])
+
+#: `explain run` takes every option, listed by group (the order of GROUPS).
+RUN_OPTIONS = sorted(schema.OPTIONS, key=lambda n: schema.GROUPS.index(schema.OPTIONS[n].group))
+
+
+@app.command("run")
+@with_options(RUN_OPTIONS, _MODEL, _INPUTS, _CONFIG, _DEBUG)
+def run(*, model: str | None, inputs: list[str] | None, config: Path | None, debug: bool, **opts: Any) -> None:
     """Explain MODEL's prediction on each INPUT; writes OUT/NAME.METHOD.png and .json."""
     with _guard(debug):
-        from explain_cli.pipeline import run as run_pipeline
-        from explain_cli.segmentation import parse_seg_params
-
-        cfg = RunConfig(
-            method=method.value, samples=samples, seed=seed, out=str(out), weights=weights,
-            target=target or ["auto"], top_k=top_k, labels=str(labels) if labels else None,
-            segments=segments.value if segments else None, n_segments=n_segments, compactness=compactness,
-            seg_params=parse_seg_params(seg_param), baseline=baseline, preprocess=preprocess,
-            size=size, mean=mean, std=std, output=output.value, batch_size=batch_size, device=device,
-            precision=precision.value, kernel_width=kernel_width, distance=distance,
-            surrogate=surrogate.value if surrogate else None, alpha=alpha, exact=exact or None,
-            allocation=allocation, interactions=interactions, masks=masks, grid=grid, p1=p1, repeats=repeats, name=name, save_map=save_map,
-            boundaries=boundaries, quiet=quiet,
-        )
-
-        def report(expl, files) -> None:
-            if not quiet:
-                for message in expl.warnings:
-                    _warn(f"{Path(expl.input['path']).name}: {message}")
-            for path in files:
-                typer.echo(str(path))
-
+        given = _given(opts)
+        quiet = bool(given.get("quiet"))
         if config is None:
             if not model or not inputs:
                 raise ExplainError("pass MODEL and at least one INPUT (or --config FILE); see explain run --help")
-            run_pipeline(model, inputs, cfg, on_result=report)
+            jobs = [(model, inputs, [given])]
         else:
-            from explain_cli.batch import load_job
+            from explain_cli.config import load_job
 
-            # Command line > config: only options given explicitly on the command line override.
-            given = {
-                _RUN_FIELD_NAMES.get(name, name): getattr(cfg, _RUN_FIELD_NAMES.get(name, name))
-                for name in ctx.params
-                if ctx.get_parameter_source(name).name == "COMMANDLINE"
-                and hasattr(cfg, _RUN_FIELD_NAMES.get(name, name))
-            }
             job = load_job(config, overrides={k: v for k, v in given.items() if k != "method"})
-            methods = [(m, c) for m, c in job.methods if "method" not in given or m == cfg.method]
+            methods = [layers for m, layers in job.methods if "method" not in given or m == given["method"]]
             if not methods:
-                raise ExplainError(f"--method {cfg.method} is not among the config's methods ({', '.join(m for m, _ in job.methods)})")
-            for _, job_cfg in methods:
-                run_pipeline(model or job.model, inputs or [str(p) for p in job.inputs], job_cfg, on_result=report)
-                out = Path(job_cfg.out)
+                raise OptionError("method", f"{given['method']} is not among the config's methods "
+                                            f"({', '.join(m for m, _ in job.methods)})")
+            jobs = [(model or job.model, inputs or [str(p) for p in job.inputs], layers) for layers in methods]
+        out = None
+        for source, paths, layers in jobs:
+            out = _run_job(source, paths, layers, quiet=quiet)
         if not quiet:
             typer.echo(f"explain: results saved to {out}", err=True)
+
+
+def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, quiet: bool) -> Path:
+    """Validate everything, then explain each input and write its files as soon as it is done."""
+    from explain_cli.api import Explainer, as_inputs, settings
+    from explain_cli.fileio import check_output_dir
+
+    cfg = settings(*layers)  # every option error before any loading
+    engine = cfg.engine
+    files_in = [Path(p) for p in paths]
+    if engine.batch and len(files_in) < 2:
+        raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
+    stems: dict[str, Path] = {}
+    for p in files_in if not engine.batch else []:
+        if p.stem in stems and stems[p.stem] != p:
+            raise ExplainError(f"inputs {stems[p.stem]} and {p} share the name {p.stem!r}, so their outputs would "
+                               "collide; explain them into different --out folders")
+        stems[p.stem] = p
+    out_dir = Path(cfg.out)
+    names = [cfg.name or "batch"] if engine.batch else list(stems)
+    check_output_dir(out_dir, [f"{n}.{engine.name}.{ext}" for n in names for ext in ("png", "json", "npy")])
+    values = {k: v for layer in layers for k, v in layer.items()}
+    explainer = Explainer(source, progress=make_progress(quiet=quiet), **values)
+    loaded = as_inputs(paths, channels=explainer.model.in_channels or 3)
+    groups = [loaded] if engine.batch else [[item] for item in loaded]
+    for group in groups:
+        (expl,) = explainer.explain(group)
+        files = expl.save(out_dir)
+        if not quiet:
+            for message in expl.warnings:
+                _warn(f"{Path(expl.input['path']).name}: {message}")
+        for path in files:
+            typer.echo(str(path))
+    return out_dir
 
 
 class LogFormat(str, Enum):
@@ -195,13 +259,13 @@ class LogFormat(str, Enum):
 @app.command()
 def batch(
     config: Annotated[Path, typer.Argument(help="YAML config: defaults + jobs (see configs/).", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting for every job: KEY=VALUE (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every job: KEY=VALUE (repeatable; not method).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be written; write nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo items whose outputs already exist.")] = False,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Run only shard K of N (K/N, 1-based): a stable partition of the items.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text, or json: one JSON line per event on stderr.")] = LogFormat.text,
-    debug: DebugOpt = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
     """Run every job of a YAML config; skips finished outputs, records failures, writes summary.json/csv."""
     with _guard(debug):
@@ -209,7 +273,7 @@ def batch(
 
         from explain_cli.batch import parse_shard, run_batch
         from explain_cli.config import parse_overrides
-        from explain_cli.progress import NullProgress, make_progress
+        from explain_cli.progress import NullProgress
 
         overrides = parse_overrides(set_)
         shard_spec = parse_shard(shard)
@@ -221,7 +285,7 @@ def batch(
             elif event["event"] == "item" and event["status"] == "failed" and not quiet:
                 _warn(f"{event['job']}: {event['input']} · {event['method']}: {event['error']}")
 
-        progress = NullProgress() if json_log else make_progress(quiet=quiet)
+        progress = NullProgress() if json_log else make_progress(quiet=quiet, unit="items")
         rows, summary = run_batch(config, overrides=overrides, dry_run=dry_run, force=force, shard=shard_spec,
                                   emit=emit, progress=progress)
         if dry_run:
@@ -242,41 +306,40 @@ def batch(
             raise typer.Exit(code=1)
 
 
+SEGMENT_OPTIONS = ["segments", "n_segments", "compactness", "seg_param", "preprocess", "size", "out", "weights", "device"]
+_SEG_INPUTS = _param("inputs", Annotated[list[str], typer.Argument(help="Images or tensors to segment.", show_default=False,
+                                                                   metavar="INPUT...")])
+_SEG_MODEL = _param("model", Annotated[Optional[str], typer.Option(
+    "--model", help="Segment what this model sees (its preprocessing), exactly as `explain run` would.", metavar="MODEL")])
+
+
 @app.command("segment")
-def segment_cmd(
-    inputs: Annotated[list[str], typer.Argument(help="Images or tensors to segment.", show_default=False)],
-    segments: SegOpt = None,
-    n_segments: NSegOpt = None,
-    compactness: CompactOpt = None,
-    seg_param: SegParamOpt = None,
-    out: OutOpt = Path("explanations"),
-    preprocess: Annotated[str, typer.Option("--preprocess", help="imagenet | none (default for tensors).")] = "auto",
-    size: SizeOpt = None,
-    debug: DebugOpt = False,
-) -> None:
+@with_options(SEGMENT_OPTIONS, _SEG_INPUTS, _SEG_MODEL, _DEBUG)
+def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: Any) -> None:
     """Draw superpixel boundaries (OUT/NAME.segments.png) to choose segmentation parameters."""
     with _guard(debug):
-        from explain_cli.fileio import atomic_write_bytes, ensure_writable_dir
-        from explain_cli.inputs import load_input
-        from explain_cli.pipeline import check_unique_stems
-        from explain_cli.preprocess import apply_preprocess, map_to_original, resolve_preprocess
+        from explain_cli.api import as_inputs, as_model, prepare, settings
+        from explain_cli.fileio import atomic_write_bytes, check_output_dir
+        from explain_cli.preprocess import map_to_original
         from explain_cli.render import render_segments_png
-        from explain_cli.segmentation import parse_seg_params, segment, to_segmentation_space
 
-        params = parse_seg_params(seg_param)
-        if n_segments is not None:
-            params["n_segments"] = n_segments
-        if compactness is not None:
-            params["compactness"] = compactness
-        check_unique_stems([Path(p) for p in inputs])
-        out_dir = ensure_writable_dir(out)
-        loaded = [load_input(p) for p in inputs]
-        for item in loaded:
-            spec = resolve_preprocess(preprocess, model_default=None, input_kind=item.kind, size=size)
-            prepared = apply_preprocess(item.pixels, spec)
-            seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor"), RunConfig(segments=segments.value if segments else None).segmenter(batch=False), **params)
-            full = map_to_original(seg.labels[None], prepared.geometry, nearest=True)[0]
-            title = f"{seg.algorithm}: {seg.n_segments} segments at {prepared.geometry.model[0]}x{prepared.geometry.model[1]}"
+        given = _given(opts)
+        cfg = settings(given)
+        paths = [Path(p) for p in inputs]
+        stems = {p.stem for p in paths}
+        if len(stems) < len(paths):
+            raise ExplainError("two inputs share a file name, so their outputs would collide; segment them into different --out folders")
+        out_dir = Path(cfg.out)
+        check_output_dir(out_dir, [f"{s}.segments.png" for s in stems])
+        loaded_model = as_model(model, weights=cfg.weights, device=cfg.device) if model else None
+        items = as_inputs(paths, channels=(loaded_model.in_channels if loaded_model else None) or 3)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            prep = prepare(loaded_model, item, cfg)
+            seg = prep.segmentation
+            full = map_to_original(seg.labels[None], prep.prepared.geometry, nearest=True)[0]
+            h, w = prep.prepared.geometry.model
+            title = f"{seg.algorithm}: {seg.n_segments} segments at {h}x{w} ({prep.spec.name} preprocessing)"
             path = out_dir / f"{item.stem}.segments.png"
             atomic_write_bytes(path, render_segments_png(item.display, full, title))
             typer.echo(str(path))
@@ -288,23 +351,28 @@ def info(
     models: Annotated[bool, typer.Option("--models", help="Also list torchvision architectures.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List methods, segmenters, preprocessing presets, baselines and versions."""
-    import dataclasses
+    """List methods and their options, segmenters, preprocessing presets, baselines and versions."""
     import json
     import platform
 
     from explain_cli.baselines import BASELINES
+    from explain_cli.engines import ENGINES
     from explain_cli.preprocess import PRESETS
-    from explain_cli.segmentation import segmenter_params
+    from explain_cli.segmentation import SEGMENTERS, segmenter_params
 
     data: dict = {
         "version": __version__,
         "methods": {
-            name: {"summary": e.summary, "params": {f.name: f.default for f in dataclasses.fields(e.params)}}
+            name: {"summary": e.summary,
+                   "params": {o.name: o.per_method[name] for o in schema.OPTIONS.values() if name in o.per_method}}
             for name, e in ENGINES.items()
         },
+        "options": {o.name: {"default": o.per_method or o.default, "help": o.help, "choices": o.choices,
+                             "methods": o.methods, "cli": o.flag} for o in schema.OPTIONS.values()},
         "segmenters": {name: segmenter_params(name) for name in SEGMENTERS},
-        "preprocess": {"auto": "model's own (images) / none (tensors)", **{k: v.to_dict() for k, v in PRESETS.items()}},
+        "preprocess": {"auto": "the model's own (images) / none (tensors)",
+                       "model": "the preprocessing the model file or architecture declares",
+                       **{k: v.to_dict() for k, v in PRESETS.items()}},
         "baselines": list(BASELINES),
         "python": platform.python_version(),
     }
@@ -351,8 +419,18 @@ def _root(
     """Explain what a PyTorch image model looks at."""
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: temp files are removed on the way out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line on stderr with exit code 2."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (tests calling main in a thread)
+        pass
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.TyperException as exc:  # Typer's usage errors (unknown option, bad choice, ...)

@@ -1,178 +1,89 @@
-"""The typed run configuration shared by `explain run`, YAML configs and the batch runner.
+"""YAML configs: jobs of (model, inputs, methods), validated with file and key paths.
 
-Precedence (enforced where configs are merged): command line > job > defaults > these field defaults.
-Field names equal CLI option names (dashes for underscores) and YAML keys.
+A config is ``defaults`` (any option) and ``jobs``; a job names a ``model``, its ``inputs``
+(files, folders, globs) and ``methods`` (a name, or a mapping with the method's own options),
+plus any option. Keys are the option names of :mod:`explain_cli.options`.
+
+Precedence, highest first: command line (``--set KEY=VALUE``, or ``explain run`` flags) >
+method entry > job > ``defaults`` > the declared defaults. :func:`layers_for` lists the layers
+in that order; :func:`explain_cli.options.merge` applies it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import glob
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from explain_cli import options as schema
+from explain_cli.errors import ExplainError, OptionError
 
-@dataclass
-class RunConfig:
-    method: str = "lime"  # lime | kernelshap | rise | permutation | ablation
-    seed: int = 0  # drives every random choice (sampling, masks, permutations, random weights)
-    out: str = "explanations"  # output folder
-    weights: str | None = None  # torchvision:ARCH only: state-dict file, DEFAULT, or None (random)
-    target: list[str] = field(default_factory=lambda: ["auto"])  # auto | class index | label, repeatable
-    top_k: int = 1  # with target auto: explain the K highest-scoring classes
-    labels: str | None = None  # class names: text file (one per line) or JSON list
-    segments: str | None = None  # slic | quickshift | felzenszwalb | watershed | grid; None: grid for permutation, else slic
-    n_segments: int | None = None  # target number of superpixels (slic, watershed, grid)
-    compactness: float | None = None  # slic / watershed compactness
-    seg_params: dict[str, Any] = field(default_factory=dict)  # other segmenter parameters
-    baseline: str = "zero"  # zero | mean | blur | value:R,G,B
-    preprocess: str = "auto"  # auto | model | imagenet | none
-    size: str | None = None  # H or H,W: resize the whole image to this (no crop)
-    mean: str | None = None  # per-channel normalisation mean, comma-separated
-    std: str | None = None  # per-channel normalisation std, comma-separated
-    output: str = "probs"  # logits | probs: the output space explained
-    batch_size: str = "auto"  # model evaluations per forward pass, or auto
-    device: str = "auto"  # auto | cpu | cuda[:N] | mps
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
-    # Engine parameters: None takes the engine's default.
-    samples: int | None = None  # lime, kernelshap: model evaluations
-    kernel_width: float | None = None  # lime: kernel width σ
-    distance: str | None = None  # lime: cosine | euclidean
-    surrogate: str | None = None  # lime: ridge | lasso | linear
-    alpha: float | None = None  # lime: surrogate penalty (relative)
-    exact: bool | None = None  # kernelshap: enumerate all 2^M coalitions
-    allocation: str | None = None  # kernelshap: kernel | leverage
-    interactions: int | None = None  # kernelshap: highest odd interaction order modelled (1, 3, 5)
-    masks: int | None = None  # rise: number of random masks
-    grid: int | None = None  # rise: coarse mask grid size s
-    p1: float | None = None  # rise: probability a grid cell keeps the input
-    repeats: int | None = None  # permutation: permutations per group
-    name: str | None = None  # permutation: output name for the batch (default 'batch')
-    # Outputs.
-    save_map: bool = False  # also write NAME.METHOD.npy (K, H, W) at the original resolution
-    boundaries: bool = True  # draw superpixel boundaries on the PNG
-    quiet: bool = False  # no progress bar
-
-    def engine_values(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def segmenter(self, batch: bool) -> str:
-        """The segmentation algorithm: as configured, else grid for batch methods and slic otherwise."""
-        return self.segments or ("grid" if batch else "slic")
-
-    def segmentation_params(self) -> dict[str, Any]:
-        params = dict(self.seg_params)
-        if self.n_segments is not None:
-            params["n_segments"] = self.n_segments
-        if self.compactness is not None:
-            params["compactness"] = self.compactness
-        return params
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML configs: validation with key paths, and precedence in one place.
-#
-# Precedence, highest first: command line (--set KEY=VALUE) > method entry > job > defaults
-# > RunConfig's field defaults. `merge_layers` is the only place that applies it.
-# ---------------------------------------------------------------------------------------------
-
-import difflib  # noqa: E402
-import typing  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from explain_cli.errors import ExplainError  # noqa: E402
-
-#: Keys a job has besides RunConfig fields.
-JOB_KEYS = {"name", "model", "inputs", "methods"}
-#: RunConfig keys a method entry may not change: every method of a job shares segmentation and
-#: preprocessing, so their superpixels are the same and their maps comparable.
-SHARED_KEYS = {"segments", "n_segments", "compactness", "seg_params", "preprocess", "size", "mean", "std",
-               "weights", "device", "out", "labels"}
-RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+#: Keys a job has besides options.
+JOB_KEYS = ("name", "model", "inputs", "methods")
+TOP_KEYS = ("defaults", "jobs")
+INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pt", ".pth", ".npy"}
 
 
 class ConfigError(ExplainError):
-    """One or more problems in a config file, each with its key path."""
+    """One or more problems in a config file, each with its file and key path."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("\n".join(problems) if len(problems) > 1 else problems[0])
+        super().__init__("\n".join(problems))
 
 
-def _expected(tp: Any) -> tuple[tuple[type, ...], str]:
-    """Python types accepted for a RunConfig field annotation, and words for the error message."""
-    text = str(tp)
-    if "list" in text:
-        return (list, str, int), "a list of strings (or one string)"
-    if "dict" in text:
-        return (dict,), "a mapping"
-    if "bool" in text:
-        return (bool,), "true or false"
-    if "int" in text and "float" not in text:
-        return (int,), "an integer"
-    if "float" in text:
-        return (int, float), "a number"
-    return (str, int, float), "a string"
+@dataclass
+class Job:
+    index: int
+    name: str
+    model: str
+    inputs: list[Path]
+    methods: list[tuple[str, list[dict[str, Any]]]]  # (method, option layers lowest precedence first)
 
 
-_HINTS = typing.get_type_hints(RunConfig)
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML document (safe loader, bounded size and aliases); errors name the file."""
+    from explain_cli.yamlio import read_yaml as _read
+
+    return _read(Path(path))
 
 
-def check_value(key: str, value: Any, path: str, problems: list[str]) -> Any:
-    """Validate one RunConfig value from YAML; returns it normalised (e.g. str -> [str] for target)."""
-    if value is None:
-        return None
-    types, words = _expected(_HINTS[key])
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok:
-        problems.append(f"{path}: expected {words}, got {type(value).__name__} {value!r}")
-        return None
-    if key == "target" and not isinstance(value, list):
-        value = [value]
-    if key == "target":
-        value = [str(v) for v in value]
-    if key in ("size", "mean", "std", "batch_size") and not isinstance(value, str):
-        value = str(value)
-    return value
+def _unknown(key: str, allowed: set[str], where: str) -> str:
+    import difflib
 
-
-def unknown_key(key: str, allowed: set[str], path: str) -> str:
     close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{path}: unknown key {key!r}{hint}"
+    return f"{where}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
-def check_layer(data: Any, path: str, problems: list[str], *, allowed: set[str]) -> dict[str, Any]:
-    """Validate a mapping of RunConfig keys (plus ``allowed`` extras checked elsewhere)."""
+def _layer(data: Any, where: str, problems: list[str], *, extra: tuple[str, ...] = (), shared_ok: bool = True) -> dict:
+    """Option values of one mapping, each checked; problems get the key path."""
     if not isinstance(data, dict):
-        problems.append(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        problems.append(f"{where}: expected a mapping of settings, got {type(data).__name__}")
         return {}
     out: dict[str, Any] = {}
     for key, value in data.items():
-        key_path = f"{path}.{key}" if path else str(key)
-        if not isinstance(key, str) or (key not in RUN_FIELDS and key not in allowed):
-            problems.append(unknown_key(str(key), set(RUN_FIELDS) | allowed, key_path))
-            continue
-        if key in RUN_FIELDS:
-            out[key] = check_value(key, value, key_path, problems)
-        else:
+        path = f"{where}.{key}" if where else str(key)
+        if key in extra:
             out[key] = value
+            continue
+        option = schema.OPTIONS.get(key) if isinstance(key, str) else None
+        if option is None or not option.yaml:
+            problems.append(_unknown(str(key), {n for n, o in schema.OPTIONS.items() if o.yaml} | set(extra), path))
+            continue
+        if not shared_ok and option.shared:
+            problems.append(f"{path}: set on the job, not per method (all methods of a job share segmentation, "
+                            "preprocessing and the model)")
+            continue
+        try:
+            out[key] = option.check(value)
+        except OptionError as exc:
+            problems.append(f"{path}: {exc.problem}")
     return out
-
-
-def merge_layers(*layers: dict[str, Any]) -> RunConfig:
-    """RunConfig from layers given lowest precedence first; None never overrides."""
-    values: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if key in RUN_FIELDS and value is not None:
-                values[key] = value
-    return RunConfig(**values)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``--set KEY=VALUE`` pairs, values read as YAML scalars (``samples=500`` is an int)."""
-    import yaml
-
     out: dict[str, Any] = {}
     problems: list[str] = []
     for item in items or []:
@@ -181,30 +92,148 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if not sep or not key:
             problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set samples=500")
             continue
-        if key not in RUN_FIELDS:
-            problems.append(unknown_key(key, set(RUN_FIELDS), f"--set {key}"))
+        if key == "method":
+            problems.append("--set method: methods are chosen per job entry; edit the config's `methods` lists")
+            continue
+        option = schema.OPTIONS.get(key)
+        if option is None or not option.yaml:
+            problems.append(_unknown(key, {n for n, o in schema.OPTIONS.items() if o.yaml}, f"--set {key}"))
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        out[key] = check_value(key, value, f"--set {key}", problems)
+            out[key] = schema.parse_text(option, raw)
+        except OptionError as exc:
+            problems.append(f"--set {key}: {exc.problem}")
     if problems:
         raise ConfigError(problems)
     return out
 
 
-def read_yaml(path: Path) -> Any:
-    import yaml
+def expand_inputs(spec: Any, where: str, problems: list[str]) -> list[Path]:
+    """Files, folders (their image/tensor files) and globs, in a stable order, without repeats."""
+    entries = spec if isinstance(spec, list) else [spec]
+    if not entries:
+        problems.append(f"{where}: empty list; name files, folders or globs")
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]" if isinstance(spec, list) else where
+        if not isinstance(entry, str):
+            problems.append(f"{at}: expected a path or glob string, got {type(entry).__name__}")
+            continue
+        p = Path(entry)
+        if any(ch in entry for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(entry, recursive=True) if Path(m).is_file())
+        elif p.is_dir():
+            matches = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in INPUT_SUFFIXES)
+        elif p.exists():
+            matches = [p]
+        else:
+            problems.append(f"{at}: {entry!r} does not exist")
+            continue
+        if not matches:
+            problems.append(f"{at}: {entry!r} matches no files")
+        for m in matches:
+            if m.resolve() not in seen:
+                seen.add(m.resolve())
+                found.append(m)
+    return found
 
-    if not path.is_file():
-        raise ExplainError(f"config {path} does not exist")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ExplainError(f"config {path}: {problem}{where}") from None
-    except UnicodeDecodeError:
-        raise ExplainError(f"config {path} is not UTF-8 text") from None
+
+def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
+    """Validate a whole config; every problem is reported with the file and its key path."""
+    from explain_cli.api import settings
+    from explain_cli.engines import ENGINES
+
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError([f"config {path}: expected a mapping with 'defaults' and 'jobs', got {type(data).__name__}"])
+    for key in data:
+        if key not in TOP_KEYS:
+            problems.append(_unknown(str(key), set(TOP_KEYS), str(key)))
+    defaults = _layer(data.get("defaults") or {}, "defaults", problems)
+    if "method" in defaults:
+        problems.append("defaults.method: set methods per job under 'methods'")
+    raw_jobs = data.get("jobs")
+    if not isinstance(raw_jobs, list) or not raw_jobs:
+        problems.append("jobs: expected a non-empty list of jobs")
+        raw_jobs = []
+    jobs: list[Job] = []
+    names: set[str] = set()
+    for j, raw in enumerate(raw_jobs):
+        jp = f"jobs[{j}]"
+        local: list[str] = []
+        layer = _layer(raw, jp, local, extra=JOB_KEYS)
+        if "method" in layer:
+            local.append(f"{jp}.method: list methods under 'methods'")
+        model = layer.pop("model", None)
+        if not isinstance(model, str) or not model:
+            local.append(f"{jp}.model: required, a model file or torchvision:ARCH")
+        inputs = expand_inputs(layer.pop("inputs"), f"{jp}.inputs", local) if "inputs" in layer else []
+        if "inputs" not in (raw if isinstance(raw, dict) else {}):
+            local.append(f"{jp}.inputs: required, a list of files, folders or globs")
+        name = str(layer.pop("name", None) or (Path(model).stem if isinstance(model, str) else f"job{j}"))
+        if name in names:
+            name = f"{name}-{j}"
+        names.add(name)
+        raw_methods = layer.pop("methods", None)
+        methods: list[tuple[str, list[dict[str, Any]]]] = []
+        if not isinstance(raw_methods, list) or not raw_methods:
+            local.append(f"{jp}.methods: required, a non-empty list such as [lime, kernelshap]")
+            raw_methods = []
+        for m, entry in enumerate(raw_methods):
+            mp = f"{jp}.methods[{m}]"
+            if isinstance(entry, str):
+                entry = {"method": entry}
+            if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
+                local.append(f"{mp}: expected a method name or a mapping with 'method'")
+                continue
+            if entry["method"] not in ENGINES:
+                local.append(f"{mp}.method: " + _method_problem(entry["method"], ENGINES))
+                continue
+            entry_layer = _layer(entry, mp, local, shared_ok=False)
+            layers = [defaults, layer, entry_layer, overrides or {}]
+            if not local:
+                try:
+                    settings(*layers)
+                except OptionError as exc:
+                    where = mp if exc.option in entry_layer or exc.option not in layer else jp
+                    local.append(f"{where}.{exc.option}: {exc.problem}")
+                except ExplainError as exc:
+                    local.append(f"{mp}: {exc}")
+            methods.append((entry["method"], layers))
+        problems += local
+        if not local:
+            jobs.append(Job(index=j, name=name, model=model, inputs=inputs, methods=methods))
+    if problems:
+        raise ConfigError([f"config {path}: {p}" for p in problems])
+    return jobs
+
+
+def _method_problem(name: str, engines: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(engines), n=1)
+    return f"must be one of {', '.join(engines)}, got {name!r}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
+    """Read and validate a batch config."""
+    return parse_config(read_yaml(path), path, overrides)
+
+
+def load_job(path: Path, overrides: dict[str, Any] | None = None) -> Job:
+    """One job for `explain run --config`: a file with one job, or a bare job mapping."""
+    data = read_yaml(path)
+    if isinstance(data, dict) and "jobs" not in data and "defaults" not in data:
+        data = {"jobs": [data]}
+    jobs = parse_config(data, path, overrides)
+    if len(jobs) != 1:
+        raise ExplainError(f"config {path} has {len(jobs)} jobs; `explain run --config` runs one, use `explain batch`")
+    return jobs[0]
+
+
+def summary_folder(data: Any, path: Path, overrides: dict[str, Any] | None) -> Path:
+    """Where a config's summary goes: its ``defaults.out`` (after overrides)."""
+    problems: list[str] = []
+    defaults = _layer((data or {}).get("defaults") or {}, "defaults", problems)
+    return Path(schema.merge(defaults, overrides or {})["out"])

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, OptionError
 from explain_cli.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -19,6 +19,22 @@ if TYPE_CHECKING:
 
 OUTPUT_SPACES = ("logits", "probs")
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: ``batch_size auto``: perturbations per forward pass by device type.
+AUTO_BATCH = {"cuda": 128}
+DEFAULT_BATCH = 64
+
+
+def resolve_batch_size(value: "str | int", device: "torch.device") -> int:
+    """The batch size from the ``batch_size`` option: a positive integer, or auto by device (the one place)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return AUTO_BATCH.get(device.type, DEFAULT_BATCH)
+    if not text.lstrip("-").isdigit():
+        raise OptionError("batch_size", f"must be a positive integer or auto, got {value!r}")
+    size = int(text)
+    if not 1 <= size <= 65536:
+        raise OptionError("batch_size", f"must be between 1 and 65536 (or auto), got {size}")
+    return size
 
 
 def compose_segments(x: "torch.Tensor", baseline: "torch.Tensor", segments: "torch.Tensor", z: "torch.Tensor") -> "torch.Tensor":
@@ -67,20 +83,25 @@ class Evaluator:
         output: str = "probs",
         precision: str = "fp32",
         progress: Progress | None = None,
+        head: Callable[[object], "torch.Tensor"] | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ExplainError(f"--batch-size must be at least 1, got {batch_size}")
+            raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
         if output not in OUTPUT_SPACES:
-            raise ExplainError(f"unknown --output {output!r}; choose logits or probs")
+            raise OptionError("output", f"must be logits or probs, got {output!r}")
         if precision not in PRECISIONS:
-            raise ExplainError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+            raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.warnings: list[str] = []
         if precision != "fp32" and device.type != "cuda":
-            raise ExplainError(f"--precision {precision} needs a CUDA device; on {device.type} use fp32")
+            # Autocast is a CUDA speed-up; on other devices the model runs in fp32, and the JSON says so.
+            self.warnings.append(f"precision {precision} applies on CUDA only; ran in fp32 on {device.type}")
+            precision = "fp32"
         self.model = model
         self.device = device
         self.batch_size = batch_size
         self.output = output
         self.precision = precision
+        self.head = head  # maps the raw model output to scores (B,) or (B, K); no output space applied
         self.progress: Progress = progress or NullProgress()
         self.evaluations = 0
         self.forward_s = 0.0
@@ -95,24 +116,49 @@ class Evaluator:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def forward(self, inputs: "torch.Tensor") -> "torch.Tensor":
-        """Model outputs (B, n_outputs) in the chosen output space, float64, on the device."""
+        """Model outputs (B, n_outputs) in the chosen output space, float64, on the device.
+
+        Raises
+        ------
+        ExplainError
+            The model failed (its own message, on one line), returned something that is not one
+            row of scores per example, or returned NaN/infinite scores.
+        """
         import torch
 
         start = time.perf_counter()
         with torch.inference_mode(), self._autocast():
-            out = self.model(inputs)
-        if isinstance(out, (tuple, list)):
-            out = out[0]  # e.g. (logits, aux)
-        if not isinstance(out, torch.Tensor):
-            raise ExplainError(f"the model returned {type(out).__name__}; it must return a tensor of scores")
-        out = out.double().reshape(out.shape[0], -1)
-        if self.output == "probs":
+            raw = _guarded("model", self.model, inputs)
+            out = _guarded("target callable", self.head, raw) if self.head is not None else raw
+        out = self._scores(out, len(inputs))
+        if self.head is None and self.output == "probs":
             out = torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.forward_s += time.perf_counter() - start
         self.evaluations += inputs.shape[0]
         self.progress.advance(inputs.shape[0])
+        return out
+
+    def _scores(self, out: object, batch: int) -> "torch.Tensor":
+        """(B, n) float64 scores from what the model (or target callable) returned, or a clear error."""
+        import torch
+
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            out = out[0]  # e.g. (logits, aux)
+        if not isinstance(out, torch.Tensor):
+            raise ExplainError(f"the model returned {type(out).__name__}; it must return a tensor of scores "
+                               "(in Python, pass target=callable to reduce other outputs to scores)")
+        if out.dim() == 0 or out.shape[0] != batch:
+            raise ExplainError(f"the model returned shape {list(out.shape)} for a batch of {batch}; "
+                               "it must return one row of scores per example")
+        if out.dim() > 2:
+            raise ExplainError(f"the model returned outputs of shape {list(out.shape)}, not (batch, classes); "
+                               "explain a classifier's scores, or in Python pass target=callable reducing them to one score per row")
+        out = out.detach().double().reshape(batch, -1)
+        if not bool(torch.isfinite(out).all()):
+            raise ExplainError(f"the model returned NaN or infinite scores on {int((~torch.isfinite(out)).any(1).sum())} "
+                               f"of {batch} inputs; check the input's scale and preprocessing")
         return out
 
     def select_targets(self, targets: list[int]) -> None:
@@ -132,6 +178,31 @@ class Evaluator:
         """(start, stop) pairs covering ``range(n)`` in steps of the batch size."""
         for start in range(0, n, self.batch_size):
             yield start, min(n, start + self.batch_size)
+
+
+def _first_line(text: str) -> str:
+    """The line of an exception message that says what went wrong (TorchScript puts it last)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
+        return lines[-1]
+    return lines[0]
+
+
+def _guarded(what: str, fn: Callable, arg: object) -> object:
+    """Call the user's model or target callable; its failure becomes one line with its own message."""
+    try:
+        return fn(arg)
+    except (ExplainError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError: the caller may back off
+            raise
+        first = _first_line(str(exc))
+        shape = list(arg.shape) if hasattr(arg, "shape") else type(arg).__name__
+        raise ExplainError(f"the {what} failed on a batch of shape {shape}: {type(exc).__name__}"
+                           f"{': ' + first[:300] if first else ''}") from None
 
 
 @dataclass
@@ -168,5 +239,8 @@ class Problem:
         return out.cpu()
 
     def baseline_output(self) -> "torch.Tensor":
-        """f(baseline) for the targets, (K,) float64 on CPU: one evaluation."""
-        return self.evaluator(self.baseline.unsqueeze(0))[0].cpu()
+        """f(baseline) for the targets, (K,) float64 on CPU: one evaluation.
+
+        The model gets a copy: a model that writes into its input must not change our baseline.
+        """
+        return self.evaluator(self.baseline.unsqueeze(0).clone())[0].cpu()

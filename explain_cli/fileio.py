@@ -54,6 +54,32 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def check_output_dir(path: Path, names: list[str]) -> None:
+    """Check, without creating anything, that outputs ``names`` can be written in folder ``path``.
+
+    A failing run must not leave an empty folder behind, so the folder itself is only created
+    when the first file is written; here its nearest existing ancestor must be a writable folder,
+    and no output name may already be a folder or another non-file.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ExplainError(f"output folder {path} is a file; pass --out with a folder path")
+        for name in names:
+            target = path / name
+            if target.exists() and not target.is_file():
+                raise ExplainError(f"output {target} exists and is not a regular file; move it away or choose another --out")
+        probe = path
+    else:
+        probe = path.parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ExplainError(f"cannot write to output folder {path}: {probe} is not a folder; choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ExplainError(f"cannot write to output folder {path}: permission denied on {probe}; choose another --out")
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, OptionError
 
 if TYPE_CHECKING:
     import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Largest model-input side accepted (a 4096² float image is already 200 MB per copy).
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ PRESETS: dict[str, Preprocess] = {
     "imagenet": Preprocess("imagenet", resize=256, crop=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
     "none": Preprocess("none"),
 }
+PRESET_NAMES = tuple(PRESETS)
 
 
 @dataclass(frozen=True)
@@ -103,15 +106,22 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or min(parts) <= 0:
-        raise ExplainError(f"--size {text!r} is not a size; use H or H,W with positive integers, e.g. 224 or 224,160")
+        raise OptionError("size", f"must be H or H,W with positive integers, e.g. 224 or 224,160; got {text!r}")
+    if max(parts) > MAX_SIDE:
+        raise OptionError("size", f"must be at most {MAX_SIDE} pixels a side, got {text!r}")
     return parts[0], parts[1]
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    """Comma-separated finite numbers for ``option`` (its name, e.g. ``mean``)."""
+    import math
+
     try:
         values = tuple(float(p) for p in str(text).split(","))
     except ValueError:
-        raise ExplainError(f"{option} {text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
+        raise OptionError(option, f"must be comma-separated numbers, e.g. 0.5,0.5,0.5; got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise OptionError(option, f"must be finite numbers, got {text!r}")
     return values
 
 
@@ -136,21 +146,21 @@ def resolve_preprocess(
             base = model_default or PRESETS["imagenet"]
     elif preset == "model":
         if model_default is None:
-            raise ExplainError("--preprocess model: this model declares no preprocessing; use imagenet, none or --size")
+            raise OptionError("preprocess", "model: this model declares no preprocessing; use imagenet, none or size")
         base = model_default
     elif preset in PRESETS:
         base = PRESETS[preset]
     else:
-        raise ExplainError(f"unknown --preprocess {preset!r}; choose one of auto, model, {', '.join(PRESETS)}")
+        raise OptionError("preprocess", f"must be one of auto, model, {', '.join(PRESETS)}, got {preset!r}")
     changes: dict = {}
     if size:
         changes.update(size=parse_size(size), resize=None, crop=None)
     if mean:
-        changes["mean"] = parse_floats(mean, "--mean")
+        changes["mean"] = parse_floats(mean, "mean")
     if std:
-        values = parse_floats(std, "--std")
+        values = parse_floats(std, "std")
         if any(v <= 0 for v in values):
-            raise ExplainError(f"--std {std!r} must be positive")
+            raise OptionError("std", f"must be positive, got {std!r}")
         changes["std"] = values
     if changes:
         base = Preprocess(**{**base.__dict__, **changes, "name": f"{base.name}+custom"})
@@ -212,7 +222,7 @@ def apply_preprocess(pixels: "torch.Tensor", spec: Preprocess) -> Prepared:
         if stat is not None and len(stat) not in (1, c):
             raise ExplainError(
                 f"preprocessing {label} has {len(stat)} values but the input has {c} channels; "
-                f"pass --{label} with {c} values or --preprocess none"
+                f"pass {label} with {c} values or preprocess none"
             )
     if spec.mean is not None:
         x = x - torch.tensor(spec.mean, dtype=x.dtype).view(-1, 1, 1)
@@ -253,3 +263,23 @@ def map_to_original(maps: np.ndarray, geometry: Geometry, *, nearest: bool = Fal
     full[:, t:b, l:r] = resized
     return full
 
+
+
+def labels_to_model(labels: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """Carry an (H0, W0) integer label map at the input's resolution through ``spec``'s resize and crop.
+
+    Nearest-neighbour resampling keeps ids intact; the result is at the model's resolution.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h0, w0 = labels.shape
+    (rh, rw), geometry = geometry_for((h0, w0), spec)
+    out = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    if (rh, rw) != (h0, w0):
+        out = F.interpolate(out[None, None].double(), size=(rh, rw), mode="nearest")[0, 0].long()
+    if spec.crop:
+        top = int(round(geometry.box[0] * rh / h0))
+        left = int(round(geometry.box[1] * rw / w0))
+        out = out[top : top + geometry.model[0], left : left + geometry.model[1]]
+    return out.numpy()

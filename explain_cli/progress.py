@@ -1,9 +1,14 @@
-"""Progress reporting on stderr: a rich bar with ETA, or nothing (--quiet, or not a terminal)."""
+"""Progress reporting as a protocol, so the library needs no terminal library.
+
+The CLI passes its own bar (rich); Python callers pass ``progress=True`` for a plain line on
+stderr, a callable ``fn(done, total, description)``, or nothing.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Protocol
+import time
+from typing import Any, Callable, Protocol
 
 
 class Progress(Protocol):
@@ -29,49 +34,59 @@ class NullProgress:
         pass
 
 
-class RichProgress:
-    """A rich progress bar on stderr counting model evaluations."""
+class CallbackProgress:
+    """Calls ``fn(done, total, description)`` at the start and after every batch."""
 
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("evals"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._task: int | None = None
+    def __init__(self, fn: Callable[[int, int, str], Any]) -> None:
+        self.fn = fn
+        self.done, self.total, self.description = 0, 0, ""
 
     def start(self, total: int, description: str) -> None:
-        if self._task is None:
-            self._bar.start()
-            self._task = self._bar.add_task(description, total=total)
-        else:
-            self._bar.reset(self._task, total=total, description=description)
+        self.done, self.total, self.description = 0, total, description
+        self.fn(0, total, description)
 
     def advance(self, n: int) -> None:
-        if self._task is not None:
-            self._bar.advance(self._task, n)
+        self.done += n
+        self.fn(self.done, self.total, self.description)
 
     def describe(self, text: str) -> None:
-        if self._task is not None:
-            self._bar.update(self._task, description=text)
+        self.description = text
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._bar.stop()
-            self._task = None
+        pass
 
 
-def make_progress(*, quiet: bool) -> Progress:
-    """A rich bar when stderr is a terminal and not ``quiet``; otherwise silence."""
-    if quiet or not sys.stderr.isatty():
+class TextProgress(CallbackProgress):
+    """One self-overwriting line on stderr, at most a few times a second (``progress=True``)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(self._show)
+        self.stream = stream or sys.stderr
+        self._last = 0.0
+
+    def _show(self, done: int, total: int, description: str) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < 0.2:
+            return
+        self._last = now
+        self.stream.write(f"\r{description}: {done}/{total} evaluations")
+        self.stream.flush()
+
+    def stop(self) -> None:
+        if self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.total = 0
+
+
+def as_progress(progress: "Progress | Callable[[int, int, str], Any] | bool | None") -> Progress:
+    """A Progress from what a caller passed: an object, a callable, True (text line) or None/False."""
+    if progress is None or progress is False:
         return NullProgress()
-    return RichProgress()
+    if progress is True:
+        return TextProgress()
+    if all(hasattr(progress, name) for name in ("start", "advance", "stop", "describe")):
+        return progress  # type: ignore[return-value]
+    if callable(progress):
+        return CallbackProgress(progress)
+    raise TypeError(f"progress must be True, a callable(done, total, description) or None, not {type(progress).__name__}")

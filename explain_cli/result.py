@@ -1,14 +1,17 @@
-"""The Explanation dataclass: everything one run learned about one input, and its JSON form.
+"""The Explanation: everything one run learned about one input, its JSON form, and its files.
 
-JSON schema (``schema_version`` 1): see README.md, "Output files". Keys are only ever added
-within a major version; renaming or removing one bumps ``schema_version``.
+JSON schema (``schema_version`` 1): see README.md, "Output files", and ``schema/explanation.schema.json``.
+Keys are only ever added within a major version; renaming or removing one bumps ``schema_version``.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import platform
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,18 +20,28 @@ from explain_cli.engines.base import Attribution
 from explain_cli.preprocess import Geometry
 from explain_cli.segmentation import Segmentation
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 SCHEMA_VERSION = 1
 
 
 @dataclass
 class Explanation:
-    """One input explained for K targets by one method."""
+    """One input explained for K targets by one method.
+
+    ``scores`` (K, M) are the per-segment attributions, ``stderr`` their standard errors (where
+    the method estimates them), ``segments`` the (H, W) segment map at the model's resolution;
+    :meth:`pixel_map` gives a target's map at the input's resolution, :meth:`top` the strongest
+    segments, :meth:`to_dict` the JSON document, :meth:`save` the CLI's files and :meth:`render`
+    the picture (a notebook shows an Explanation inline).
+    """
 
     method: str
     params: dict[str, Any]  # the engine's resolved parameters
     seed: int
-    output_space: str  # 'logits' or 'probs'
-    baseline: str  # baseline spec, e.g. 'zero'
+    output_space: str  # 'logits', 'probs', or 'callable' (a Python target function)
+    baseline: str | None  # baseline spec, e.g. 'zero'; None for methods without one (permutation)
     model: dict[str, Any]  # LoadedModel.describe()
     input: dict[str, Any]  # LoadedInput.describe()
     preprocess: dict[str, Any]
@@ -36,7 +49,7 @@ class Explanation:
     segmentation: Segmentation
     targets: list[int]
     labels: list[str | None]
-    scores: np.ndarray  # (K,) f(x) per target
+    target_scores: np.ndarray  # (K,) f(x) per target
     attribution: Attribution
     evaluations: int
     timing: dict[str, float]
@@ -44,12 +57,117 @@ class Explanation:
     warnings: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] | None = None  # batch engines: every input (``input`` is the first)
     example_scores: np.ndarray | None = None  # batch engines: (N, K) f(x_i)
+    display: np.ndarray | None = None  # (H0, W0, 3) uint8 picture the heatmap is drawn over
+    stem: str = "input"  # output file names: STEM.METHOD.png/json
+    signed: bool = True  # signed scores (diverging colours) or non-negative (sequential)
+    render_options: dict[str, Any] = field(default_factory=dict)  # boundaries, save_map, ...
+
+    @property
+    def scores(self) -> np.ndarray:
+        """(K, M) attribution of every segment for every target."""
+        return self.attribution.scores
+
+    @property
+    def stderr(self) -> np.ndarray | None:
+        """(K, M) standard errors of the scores, where the method estimates them."""
+        return self.attribution.stderr
+
+    @property
+    def segments(self) -> np.ndarray:
+        """(H, W) segment id of every model-input pixel, 0..M-1."""
+        return self.segmentation.labels
+
+    def _target_row(self, target: int | str) -> int:
+        if isinstance(target, str):
+            if target not in self.labels:
+                raise KeyError(f"{target!r} was not explained; explained: {self.labels}")
+            return self.labels.index(target)
+        if target in self.targets:
+            return self.targets.index(target)
+        if 0 <= target < len(self.targets) and len(self.targets) > 0:
+            return int(target)
+        raise KeyError(f"class {target} was not explained; explained: {self.targets}")
 
     def segment_maps(self) -> np.ndarray:
         """(K, H, W) score maps at model resolution: pixel maps, or segment scores painted on segments."""
         if self.attribution.pixel_maps is not None:
             return self.attribution.pixel_maps
         return self.attribution.scores[:, self.segmentation.labels]
+
+    def pixel_maps(self) -> np.ndarray:
+        """(K, H0, W0) maps at the input's resolution; NaN outside the part the model saw."""
+        from explain_cli.preprocess import map_to_original
+
+        return map_to_original(self.segment_maps(), self.geometry)
+
+    def pixel_map(self, target: int | str = 0) -> np.ndarray:
+        """(H0, W0) map of one target (a class index, a label, or a row 0..K-1) at the input's resolution."""
+        return self.pixel_maps()[self._target_row(target)]
+
+    def top(self, k: int = 5, target: int | str = 0) -> list[tuple[int, float]]:
+        """The ``k`` segments with the largest score for ``target``, as (segment id, score), strongest first."""
+        row = self.scores[self._target_row(target)]
+        order = np.argsort(-row, kind="stable")[:k]
+        return [(int(g), float(row[g])) for g in order]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (schema version 1), as the CLI writes it."""
+        return self.to_json()
+
+    def render(self, **options: Any) -> "Image.Image":
+        """The heatmap picture as a PIL image (what the PNG holds)."""
+        from PIL import Image
+
+        return Image.open(io.BytesIO(self._png(**options)))
+
+    def _repr_png_(self) -> bytes:
+        return self._png()
+
+    def _png(self, **options: Any) -> bytes:
+        from explain_cli.preprocess import map_to_original
+        from explain_cli.render import render_png
+
+        opts = {**self.render_options, **options}
+        full = self.pixel_maps()
+        # Boundaries help read segment-level scores; pixel-level maps (RISE) are clearer without them.
+        show_edges = opts.get("boundaries", True) and self.attribution.pixel_maps is None
+        labels_full = map_to_original(self.segmentation.labels[None], self.geometry, nearest=True)[0] if show_edges else None
+        captions = []
+        for k, index in enumerate(self.targets):
+            name = self.labels[k] if self.labels[k] is not None else f"class {index}"
+            space = {"probs": "prob", "logits": "logit"}.get(self.output_space, "score")
+            if self.inputs is not None:
+                space = f"mean {space}"
+            captions.append(f"{name} ({index}): {space} {self.target_scores[k]:.3g}")
+        name = _printable(Path(self.input["path"]).name)
+        if self.inputs is not None:
+            name = f"{len(self.inputs)} inputs (global importance, drawn on {name})"
+        title = f"{self.method} · {name} · {self.segmentation.n_segments} segments · {self.evaluations} evals"
+        display = self.display if self.display is not None else np.full((*self.geometry.original, 3), 128, np.uint8)
+        return render_png(display, full, captions, signed=self.signed, title=title, labels_full=labels_full)
+
+    def output_paths(self, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
+        """Where :meth:`save` writes: STEM.METHOD.png, .json, and .npy with ``save_map``."""
+        return output_paths(Path(out_dir), stem or self.stem, self.method, bool(self.render_options.get("save_map")))
+
+    def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
+        """Write the PNG, the JSON (and with ``save_map`` the NPY) atomically; returns the paths, JSON last."""
+        from explain_cli.fileio import atomic_write_bytes
+
+        paths = self.output_paths(out_dir, stem)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        png = self._png()
+        document = json.dumps(self.to_json(), indent=2, allow_nan=False).encode() + b"\n"
+        written = []
+        if "npy" in paths:
+            buffer = io.BytesIO()
+            np.save(buffer, self.pixel_maps().astype(np.float32), allow_pickle=False)
+            atomic_write_bytes(paths["npy"], buffer.getvalue())
+            written.append(paths["npy"])
+        atomic_write_bytes(paths["png"], png)
+        # JSON last: its presence marks a complete set of outputs.
+        atomic_write_bytes(paths["json"], document)
+        return [paths["png"], paths["json"], *written]
 
     def to_json(self) -> dict[str, Any]:
         seg = self.segmentation
@@ -73,7 +191,7 @@ class Explanation:
             target: dict[str, Any] = {
                 "index": int(index),
                 "label": self.labels[k],
-                "score": float(self.scores[k]),
+                "score": float(self.target_scores[k]),
                 "baseline_score": _number(a.baseline_score[k]),
                 "intercept": _number(a.base_value[k]),
                 "r2": None if a.r2 is None else _number(a.r2[k]),
@@ -121,3 +239,16 @@ def _number(value: float) -> float | None:
     """JSON has no NaN: a quantity a method does not define is null."""
     value = float(value)
     return value if np.isfinite(value) else None
+
+
+def output_paths(out_dir: Path, stem: str, method: str, save_map: bool) -> dict[str, Path]:
+    """The files one explanation writes: STEM.METHOD.png, .json (and .npy)."""
+    paths = {"png": out_dir / f"{stem}.{method}.png", "json": out_dir / f"{stem}.{method}.json"}
+    if save_map:
+        paths["npy"] = out_dir / f"{stem}.{method}.npy"
+    return paths
+
+
+def _printable(text: str) -> str:
+    """A file name safe to draw: control characters (a newline in a name) shown as escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -12,7 +12,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, OptionError
+
+#: About how many superpixels the algorithms that take a count make by default.
+DEFAULT_N_SEGMENTS = 50
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Segmentation:
         return {"algorithm": self.algorithm, "params": self.params, "n_segments": self.n_segments}
 
 
-def _slic(image: np.ndarray, *, n_segments: int = 50, compactness: float | None = None, sigma: float = 1.0) -> np.ndarray:
+def _slic(image: np.ndarray, *, n_segments: int = DEFAULT_N_SEGMENTS, compactness: float | None = None, sigma: float = 1.0) -> np.ndarray:
     from skimage.segmentation import slic
 
     rgb = image.shape[-1] == 3
@@ -84,7 +87,7 @@ def _felzenszwalb(image: np.ndarray, *, scale: float = 100.0, sigma: float = 0.8
     return felzenszwalb(image, scale=scale, sigma=sigma, min_size=int(min_size), channel_axis=-1)
 
 
-def _watershed(image: np.ndarray, *, n_segments: int = 50, compactness: float = 0.001) -> np.ndarray:
+def _watershed(image: np.ndarray, *, n_segments: int = DEFAULT_N_SEGMENTS, compactness: float = 0.001) -> np.ndarray:
     from skimage.filters import sobel
     from skimage.segmentation import watershed
 
@@ -92,7 +95,7 @@ def _watershed(image: np.ndarray, *, n_segments: int = 50, compactness: float = 
     return watershed(gradient, markers=int(n_segments), compactness=compactness)
 
 
-def _grid(image: np.ndarray, *, n_segments: int = 49) -> np.ndarray:
+def _grid(image: np.ndarray, *, n_segments: int = DEFAULT_N_SEGMENTS) -> np.ndarray:
     return grid_labels(image.shape[:2], n_segments)
 
 
@@ -131,6 +134,13 @@ def to_segmentation_space(pixels: np.ndarray, *, rescale: bool) -> np.ndarray:
     return np.clip(array, 0.0, 1.0).transpose(1, 2, 0)
 
 
+#: Valid ranges of segmenter parameters (inclusive); anything else must still be a finite number.
+PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "n_segments": (1, 100_000), "compactness": (0.0, 1e6), "sigma": (0.0, 100.0), "kernel_size": (0.0, 100.0),
+    "max_dist": (0.0, 1e6), "ratio": (0.0, 1.0), "scale": (0.0, 1e6), "min_size": (0, 1_000_000),
+}
+
+
 def segment(image: np.ndarray, algorithm: str = "slic", **params: Any) -> Segmentation:
     """Segment an (H, W, C) float image in [0, 1] into superpixels with contiguous ids.
 
@@ -145,8 +155,8 @@ def segment(image: np.ndarray, algorithm: str = "slic", **params: Any) -> Segmen
 
     Raises
     ------
-    ExplainError
-        Unknown algorithm or parameter, or an invalid parameter value.
+    OptionError
+        Unknown algorithm or parameter, or a parameter value out of range.
 
     Examples
     --------
@@ -155,38 +165,95 @@ def segment(image: np.ndarray, algorithm: str = "slic", **params: Any) -> Segmen
     (4, 0, 3)
     """
     if algorithm not in SEGMENTERS:
-        raise ExplainError(f"unknown segmentation {algorithm!r}; choose one of {', '.join(SEGMENTERS)}")
+        raise OptionError("segments", f"must be one of {', '.join(SEGMENTERS)} or a label-map file, got {algorithm!r}")
     accepted = segmenter_params(algorithm)
     given = {k: v for k, v in params.items() if v is not None}
     unknown = sorted(set(given) - set(accepted))
     if unknown:
-        raise ExplainError(
-            f"segmentation {algorithm} has no parameter {unknown[0]!r}; it takes {', '.join(accepted)}"
-        )
-    if "n_segments" in given and int(given["n_segments"]) < 1:
-        raise ExplainError(f"--n-segments must be at least 1, got {given['n_segments']}")
+        raise OptionError("seg_param", f"{unknown[0]}: segmentation {algorithm} has no such parameter; "
+                          f"it takes {', '.join(accepted)}")
+    for key, value in given.items():
+        lo, hi = PARAM_RANGES.get(key, (-1e6, 1e6))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or not lo <= value <= hi:
+            option = key if key in ("n_segments", "compactness") else "seg_param"
+            raise OptionError(option, f"{key + ' ' if option == 'seg_param' else ''}must be a number in "
+                              f"[{lo:g}, {hi:g}] for {algorithm}, got {value!r}")
     try:
         raw = SEGMENTERS[algorithm](image, **given)
     except (ValueError, TypeError) as exc:
         raise ExplainError(f"segmentation {algorithm} failed with {given}: {exc}") from None
+    return Segmentation(labels=relabel(raw), algorithm=algorithm, params={**accepted, **given})
+
+
+def relabel(raw: np.ndarray) -> np.ndarray:
+    """Contiguous ids 0..M-1 in order of the original ids, as int64 (H, W)."""
     _, contiguous = np.unique(raw, return_inverse=True)
-    labels = contiguous.reshape(raw.shape).astype(np.int64)
-    resolved = {**accepted, **given}
-    return Segmentation(labels=labels, algorithm=algorithm, params=resolved)
+    return contiguous.reshape(raw.shape).astype(np.int64)
 
 
-def parse_seg_params(items: list[str] | None) -> dict[str, Any]:
-    """Parse repeated ``--seg-param key=value`` into numbers."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ExplainError(f"--seg-param {item!r} is not key=value, e.g. --seg-param compactness=20")
+def few_segments_advice(algorithm: str) -> str:
+    """What raises the number of superpixels, for each algorithm (they take different knobs)."""
+    return {
+        "slic": "raise n_segments",
+        "watershed": "raise n_segments",
+        "grid": "raise n_segments",
+        "quickshift": "lower seg_param max_dist or kernel_size",
+        "felzenszwalb": "lower seg_param scale or min_size",
+        "labels": "pass a label map with more regions",
+    }.get(algorithm, "try `explain segment`")
+
+
+def check_label_map(labels: Any, source: str) -> np.ndarray:
+    """Validate a user's label map (captum's feature_mask): a 2-D integer array, relabelled 0..M-1.
+
+    Raises
+    ------
+    OptionError
+        Not 2-D, not integers (booleans and fractional floats refused), or empty.
+    """
+    try:
+        import torch
+
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    array = np.asarray(labels)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2 or min(array.shape) < 1:
+        raise OptionError("segments", f"label map {source} must be 2-D (H, W), got shape {list(array.shape)}")
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu":
+        raise OptionError("segments", f"label map {source} must hold integer ids, got dtype {array.dtype}")
+    return relabel(array)
+
+
+def load_label_map(path: str) -> np.ndarray:
+    """Read a label map from ``.npy`` (no pickles) or an image file (grey/16-bit ids, or one id per colour)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise OptionError("segments", f"must be one of {', '.join(SEGMENTERS)} or an existing label-map file; "
+                          f"{path!r} is neither")
+    if p.suffix.lower() == ".npy":
         try:
-            number: Any = float(value)
-            if number.is_integer() and "." not in value and "e" not in value.lower():
-                number = int(number)
-        except ValueError:
-            raise ExplainError(f"--seg-param {item!r}: value must be a number") from None
-        out[key.strip().replace("-", "_")] = number
-    return out
+            array = np.load(p, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise OptionError("segments", f"label map {p} is not a readable .npy array: {exc}") from None
+        return check_label_map(array, str(p))
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as img:
+            img.load()
+            if img.mode in ("RGB", "RGBA"):
+                rgb = np.asarray(img.convert("RGB"), dtype=np.int64)
+                array = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # one id per colour
+            else:
+                array = np.asarray(img if img.mode in ("L", "P", "I", "I;16") else img.convert("I"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise OptionError("segments", f"label map {p} is not a .npy file or an image Pillow can read: {exc}") from None
+    return check_label_map(array, str(p))

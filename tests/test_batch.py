@@ -15,7 +15,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from explain_cli.batch import in_shard, load_config, plan_items
+from explain_cli.batch import in_shard, plan_items
+from explain_cli.api import settings
+from explain_cli.config import load_config
 from tests.conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODEL
 
 
@@ -49,14 +51,14 @@ BAD = {
     "missing model": (lambda c: c["jobs"][0].pop("model"), "jobs[0].model: required"),
     "missing inputs": (lambda c: c["jobs"][0].pop("inputs"), "jobs[0].inputs: required"),
     "glob matching nothing": (lambda c: c["jobs"][0]["inputs"].append("nowhere/*.png"), "jobs[0].inputs[1]: 'nowhere/*.png' matches no files"),
-    "wrong type": (lambda c: c["jobs"][0]["methods"][0].update(samples="many"), "jobs[0].methods[0].samples: expected an integer"),
-    "bad value": (lambda c: c["jobs"][0]["methods"][0].update(samples=0), "jobs[0].methods[0]: --samples must be at least 3"),
-    "unknown method": (lambda c: c["jobs"][0]["methods"].append("lyme"), "jobs[0].methods[1].method: unknown --method 'lyme' (did you mean lime?)"),
-    "parameter of another engine": (lambda c: c["jobs"][0]["methods"][0].update(masks=10), "jobs[0].methods[0].masks: lime takes no 'masks'"),
+    "wrong type": (lambda c: c["jobs"][0]["methods"][0].update(samples="many"), "jobs[0].methods[0].samples: must be an integer"),
+    "bad value": (lambda c: c["jobs"][0]["methods"][0].update(samples=0), "jobs[0].methods[0].samples: must be at least 3, got 0"),
+    "unknown method": (lambda c: c["jobs"][0]["methods"].append("lyme"), "jobs[0].methods[1].method: must be one of lime, kernelshap, rise, permutation, ablation, got 'lyme' (did you mean lime?)"),
+    "parameter of another engine": (lambda c: c["jobs"][0]["methods"][0].update(masks=10), "jobs[0].methods[0].masks: applies to rise, not lime"),
     "shared key per method": (lambda c: c["jobs"][0]["methods"][0].update(n_segments=5), "jobs[0].methods[0].n_segments: set on the job"),
     "empty methods": (lambda c: c["jobs"][0].update(methods=[]), "jobs[0].methods: required"),
     "job typo": (lambda c: c["jobs"][0].update(top_kk=2), "jobs[0].top_kk: unknown key 'top_kk'; did you mean 'top_k'"),
-    "second job wrong type": (lambda c: c["jobs"].append({**c["jobs"][0], "top_k": "two"}), "jobs[1].top_k: expected an integer"),
+    "second job wrong type": (lambda c: c["jobs"].append({**c["jobs"][0], "top_k": "two"}), "jobs[1].top_k: must be an integer"),
     "jobs not a list": (lambda c: c.update(jobs={"a": 1}), "jobs: expected a non-empty list"),
 }
 
@@ -91,10 +93,10 @@ def test_precedence_cli_over_method_over_job_over_defaults(tmp_path, linear_scri
     config["jobs"][0].update(seed=2, top_k=3)
     config["jobs"][0]["methods"] = [{"method": "lime", "seed": 3}, {"method": "kernelshap"}]
     path = write(tmp_path, config)
-    (lime_cfg, shap_cfg) = [cfg for _, cfg in load_config(path)[0].methods]
+    (lime_cfg, shap_cfg) = [settings(*layers) for _, layers in load_config(path)[0].methods]
     assert (lime_cfg.seed, shap_cfg.seed) == (3, 2)
     assert lime_cfg.top_k == 3 and lime_cfg.output == "logits"
-    (lime_cfg, shap_cfg) = [cfg for _, cfg in load_config(path, {"seed": 9})[0].methods]
+    (lime_cfg, shap_cfg) = [settings(*layers) for _, layers in load_config(path, {"seed": 9})[0].methods]
     assert lime_cfg.seed == shap_cfg.seed == 9
 
 

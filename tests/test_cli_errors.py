@@ -71,7 +71,7 @@ CASES = {
     "text as image": (["{model}", "{text.png}"], "not an image"),
     "corrupt png": (["{model}", "{truncated.png}"], "damaged"),
     "wrong tensor rank": (["{model}", "{rank5.pt}"], "shape"),
-    "4-channel tensor for 3-channel model": (["{model}", "{four_channels.pt}"], "rejected"),
+    "4-channel tensor for 3-channel model": (["{model}", "{four_channels.pt}"], "model failed"),
     "nan tensor": (["{model}", "{nan.pt}"], "NaN"),
     "pickled npy": (["{model}", "{objects.npy}"], "pickle"),
     "target out of range": (["{model}", "{good.npy}", "--target", "7"], "out of range"),
@@ -127,7 +127,7 @@ def test_missing_arguments_is_usage_error(cli):
 
 
 def test_json_is_valid_after_success(bad, cli, linear_script, tmp_path):
-    result = cli("run", linear_script, bad["good.npy"], "--out", tmp_path, "--samples", "30")
+    result = cli("run", linear_script, bad["good.npy"], "--out", tmp_path, "--samples", "30", "--method", "lime")
     assert result.exit_code == 0, result.stderr
     doc = json.loads((tmp_path / "good.lime.json").read_text())
     assert doc["evaluations"] == 30

@@ -28,7 +28,7 @@ def numbers(doc: dict) -> list:
 def test_linear_model_known_answer_through_cli(cli, linear_script, tensor_input, tmp_path):
     path, x = tensor_input
     out = tmp_path / "out"
-    result = cli("run", linear_script, path, "--out", out, "--output", "logits", "--alpha", "1e-9",
+    result = cli("run", "--method", "lime", linear_script, path, "--out", out, "--output", "logits", "--alpha", "1e-9",
                  "--segments", "grid", "--n-segments", "9", "--target", "0", "--target", "2", "--samples", "200")
     assert result.exit_code == 0, result.stderr
     doc = json.loads((out / "x.lime.json").read_text())
@@ -56,7 +56,7 @@ def test_linear_model_known_answer_through_cli(cli, linear_script, tensor_input,
 
 def test_same_seed_same_json_numbers_top_k_costs_one(cli, tmp_path):
     image = SAMPLE_IMAGES[0]
-    args = ["run", SAMPLE_MODEL, image, "--samples", "60", "--quiet"]
+    args = ["run", SAMPLE_MODEL, image, "--samples", "60", "--quiet", "--method", "lime"]
     a = cli(*args, "--out", tmp_path / "a", "--seed", "3", "--top-k", "3")
     b = cli(*args, "--out", tmp_path / "b", "--seed", "3", "--top-k", "3")
     c = cli(*args, "--out", tmp_path / "c", "--seed", "4", "--top-k", "1")
@@ -72,7 +72,7 @@ def test_same_seed_same_json_numbers_top_k_costs_one(cli, tmp_path):
 
 def test_png_is_at_original_resolution_and_paths_on_stdout(cli, tmp_path):
     image = next(p for p in SAMPLE_IMAGES if "cross" in p.name)  # 320x240, the model sees 64x64
-    result = cli("run", SAMPLE_MODEL, image, "--out", tmp_path, "--samples", "40", "--save-map", "--top-k", "2")
+    result = cli("run", "--method", "lime", SAMPLE_MODEL, image, "--out", tmp_path, "--samples", "40", "--save-map", "--top-k", "2")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert [l.rsplit(".", 1)[-1] for l in lines] == ["png", "json", "npy"]
@@ -105,8 +105,8 @@ def test_tensor_layouts_give_the_same_answer(cli, linear_script, tensor_input, t
     path, x = tensor_input
     arr = {"chw": x, "hwc": x.permute(1, 2, 0), "1chw": x[None]}[layout]
     torch.save(arr.clone(), tmp_path / f"{layout}.pt")
-    a = cli("run", linear_script, path, "--out", tmp_path / "ref", "--samples", "30")
-    b = cli("run", linear_script, tmp_path / f"{layout}.pt", "--out", tmp_path / "o", "--samples", "30")
+    a = cli("run", "--method", "lime", linear_script, path, "--out", tmp_path / "ref", "--samples", "30")
+    b = cli("run", "--method", "lime", linear_script, tmp_path / f"{layout}.pt", "--out", tmp_path / "o", "--samples", "30")
     assert a.exit_code == b.exit_code == 0, b.stderr
     ref = json.loads((tmp_path / "ref" / "x.lime.json").read_text())
     got = json.loads((tmp_path / "o" / f"{layout}.lime.json").read_text())
@@ -126,7 +126,7 @@ def test_segment_command_and_info(cli, tmp_path):
 
 
 def test_random_torchvision_model_on_image(cli, tmp_path, small_image):
-    result = cli("run", "torchvision:resnet18", small_image, "--out", tmp_path, "--samples", "8",
+    result = cli("run", "--method", "lime", "torchvision:resnet18", small_image, "--out", tmp_path, "--samples", "8",
                  "--batch-size", "8", "--n-segments", "10", "--quiet")
     assert result.exit_code == 0, result.stderr
     doc = json.loads((tmp_path / "small.lime.json").read_text())

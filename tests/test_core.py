@@ -55,7 +55,12 @@ def test_probs_are_softmax():
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(2, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"output": "odds"}, {"precision": "bf16"}])
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"output": "odds"}, {"precision": "fp64"}])
 def test_evaluator_rejects_bad_settings(kwargs):
     with pytest.raises(ExplainError):
         Evaluator(lambda x: x, torch.device("cpu"), **kwargs)
+
+
+def test_autocast_precision_off_cuda_falls_back_to_fp32_with_a_warning():
+    ev = Evaluator(torch.nn.Flatten(), torch.device("cpu"), precision="bf16")
+    assert ev.precision == "fp32" and "fp32" in ev.warnings[0]

@@ -130,7 +130,7 @@ def test_design_pairs_are_complements_and_distinct():
 
 def test_exact_with_too_many_segments_says_how_many_evaluations():
     problem = make_problem(make_linear(), n_segments=16)
-    with pytest.raises(ExplainError, match="65,536 evaluations"):
+    with pytest.raises(ExplainError, match=r"samples ≥ 2\^M = 65,536"):
         run_shap(problem, samples=1000, exact=True)
 
 

@@ -1,0 +1,101 @@
+"""Class names and targets: which outputs of the model are explained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from explain_cli.errors import ExplainError, OptionError
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet class names torchvision ships (no download)."""
+    import torchvision
+
+    return list(torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"])
+
+
+def load_labels(spec: str | None, model_labels: list[str] | None) -> tuple[list[str] | None, str]:
+    """Class names and where they came from: the ``labels`` option (file or 'imagenet'), else the model's own."""
+    if spec is None:
+        return model_labels, "model"
+    if spec.strip().lower() == "imagenet":
+        return imagenet_labels(), "labels"
+    p = Path(spec)
+    if not p.is_file():
+        raise OptionError("labels", f"file {p} does not exist (pass a text file, a JSON list, or imagenet)")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if text.lstrip().startswith("["):
+        try:
+            labels = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise OptionError("labels", f"file {p} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+            raise OptionError("labels", f"file {p} must be a JSON list of strings")
+    else:
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise OptionError("labels", f"file {p} is empty")
+    return labels, "labels"
+
+
+def resolve_targets(requested: Sequence[Any], top_k: int, outputs: np.ndarray, labels: list[str] | None,
+                    labels_source: str = "labels") -> list[int]:
+    """Target indices from ``auto``/indices/labels; ``auto`` means the top-k classes of f(x).
+
+    ``outputs`` is the (n_outputs,) score vector the choice is made on.
+    """
+    n = outputs.shape[0]
+    if labels is not None and len(labels) != n:
+        fix = "fix the labels option" if labels_source == "labels" else "the model file's embedded labels are wrong; pass labels FILE"
+        raise OptionError("labels", f"gives {len(labels)} names but the model has {n} outputs; {fix}")
+    requested = [str(t).strip() for t in requested] or ["auto"]
+    if requested == ["auto"]:
+        if top_k > n:
+            raise OptionError("top_k", f"{top_k} is more than the model's {n} outputs")
+        return [int(i) for i in np.argsort(-outputs, kind="stable")[:top_k]]
+    if top_k != 1:
+        raise OptionError("top_k", "applies to target auto; list explicit targets instead")
+    chosen: list[int] = []
+    for item in requested:
+        if item == "auto":
+            index = int(np.argmax(outputs))
+        elif item.lstrip("-").isdigit():
+            index = int(item)
+            if not 0 <= index < n:
+                raise OptionError("target", f"{index} is out of range: the model has {n} outputs (0..{n - 1})")
+        else:
+            index = _label_index(item, labels)
+        if index not in chosen:
+            chosen.append(index)
+    return chosen
+
+
+def _label_index(name: str, labels: list[str] | None) -> int:
+    if labels is None:
+        raise OptionError("target", f"{name!r} is a name but the model has no labels; pass labels FILE or an index")
+    lowered = [v.lower() for v in labels]
+    if name.lower() in lowered:
+        return lowered.index(name.lower())
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), lowered, n=3)
+    if close:
+        hint = f"; did you mean {', '.join(repr(labels[lowered.index(c)]) for c in close)}?"
+    elif len(labels) <= 12:
+        hint = f"; they are {', '.join(labels)}"
+    else:
+        hint = "; pass a class index instead"
+    raise OptionError("target", f"{name!r} is not one of the model's {len(labels)} labels{hint}")
+
+
+def check_callable_target(target: Any) -> bool:
+    """True when ``target`` is a callable (Python only); a callable mixed with other targets is an error."""
+    items = target if isinstance(target, (list, tuple)) else [target]
+    calls = [t for t in items if callable(t)]
+    if calls and len(items) > 1:
+        raise ExplainError("target: a callable target explains one score; pass it alone")
+    return bool(calls)
