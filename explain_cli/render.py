@@ -306,7 +306,7 @@ class _Boundaries:
     outlines: dict[int, np.ndarray] = field(default_factory=dict)  # id -> (h, w) distance to its edge
 
 
-def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), outline_sigma: float = 3.0) -> _Boundaries:
+def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), outline_sigma: float = 2.0) -> _Boundaries:
     """Soft boundaries of a panel-sized label map (-1 = outside the window).
 
     Each segment's indicator is blurred and the two largest values kept per pixel: their
@@ -542,7 +542,7 @@ def _draw_lines(rgb: np.ndarray, bounds: _Boundaries | None, outline_ids: Sequen
         if dist is None:
             continue
         # A white line with a faint dark halo stands out on every colour of both ends of the map.
-        rgb = _blend(rgb, (0, 0, 0), 0.45 * _line_alpha(dist, thick + 2.0))
+        rgb = _blend(rgb, (0, 0, 0), 0.45 * _line_alpha(dist, thick + 1.2))
         rgb = _blend(rgb, (255, 255, 255), _line_alpha(dist, thick))
     return rgb
 
@@ -673,7 +673,9 @@ def _segments_layer(labels_full: np.ndarray | None, size: tuple[int, int], neare
     # Smooth away the staircase left by upsampling model-space segments; keep real pixel edges
     # (step ~1, or an enlarged pixel-art input) crisp, with just enough blur to anti-alias.
     sigma = max(1.5, 0.5 * step * factor) if step >= 1.5 and not nearest else 1.5
-    return _boundaries(_resize_labels(labels_full, size), sigma, outline, outline_sigma=max(3.0, sigma))
+    # The outlines' blur must keep the margin linear out to the halo (~2 px) yet not swallow
+    # a segment's thin parts (a part narrower than ~2 sigma would be painted solid).
+    return _boundaries(_resize_labels(labels_full, size), sigma, outline, outline_sigma=max(2.0, sigma))
 
 
 def _panel_anchors(labels_full: np.ndarray | None, ids: Sequence[int], size: tuple[int, int]) -> list[tuple[float, float] | None]:
