@@ -110,7 +110,7 @@ def load_input(path: str | Path, *, channels: int | None = 3, max_pixels: int | 
 def _too_many_pixels(path: Path, what: str, height: int, width: int, limit: int) -> ExplainError:
     return ExplainError(
         f"input {path} {what} {width}×{height} = {height * width / 1e6:.1f} megapixels, over the limit of "
-        f"{limit / 1e6:g}; downscale it, or raise the limit with {MAX_PIXELS_OPTION}"
+        f"{limit / 1e6:g} megapixels; downscale it, or raise the limit with {MAX_PIXELS_OPTION}"
     )
 
 
@@ -133,9 +133,10 @@ def _load_image(path: Path, channels: int, max_pixels: int) -> tuple["torch.Tens
         raise ExplainError(f"the model takes {channels}-channel input; images give 1 or 3, pass a .pt/.npy tensor")
     try:
         with warnings.catch_warnings():
-            # Our pixel limit (checked below, from the header) is stricter than Pillow's warning
-            # threshold; its warning would only repeat ours, or print mid-run.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns about metadata it skipped (corrupt EXIF, odd palettes) and about sizes
+            # our own limit, checked below from the header, already governs: the pixels are
+            # decoded or an error is raised, and a warning would break the one-line output.
+            warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 # Image.open reads only the header: check the size before any pixel is decoded.
                 width, height = img.size
@@ -145,12 +146,15 @@ def _load_image(path: Path, channels: int, max_pixels: int) -> tuple["torch.Tens
                 img = ImageOps.exif_transpose(img)
                 array = image_to_float(img, path)
     except UnidentifiedImageError:
+        claimed = _claimed_format(path)
+        if claimed:  # the signature says image, so the header after it is what is broken
+            raise ExplainError(f"input {path} is a damaged {claimed} image: Pillow cannot read its header") from None
         raise ExplainError(
             f"input {path} is not an image Pillow can read; use PNG/JPEG/..., or .pt/.npy for tensors"
         ) from None
     except Image.DecompressionBombError as exc:
         # Only above 2x Pillow's own limit (about 179 megapixels), which no option here raises.
-        raise ExplainError(f"input {path} is refused as a decompression bomb ({exc}); downscale it") from None
+        raise ExplainError(f"input {path} is refused before decoding: {_one_line(exc)} Downscale it") from None
     except MemoryError:
         raise ExplainError(f"input {path} does not fit in memory once decoded; downscale it") from None
     except OSError as exc:
@@ -170,6 +174,25 @@ def _load_image(path: Path, channels: int, max_pixels: int) -> tuple["torch.Tens
     else:
         chw = (np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array).transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32)), rgb, mode
+
+
+#: File signatures of common image formats, to tell a damaged image from something else.
+_SIGNATURES = [
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"),
+]
+
+
+def _claimed_format(path: Path) -> str | None:
+    """The image format a file's first bytes announce, or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -223,6 +246,8 @@ def image_to_float(img: "PILImage.Image", path: Path | str = "image") -> np.ndar
     >>> float(image_to_float(img).max())
     1.0
     """
+    from PIL import Image
+
     mode = img.mode
     if mode == "1":
         return np.asarray(img, dtype=np.float32)[..., None]
@@ -241,6 +266,13 @@ def image_to_float(img: "PILImage.Image", path: Path | str = "image") -> np.ndar
         la = np.asarray(img.convert("LA"), dtype=np.float32) / 255.0
         return _alpha_over_white(la[..., :1], la[..., 1:])
     has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and "transparency" in img.info)
+    if mode == "LAB":
+        # Pillow stores a* and b* offset by 128 (what TIFF unpacking and getpixel use) but its
+        # LAB -> RGB transform reads them as signed bytes, turning white into cyan; flip the
+        # sign bit so the transform sees the values the file holds.
+        lab = np.asarray(img).copy()
+        lab[..., 1:] ^= 0x80
+        img = Image.fromarray(lab, mode="LAB")
     try:
         if has_alpha:
             rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
@@ -385,14 +417,19 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             # Version 3.0 differs from 2.0 only in allowing UTF-8 field names, which matter only to
             # structured dtypes, refused below.
             reader = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-            shape, fortran_order, dtype = reader(fh, max_header_size=_NPY_MAX_HEADER)
+            try:
+                shape, fortran_order, dtype = reader(fh, max_header_size=_NPY_MAX_HEADER)
+            except OSError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                # The header is a Python literal parsed by ast.literal_eval: a forged one can raise
+                # ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError, ...
+                raise ExplainError(f"input {path} has a damaged .npy header: {_one_line(exc)}") from None
             offset = fh.tell()
     except ExplainError:
         raise
     except OSError as exc:
         raise ExplainError(f"input {path} cannot be read: {read_error_reason(exc)}") from None
-    except (ValueError, TypeError, SyntaxError, EOFError) as exc:
-        raise ExplainError(f"input {path} has a damaged .npy header: {_one_line(exc)}") from None
     return tuple(int(s) for s in shape), bool(fortran_order), dtype, offset
 
 
@@ -437,9 +474,10 @@ def _load_pt(path: Path, max_pixels: int) -> "torch.Tensor":
                KeyError, IndexError, struct.error)
     try:
         with warnings.catch_warnings():
-            # weights_only=True validates sparse tensors and says so on every load; that check is
-            # what we want, the message is noise.
-            warnings.filterwarnings("ignore", message=".*sparse tensor invariants.*")
+            # torch warns while rebuilding some tensors (sparse validation, deprecated storage and
+            # quantized types); what the file holds is checked below, and the warnings would
+            # break the one-line output.
+            warnings.simplefilter("ignore")
             try:
                 # mmap: storages stay on disk until used, so a large tensor is measured before
                 # it costs memory.
