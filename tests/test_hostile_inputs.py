@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import resource
 import signal
 import struct
@@ -616,7 +617,7 @@ def test_yaml_refusals_name_the_file_in_one_line(name):
     message = str(info.value)
     assert message.startswith(f"config {path}"), message
     assert "\n" not in message
-    assert __import__("re").search(pattern, message), message
+    assert re.search(pattern, message), message
 
 
 @pytest.mark.parametrize("loader", ["C", "pure Python"])
