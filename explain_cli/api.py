@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     import torch
 
 SMALL_SEGMENT_COUNT = 8
+#: Options that change only the pictures and files, kept with each Explanation for `save` and `render`.
+RENDER_OPTIONS = ("boundaries", "save_map", "style", "opacity", "cmap", "scale")
 _PLAIN_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
 
 
@@ -127,6 +129,9 @@ def settings(*layers: dict[str, Any]) -> Settings:
             parse_floats(values[key], key)
     if values["name"] is not None and (not _PLAIN_NAME.match(values["name"]) or values["name"] in (".", "..")):
         raise OptionError("name", f"must be a plain file name (no folders), got {values['name']!r}")
+    from explain_cli.render import parse_scale
+
+    parse_scale(values["scale"])
     seg = values["segments"]
     if isinstance(seg, str) and seg not in SEGMENTERS:
         label_map = load_label_map(seg)
@@ -171,7 +176,7 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
     raise ExplainError(f"model must be a path, torchvision:NAME, an nn.Module or a callable, not {type(model).__name__}")
 
 
-def as_inputs(inputs: Any, *, channels: int = 3) -> list[LoadedInput]:
+def as_inputs(inputs: Any, *, channels: int = 3, max_pixels: int | None = None) -> list[LoadedInput]:
     """LoadedInputs from paths, PIL images, numpy arrays (HWC/HW images) or tensors (CHW or NCHW)."""
     import torch
 
@@ -183,7 +188,7 @@ def as_inputs(inputs: Any, *, channels: int = 3) -> list[LoadedInput]:
     loaded = []
     for i, item in enumerate(inputs):
         if isinstance(item, (str, Path)):
-            loaded.append(load_input(item, channels=channels))
+            loaded.append(load_input(item, channels=channels, max_pixels=max_pixels))
         else:
             loaded.append(_from_memory(item, f"input{i}", channels))
     if not loaded:
@@ -314,7 +319,8 @@ class Explainer:
     def explain(self, inputs: Any, *, progress: Any = None, **options: Any) -> list["Explanation"]:
         """Explain each input (a batch method: all inputs together); one Explanation each (or one for the batch)."""
         cfg = self.settings(**options)
-        items = inputs if _all_loaded(inputs) else as_inputs(inputs, channels=self.model.in_channels or 3)
+        items = inputs if _all_loaded(inputs) else as_inputs(inputs, channels=self.model.in_channels or 3,
+                                                             max_pixels=cfg.max_pixels)
         engine = cfg.engine
         if engine.batch and len(items) < 2:
             raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
@@ -325,7 +331,8 @@ class Explainer:
     def prepare(self, inputs: Any, **options: Any) -> list[PreparedInput]:
         """Each input as the model sees it with its superpixels (what ``explain segment`` draws)."""
         cfg = self.settings(**options)
-        items = inputs if _all_loaded(inputs) else as_inputs(inputs, channels=self.model.in_channels or 3)
+        items = inputs if _all_loaded(inputs) else as_inputs(inputs, channels=self.model.in_channels or 3,
+                                                             max_pixels=cfg.max_pixels)
         return [prepare(self.model, item, cfg, cache=self._cache) for item in items]
 
     def _explain_group(self, items: Sequence[LoadedInput], cfg: Settings, progress: Progress) -> "Explanation":
@@ -403,7 +410,7 @@ class Explainer:
             display=items[0].display,
             stem=(cfg.name or "batch") if engine.batch else items[0].stem,
             signed=engine.signed,
-            render_options={"boundaries": cfg.boundaries, "save_map": cfg.save_map},
+            render_options={k: cfg.values[k] for k in RENDER_OPTIONS},
         )
 
 

@@ -237,7 +237,7 @@ def _run_job(items: list[Item], *, force: bool, emit: Callable[[dict], None], pr
             for p in item.inputs:
                 if p not in loaded:
                     try:
-                        loaded[p] = load_input(p, channels=explainer.model.in_channels or 3)
+                        loaded[p] = load_input(p, channels=explainer.model.in_channels or 3, max_pixels=item.cfg.max_pixels)
                     except Exception as exc:
                         loaded[p] = exc
                 if isinstance(loaded[p], Exception):

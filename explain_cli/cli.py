@@ -238,7 +238,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     check_output_dir(out_dir, [f"{n}.{engine.name}.{ext}" for n in names for ext in ("png", "json", "npy")])
     values = {k: v for layer in layers for k, v in layer.items()}
     explainer = Explainer(source, progress=make_progress(quiet=quiet), **values)
-    loaded = as_inputs(paths, channels=explainer.model.in_channels or 3)
+    loaded = as_inputs(paths, channels=explainer.model.in_channels or 3, max_pixels=cfg.max_pixels)
     groups = [loaded] if engine.batch else [[item] for item in loaded]
     for group in groups:
         (expl,) = explainer.explain(group)
@@ -306,7 +306,8 @@ def batch(
             raise typer.Exit(code=1)
 
 
-SEGMENT_OPTIONS = ["segments", "n_segments", "compactness", "seg_param", "preprocess", "size", "out", "weights", "device"]
+SEGMENT_OPTIONS = ["segments", "n_segments", "compactness", "seg_param", "preprocess", "size", "max_pixels", "out",
+                   "weights", "device"]
 _SEG_INPUTS = _param("inputs", Annotated[list[str], typer.Argument(help="Images or tensors to segment.", show_default=False,
                                                                    metavar="INPUT...")])
 _SEG_MODEL = _param("model", Annotated[Optional[str], typer.Option(
@@ -332,7 +333,8 @@ def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: An
         out_dir = Path(cfg.out)
         check_output_dir(out_dir, [f"{s}.segments.png" for s in stems])
         loaded_model = as_model(model, weights=cfg.weights, device=cfg.device) if model else None
-        items = as_inputs(paths, channels=(loaded_model.in_channels if loaded_model else None) or 3)
+        items = as_inputs(paths, channels=(loaded_model.in_channels if loaded_model else None) or 3,
+                          max_pixels=cfg.max_pixels)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in items:
             prep = prepare(loaded_model, item, cfg)
@@ -419,16 +421,12 @@ def _root(
     """Explain what a PyTorch image model looks at."""
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: temp files are removed on the way out
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line on stderr with exit code 2."""
-    import signal
+    from explain_cli.fileio import install_termination_handlers
 
     try:
-        signal.signal(signal.SIGTERM, _terminate)
+        install_termination_handlers()  # SIGTERM/SIGHUP clean up like Ctrl-C: temp files removed
     except ValueError:  # not the main thread (tests calling main in a thread)
         pass
     try:
@@ -440,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         _err("aborted")
         sys.exit(130)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _err("interrupted")
-        sys.exit(130)
+        sys.exit(128 + getattr(exc, "signum", 2))
     sys.exit(code if isinstance(code, int) else 0)

@@ -116,10 +116,13 @@ def _show(value: Any) -> str:
 
 def _general() -> list[Option]:
     from explain_cli.baselines import BASELINE_HELP
+    from explain_cli.colormaps import NAMES as CMAPS
     from explain_cli.core import OUTPUT_SPACES, PRECISIONS
     from explain_cli.engines import ENGINES
+    from explain_cli.inputs import MAX_PIXELS, MIN_SIDE
     from explain_cli.preprocess import PRESET_NAMES
-    from explain_cli.segmentation import SEGMENTERS
+    from explain_cli.render import DEFAULT_ALPHA, DEFAULT_SCALE, DEFAULT_STYLE, STYLES
+    from explain_cli.segmentation import DEFAULT_N_SEGMENTS, SEGMENTERS
 
     return [
         Option("method", "str", "kernelshap", "Explanation method.", "Method", choices=tuple(ENGINES), short="-m"),
@@ -136,7 +139,7 @@ def _general() -> list[Option]:
         Option("segments", "str", None, "Superpixel algorithm, or a label-map file (.npy or .png, one integer id per "
                "pixel, at the input's or the model's resolution). [default: slic; grid for permutation]",
                "Segmentation", shared=True, metavar="|".join(SEGMENTERS) + "|FILE"),
-        Option("n_segments", "int", None, "About how many superpixels (slic, watershed, grid). [default: 50]",
+        Option("n_segments", "int", None, f"About how many superpixels (slic, watershed, grid). [default: {DEFAULT_N_SEGMENTS}]",
                "Segmentation", shared=True, minimum=1, maximum=100_000),
         Option("compactness", "float", None, "slic/watershed compactness (slic 10 for colour images).",
                "Segmentation", shared=True, minimum=0.0, maximum=1e6),
@@ -148,6 +151,8 @@ def _general() -> list[Option]:
         Option("mean", "str", None, "Normalisation mean per channel, e.g. 0.5,0.5,0.5.", "Input", shared=True,
                metavar="M[,M,M]"),
         Option("std", "str", None, "Normalisation std per channel.", "Input", shared=True, metavar="S[,S,S]"),
+        Option("max_pixels", "int", MAX_PIXELS, "Largest image (height × width) read; checked before decoding.",
+               "Input", shared=True, minimum=MIN_SIDE * MIN_SIDE, maximum=178_956_970),
         Option("weights", "str", None, "torchvision:ARCH weights: a state-dict file, or DEFAULT to download "
                "torchvision's. Omitted: random weights.", "Model", shared=True, metavar="FILE|DEFAULT"),
         Option("device", "str", "auto", "auto | cpu | cuda[:N] | mps.", "Model", shared=True, metavar="DEVICE"),
@@ -160,7 +165,14 @@ def _general() -> list[Option]:
                methods=tuple(n for n, e in ENGINES.items() if e.batch), metavar="NAME"),
         Option("save_map", "bool", False, "Also write NAME.METHOD.npy, (K,H,W) maps at the original resolution.",
                "Output"),
-        Option("boundaries", "bool", True, "Draw superpixel boundaries.", "Output"),
+        Option("boundaries", "bool", True, "Draw superpixel boundaries and number the top segments.", "Output"),
+        Option("style", "str", DEFAULT_STYLE, "Heatmap style: the map over a dimmed grey image, or image and map side by side.",
+               "Output", choices=STYLES),
+        Option("opacity", "float", DEFAULT_ALPHA, "Map opacity in the overlay style.", "Output", minimum=0.0, maximum=1.0),
+        Option("cmap", "str", None, "Colour map. [default: RdBu_r for signed scores, inferno for non-negative]",
+               "Output", choices=tuple(CMAPS)),
+        Option("scale", "str", DEFAULT_SCALE, "Colour scale: one per figure, one per panel, or fixed:LO,HI to compare "
+               "maps across images.", "Output", metavar="figure|panel|fixed:LO,HI"),
         Option("quiet", "bool", False, "No progress bar or warnings.", "Run", short="-q", yaml=False),
     ]
 
@@ -248,13 +260,17 @@ def misplaced(values: dict[str, Any], method: str) -> list[str]:
 
 
 def parse_text(option: Option, text: str) -> Any:
-    """A value from text (``--set KEY=VALUE``, ``--seg-param``): read as a YAML scalar, then checked."""
-    import yaml
+    """A value from text (``--set KEY=VALUE``): read as a YAML scalar (bounded, safe), then checked."""
+    from explain_cli.errors import ExplainError
+    from explain_cli.yamlio import loads_yaml
 
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
+        value = loads_yaml(text, source=f"--set {option.name}") if text.strip() else None
+    except ExplainError:
+        if not text.lstrip().startswith(("&", "*", "[", "{")):
+            value = text  # plain text that is not valid YAML is taken as a string
+        else:
+            raise
     return option.check(value)
 
 

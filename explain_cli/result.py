@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 SCHEMA_VERSION = 1
+TOP_NUMBERED = 5  # segments outlined and numbered on the heatmap
 
 
 @dataclass
@@ -105,7 +106,10 @@ class Explanation:
         return self.pixel_maps()[self._target_row(target)]
 
     def top(self, k: int = 5, target: int | str = 0) -> list[tuple[int, float]]:
-        """The ``k`` segments with the largest score for ``target``, as (segment id, score), strongest first."""
+        """The ``k`` segments with the largest score for ``target``, as (segment id, score), strongest first.
+
+        ``target`` is a class index or label that was explained, else a row 0..K-1.
+        """
         row = self.scores[self._target_row(target)]
         order = np.argsort(-row, kind="stable")[:k]
         return [(int(g), float(row[g])) for g in order]
@@ -144,7 +148,11 @@ class Explanation:
             name = f"{len(self.inputs)} inputs (global importance, drawn on {name})"
         title = f"{self.method} · {name} · {self.segmentation.n_segments} segments · {self.evaluations} evals"
         display = self.display if self.display is not None else np.full((*self.geometry.original, 3), 128, np.uint8)
-        return render_png(display, full, captions, signed=self.signed, title=title, labels_full=labels_full)
+        # the top segments are numbered as the JSON ranks them (largest score first)
+        top = [[g for g, _ in self.top(TOP_NUMBERED, k)] for k in range(len(self.targets))] if show_edges else None
+        return render_png(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
+                          style=opts.get("style", "overlay"), alpha=opts.get("opacity", 0.7), cmap=opts.get("cmap"),
+                          scale=opts.get("scale", "figure"), top_segments=top)
 
     def output_paths(self, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Where :meth:`save` writes: STEM.METHOD.png, .json, and .npy with ``save_map``."""
@@ -152,10 +160,11 @@ class Explanation:
 
     def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
         """Write the PNG, the JSON (and with ``save_map`` the NPY) atomically; returns the paths, JSON last."""
-        from explain_cli.fileio import atomic_write_bytes
+        from explain_cli.fileio import atomic_write_bytes, sweep_stale_temps
 
         paths = self.output_paths(out_dir, stem)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(Path(out_dir))  # temp files a killed run left behind
         png = self._png()
         document = json.dumps(self.to_json(), indent=2, allow_nan=False).encode() + b"\n"
         written = []

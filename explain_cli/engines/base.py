@@ -51,7 +51,7 @@ class Engine:
 
 
 #: Engine modules in the order `explain info` and the help list them.
-ENGINE_MODULES = ("lime", "kernelshap", "rise", "permutation", "ablation")
+ENGINE_MODULES = ("kernelshap", "partition", "lime", "rise", "permutation", "ablation")
 
 
 def _registry() -> dict[str, Engine]:
