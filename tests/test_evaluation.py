@@ -329,6 +329,9 @@ def test_randomized_copy_is_deterministic_and_leaves_the_model_alone(sample_mode
         torch.testing.assert_close(pa, pb)
         if pa.dim() >= 2:
             assert not torch.equal(pa, pc) and not torch.equal(pa, dict(sample_model.named_parameters())[name])
+    # the copy still responds to its input (a re-initialisation that zeroes a layer would pass any sanity check)
+    out = a(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    assert torch.isfinite(out).all() and (out[0] - out[1]).abs().max() > 1e-3
     eager = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
     eager.eval()
     eager[1].running_mean.fill_(5.0)
