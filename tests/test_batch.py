@@ -53,7 +53,7 @@ BAD = {
     "glob matching nothing": (lambda c: c["jobs"][0]["inputs"].append("nowhere/*.png"), "jobs[0].inputs[1]: 'nowhere/*.png' matches no files"),
     "wrong type": (lambda c: c["jobs"][0]["methods"][0].update(samples="many"), "jobs[0].methods[0].samples: must be an integer"),
     "bad value": (lambda c: c["jobs"][0]["methods"][0].update(samples=0), "jobs[0].methods[0].samples: must be at least 3, got 0"),
-    "unknown method": (lambda c: c["jobs"][0]["methods"].append("lyme"), "jobs[0].methods[1].method: must be one of lime, kernelshap, rise, permutation, ablation, got 'lyme' (did you mean lime?)"),
+    "unknown method": (lambda c: c["jobs"][0]["methods"].append("lyme"), "jobs[0].methods[1].method: must be one of kernelshap, partition, lime, rise, permutation, ablation, got 'lyme' (did you mean lime?)"),
     "parameter of another engine": (lambda c: c["jobs"][0]["methods"][0].update(masks=10), "jobs[0].methods[0].masks: applies to rise, not lime"),
     "shared key per method": (lambda c: c["jobs"][0]["methods"][0].update(n_segments=5), "jobs[0].methods[0].n_segments: set on the job"),
     "empty methods": (lambda c: c["jobs"][0].update(methods=[]), "jobs[0].methods: required"),
