@@ -29,6 +29,7 @@ import logging
 import re
 import threading
 import tokenize
+import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -201,7 +202,9 @@ def _require_plain_tensors(data: bytes, name: str, refuse) -> None:
     import torch
 
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notices
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError, KeyError):
         raise refuse(f"{name} is a pickle of something other than plain tensors, which could run code") from None
     if not _plain(obj):

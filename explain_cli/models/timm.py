@@ -17,7 +17,7 @@ from explain_cli.errors import ExplainError
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TIMM_PREFIX, LoadedModel, first_line
 from explain_cli.models.labels import imagenet_labels
-from explain_cli.models.weights import num_classes, read_state_dict
+from explain_cli.models.weights import head_width, read_state_dict
 from explain_cli.preprocess import Preprocess
 
 if TYPE_CHECKING:
@@ -67,7 +67,9 @@ def load_timm(source: str, weights: str | None, device: "torch.device", seed: in
     else:
         path = Path(weights)
         state = read_state_dict(path)
-        classes = num_classes(state)
+        # timm's pretrained config names the classifier (e.g. 'fc', 'head.fc').
+        classifier = timm.models.get_pretrained_cfg_value(name, "classifier")
+        classes = head_width(state, classifier if isinstance(classifier, str) else None)
         kwargs = {"num_classes": classes} if classes else {}
         module = timm.create_model(name, pretrained=False, **kwargs)
         try:

@@ -66,7 +66,9 @@ def refuse_torch_save(path: Path) -> None:
     import torch
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notices; the refusal says what matters
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError):
         raise ExplainError(
             f"model file {path} is a pickled Python object, which can run arbitrary code, so it is refused; "

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from explain_cli.errors import ExplainError
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
-from explain_cli.models.weights import num_classes, read_state_dict
+from explain_cli.models.weights import head_width, read_state_dict
 from explain_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
     else:
         path = Path(weights)
         state = read_state_dict(path)
-        classes = num_classes(state) or 1000
+        classes = head_width(state, _head_name(arch)) or 1000
         module = torchvision.models.get_model(arch, weights=None, num_classes=classes)
         if labels is not None and len(labels) != classes:
             labels = None  # a fine-tuned head: ImageNet names no longer apply
@@ -95,6 +95,20 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         in_channels=3,
         notes=notes,
     )
+
+
+def _head_name(arch: str) -> str | None:
+    """The classifier's parameter prefix: the last layer whose output size is the 1000 classes.
+
+    Built on the meta device, so nothing is allocated or initialised.
+    """
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        reference = torchvision.models.get_model(arch, weights=None)
+    heads = [k for k, v in reference.state_dict().items() if k.endswith(".weight") and v.dim() >= 2 and v.shape[0] == 1000]
+    return heads[-1].removesuffix(".weight") if heads else None
 
 
 def _preprocess_from_weights(weights: object) -> Preprocess | None:

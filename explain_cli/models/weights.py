@@ -7,6 +7,7 @@ plain containers, and safetensors is a JSON header followed by raw bytes.
 from __future__ import annotations
 
 import struct
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,9 @@ def _read_torch(path: Path) -> object:
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notices; the outcome is what matters
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as exc:
         text = str(exc)
         if "weights_only" in text or "Unsupported global" in text:
@@ -83,8 +86,11 @@ def _read_safetensors(path: Path) -> dict:
         raise ExplainError(f"cannot read safetensors weights {path}: {' '.join(str(exc).split())[:200]}") from None
 
 
-def num_classes(state: dict) -> int | None:
-    """The classifier width: the output size of the last 2-D weight, so fine-tuned heads load."""
-    matrices = [v for k, v in state.items() if k.endswith("weight") and getattr(v, "dim", lambda: 0)() == 2]
-    return int(matrices[-1].shape[0]) if matrices else None
+def head_width(state: dict, head: str | None) -> int | None:
+    """The classifier width in ``state``: the output size of ``HEAD.weight``, so fine-tuned heads load.
 
+    ``head`` names the classifier's parameter prefix (``fc``, ``classifier.1``); key order
+    cannot be trusted to find it, since safetensors stores tensors sorted by name.
+    """
+    weight = state.get(f"{head}.weight") if head else None
+    return int(weight.shape[0]) if weight is not None and weight.dim() >= 1 else None
