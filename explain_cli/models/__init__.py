@@ -10,7 +10,6 @@ import importlib.util
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from explain_cli.errors import ExplainError
 from explain_cli.fileio import require_file
@@ -24,9 +23,6 @@ from explain_cli.models.base import (
     validate_metadata,
 )
 from explain_cli.models.runtime import RUNTIMES, select_runtime
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = [
     "FORMATS",
