@@ -1,0 +1,140 @@
+"""ONNX models run by onnxruntime (optional extra ``onnx``).
+
+An ONNX file is a protobuf: reading it never unpickles anything. Labels and preprocessing
+come from the model's ``metadata_props`` entry ``explain_cli.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from explain_cli.errors import ExplainError
+from explain_cli.fileio import sha256_file
+from explain_cli.models.base import METADATA_FILE, LoadedModel, first_line, metadata_fields, parse_metadata
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+INSTALL_HINT = "pip install 'explain_cli[onnx]'"
+
+
+def is_onnx(head: bytes, path: Path) -> bool:
+    """An ONNX protobuf starts with field 1 (ir_version, a varint: byte 0x08); the suffix settles it.
+
+    Protobuf has no magic number, so content alone cannot prove ONNX; a ``.onnx`` name, or a
+    file starting with the ir_version tag that is not a zip, is tried as ONNX.
+    """
+    if path.suffix.lower() == ".onnx":
+        return True
+    return len(head) >= 2 and head[0] == 0x08 and 3 <= head[1] <= 15
+
+
+def require_onnxruntime() -> Any:
+    """Import onnxruntime or say in one line how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExplainError(f"running ONNX models needs onnxruntime: {INSTALL_HINT}") from None
+    return onnxruntime
+
+
+class OnnxRunner:
+    """A batch callable over an onnxruntime session: torch tensor in, torch tensor out.
+
+    A fixed batch axis (exported with batch size N) is served by running chunks of N rows and
+    padding the last chunk with copies of its final row; the padding rows are dropped.
+    """
+
+    def __init__(self, session: Any, device: "torch.device") -> None:
+        self.session = session
+        self.device = device
+        inp = session.get_inputs()[0]
+        self.input_name = inp.name
+        dim0 = inp.shape[0] if inp.shape else None
+        self.fixed_batch: int | None = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+        self.input_shape = list(inp.shape)
+
+    def _run(self, batch: "np.ndarray") -> "np.ndarray":
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
+        import numpy as np
+        import torch
+
+        # onnxruntime works on float32 numpy arrays; autocast (fp16 on CUDA) does not apply.
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        n = self.fixed_batch
+        if n is None or array.shape[0] == n:
+            out = self._run(array)
+        else:
+            parts = []
+            for start in range(0, array.shape[0], n):
+                chunk = array[start : start + n]
+                rows = chunk.shape[0]
+                if rows < n:
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], n - rows, axis=0)])
+                parts.append(self._run(chunk)[:rows])
+            out = np.concatenate(parts)
+        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
+
+    def eval(self) -> "OnnxRunner":
+        """No-op, so callers may treat the runner like an nn.Module."""
+        return self
+
+
+def providers_for(device: "torch.device") -> list[str]:
+    """CPU by default; CUDA first (CPU as fallback for unsupported nodes) when the device is CUDA."""
+    ort = require_onnxruntime()
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ExplainError(
+                "--device cuda with an ONNX model needs onnxruntime's CUDA provider: "
+                "pip install onnxruntime-gpu, or use --device cpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(model: str | bytes | Path, device: "torch.device") -> Any:
+    """An onnxruntime InferenceSession for a path or serialized model bytes."""
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: onnxruntime's warnings would flood stderr
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))
+
+
+def load_onnx(path: Path, device: "torch.device") -> LoadedModel:
+    """Load an ONNX file into an onnxruntime session with its embedded metadata.
+
+    Raises
+    ------
+    ExplainError
+        If onnxruntime is missing or rejects the file, or the metadata is malformed.
+    """
+    require_onnxruntime()
+    try:
+        session = make_session(path, device)
+    except ExplainError:
+        raise
+    except Exception as exc:  # onnxruntime raises InvalidGraph / Fail / RuntimeException
+        raise ExplainError(f"cannot load ONNX model {path}: {first_line(exc)[:200]}; export it with torch.onnx.export") from None
+    props = session.get_modelmeta().custom_metadata_map
+    metadata = parse_metadata(props.get(METADATA_FILE), f"model {path}")
+    runner = OnnxRunner(session, device)
+    fields = metadata_fields(metadata)
+    if fields["in_channels"] is None and len(runner.input_shape) == 4 and isinstance(runner.input_shape[1], int):
+        fields["in_channels"] = runner.input_shape[1]
+    return LoadedModel(
+        module=runner,
+        source=str(path),
+        kind="onnx",
+        sha256=sha256_file(path),
+        weights=None,
+        device=device,
+        metadata=metadata,
+        runtime="onnxruntime",
+        **fields,
+    )

@@ -1,0 +1,151 @@
+"""``timm:NAME``: a timm architecture plus weights (optional extra ``timm``).
+
+Weights come from ``--weights FILE`` (safetensors or a weights-only state dict), ``DEFAULT``
+(timm's pretrained tag through the Hugging Face cache), or nothing: random weights, with a
+note saying the outputs mean nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from explain_cli.errors import ExplainError
+from explain_cli.fileio import sha256_file
+from explain_cli.models.base import TIMM_PREFIX, LoadedModel, first_line
+from explain_cli.models.labels import imagenet_labels
+from explain_cli.models.weights import head_width, read_state_dict
+from explain_cli.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    import torch
+
+INSTALL_HINT = "pip install 'explain_cli[timm]'"
+RANDOM_WEIGHTS_NOTE = "random weights (no --weights given): outputs are meaningless; use for tests and benchmarks only"
+
+
+def require_timm() -> Any:
+    """Import timm or say in one line how to install it."""
+    try:
+        import timm
+    except ImportError:
+        raise ExplainError(f"timm:NAME models need the timm package: {INSTALL_HINT}") from None
+    return timm
+
+
+def load_timm(source: str, weights: str | None, device: "torch.device", seed: int) -> LoadedModel:
+    """Build ``timm:NAME`` with weights from a file, ``DEFAULT`` (HF cache), or random.
+
+    Raises
+    ------
+    ExplainError
+        Unknown name (with suggestions), weights that do not fit, or DEFAULT weights offline.
+    """
+    import torch
+
+    timm = require_timm()
+    name = source[len(TIMM_PREFIX) :]
+    if not timm.is_model(name):
+        import difflib
+
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ExplainError(f"unknown timm model {name!r}; {hint}timm.list_models('*PATTERN*') lists them")
+
+    sha, notes = None, []
+    if weights is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = timm.create_model(name, pretrained=False)
+        notes.append(RANDOM_WEIGHTS_NOTE)
+    elif weights.upper() == "DEFAULT":
+        module = _pretrained(timm, name)
+        weights = f"DEFAULT ({module.pretrained_cfg.get('hf_hub_id') or name})"
+    else:
+        path = Path(weights)
+        state = read_state_dict(path)
+        # timm's pretrained config names the classifier (e.g. 'fc', 'head.fc').
+        classifier = timm.models.get_pretrained_cfg_value(name, "classifier")
+        classes = head_width(state, classifier if isinstance(classifier, str) else None)
+        kwargs = {"num_classes": classes} if classes else {}
+        module = timm.create_model(name, pretrained=False, **kwargs)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            problem = " ".join(str(exc).split())
+            raise ExplainError(f"weights {path} do not fit timm:{name}: {problem[:300]}; check the model name") from None
+        sha = sha256_file(path)
+    module.eval()
+    return LoadedModel(
+        module=module.to(device),
+        source=source,
+        kind="timm",
+        sha256=sha,
+        weights=weights,
+        device=device,
+        labels=_labels(module),
+        preprocess=_preprocess(timm, module),
+        in_channels=int(getattr(module, "in_chans", 3) or 3),
+        notes=notes,
+    )
+
+
+def _pretrained(timm: Any, name: str) -> "torch.nn.Module":
+    """timm's default pretrained weights; offline and not cached is one line naming the cache."""
+    try:
+        # huggingface_hub and timm may print progress or notices; stdout belongs to scripts.
+        with contextlib.redirect_stdout(sys.stderr):
+            return timm.create_model(name, pretrained=True)
+    except (OSError, RuntimeError) as exc:  # LocalEntryNotFoundError is an OSError
+        try:
+            from huggingface_hub import constants
+
+            cache = constants.HF_HUB_CACHE
+        except ImportError:
+            cache = "~/.cache/huggingface/hub"
+        raise ExplainError(
+            f"cannot fetch pretrained weights for timm:{name} ({first_line(exc)[:120]}); when offline, "
+            f"populate the Hugging Face cache {cache} elsewhere (or set HF_HUB_OFFLINE=1 with a filled cache), "
+            "or pass --weights FILE (.safetensors or state dict)"
+        ) from None
+
+
+def _labels(module: "torch.nn.Module") -> list[str] | None:
+    """Class names from the pretrained config's dataset (ImageNet-1k, -21k, -12k), if the head fits."""
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        subset = infer_imagenet_subset(module)
+    except (ImportError, AttributeError, KeyError, ValueError):
+        return None
+    n = getattr(module, "num_classes", None)
+    if subset is None or n is None:
+        return None
+    if subset in ("imagenet-1k", "imagenet1k") and n == 1000:
+        return imagenet_labels()  # the same short names torchvision models report
+    info = ImageNetInfo(subset)
+    if info.num_classes() != n:
+        return None
+    # Descriptions are "tench, Tinca tinca": the first lemma is the usual short name.
+    return [d.split(",")[0].strip() for d in info.label_descriptions()]
+
+
+def _preprocess(timm: Any, module: "torch.nn.Module") -> Preprocess:
+    """timm's eval transform from ``resolve_data_config``: resize to size/crop_pct, centre crop."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=module)
+    _, h, w = cfg["input_size"]
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    # timm resizes the shorter side to floor(size / crop_pct) then crops size (crop_mode 'center').
+    resize = int(math.floor(min(h, w) / crop_pct))
+    return Preprocess(
+        "model",
+        resize=resize,
+        crop=(int(h), int(w)),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+    )

@@ -1,0 +1,96 @@
+"""Weights files for architecture-by-name models: a weights-only state dict or ``.safetensors``.
+
+Neither path executes a pickle: ``torch.load(weights_only=True)`` admits only tensors and
+plain containers, and safetensors is a JSON header followed by raw bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from explain_cli.errors import ExplainError
+from explain_cli.fileio import require_file
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHTS_HINT = "pass a state dict saved with torch.save(model.state_dict(), PATH) or a .safetensors file"
+
+
+def is_safetensors(path: Path) -> bool:
+    """Sniff the safetensors layout: an 8-byte little-endian header length, then a JSON object."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+            size = path.stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= size - 8 and head[8:9] == b"{"
+
+
+def read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
+    """Tensors by name from a weights file, ``module.`` prefixes (DataParallel) removed.
+
+    Raises
+    ------
+    ExplainError
+        If the file is missing, a pickle of anything but tensors, or holds no state dict.
+    """
+    require_file(path, "weights file", WEIGHTS_HINT)
+    state = _read_safetensors(path) if is_safetensors(path) else _read_torch(path)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # common training-checkpoint layout
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict) and len(state) < 8:
+        state = state["model"]  # timm / DeiT checkpoint layout
+    if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
+        raise ExplainError(f"weights file {path} does not hold a state dict (name -> tensor); {WEIGHTS_HINT}")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+def _read_torch(path: Path) -> object:
+    import pickle
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notices; the outcome is what matters
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as exc:
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text:
+            raise ExplainError(
+                f"weights file {path} is a pickled object, not a plain state dict; it is refused because "
+                "unpickling can run code. Save it with torch.save(model.state_dict(), PATH)"
+            ) from None
+        raise ExplainError(f"cannot read weights file {path}: not a torch.save or .safetensors file") from None
+
+
+def _read_safetensors(path: Path) -> dict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ExplainError(
+            f"weights file {path} is in safetensors format, which needs the safetensors package: "
+            "pip install 'explain_cli[safetensors]'"
+        ) from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own SafetensorError / OSError
+        raise ExplainError(f"cannot read safetensors weights {path}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def head_width(state: dict, head: str | None) -> int | None:
+    """The classifier width in ``state``: the output size of ``HEAD.weight``, so fine-tuned heads load.
+
+    ``head`` names the classifier's parameter prefix (``fc``, ``classifier.1``); key order
+    cannot be trusted to find it, since safetensors stores tensors sorted by name.
+    """
+    weight = state.get(f"{head}.weight") if head else None
+    return int(weight.shape[0]) if weight is not None and weight.dim() >= 1 else None
