@@ -154,11 +154,7 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, (str, Path)):
-        loaded = load_model(str(model), weights=weights, device=device, seed=seed)
-        if loaded.kind == "torchvision" and weights is None:
-            loaded.metadata.setdefault("warnings", []).append(
-                "random weights: no weights option was given, so this heatmap explains an untrained model")
-        return loaded
+        return load_model(str(model), weights=weights, device=device, seed=seed)
     if weights is not None:
         raise OptionError("weights", "applies to torchvision:NAME models; a Python model carries its own weights")
     if isinstance(model, torch.nn.Module):
@@ -312,6 +308,17 @@ class Explainer:
         self.model = as_model(model, weights=cfg.weights, device=cfg.device, seed=cfg.seed)
         self.progress = progress
         self._cache: OrderedDict = OrderedDict()
+        self._runtimes: dict[tuple, LoadedModel] = {}  # (runtime, input shape) -> the model running it
+
+    def _runtime(self, cfg: Settings, x: "torch.Tensor") -> LoadedModel:
+        """The model on the runtime asked for, chosen once per input shape (an export is per shape)."""
+        from explain_cli.models import select_runtime
+
+        key = (cfg.runtime, tuple(x.shape[1:]))
+        if key not in self._runtimes:
+            self._runtimes[key] = (self.model if cfg.runtime is None or cfg.runtime == self.model.runtime
+                                   else select_runtime(self.model, x[0], cfg.runtime))
+        return self._runtimes[key]
 
     def settings(self, **options: Any) -> Settings:
         return settings(self.options, options)
@@ -356,11 +363,12 @@ class Explainer:
             raise ExplainError(f"{engine.name} needs distinct inputs: the same content was given twice, "
                                "so swapping groups between them changes nothing")
         device = self.model.device
+        x = torch.stack(xs).to(device)
+        model = self._runtime(cfg, x)
         callable_target = check_callable_target(cfg.target)
         head = cfg.target[0] if callable_target else None
-        evaluator = Evaluator(self.model.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
+        evaluator = Evaluator(model.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
                               output=cfg.output, precision=cfg.precision, progress=progress, head=head)
-        x = torch.stack(xs).to(device)
         with _eval_mode(self.model.module):
             all_outputs = np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
             if callable_target:
@@ -382,7 +390,7 @@ class Explainer:
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
         progress.stop()
         seg = first.segmentation
-        warnings = list(self.model.metadata.get("warnings", [])) + evaluator.warnings + list(attribution.warnings)
+        warnings = list(model.notes) + evaluator.warnings + list(attribution.warnings)
         if seg.n_segments < SMALL_SEGMENT_COUNT and engine.name != "rise":
             warnings.append(f"only {seg.n_segments} superpixels; the map will be coarse: "
                             f"{few_segments_advice(seg.algorithm)} (see `explain segment`)")
@@ -392,7 +400,7 @@ class Explainer:
             seed=cfg.seed,
             output_space="callable" if callable_target else cfg.output,
             baseline=cfg.baseline if engine.uses_baseline else None,
-            model=self.model.describe(),
+            model=model.describe(),
             input=items[0].describe(),
             preprocess=first.spec.to_dict(),
             geometry=first.prepared.geometry,

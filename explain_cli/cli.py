@@ -348,9 +348,39 @@ def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: An
             typer.echo(f"explain: {item.path.name}: {seg.n_segments} segments ({seg.algorithm}, {seg.params})", err=True)
 
 
+EXPORT_OPTIONS = ["weights", "labels", "size", "device"]
+_EXPORT_MODEL = _param("model", Annotated[str, typer.Argument(help="Model to export (any MODEL `explain run` takes).",
+                                                              show_default=False, metavar="MODEL")])
+_EXPORT_OUT = _param("out_path", Annotated[Path, typer.Argument(help="OUT.pt2 (torch.export) or OUT.onnx.",
+                                                                show_default=False, metavar="OUT")])
+
+
+@app.command("export")
+@with_options(EXPORT_OPTIONS, _EXPORT_MODEL, _EXPORT_OUT, _DEBUG)
+def export_cmd(*, model: str, out_path: Path, debug: bool, **opts: Any) -> None:
+    """Write MODEL as OUT.pt2 (torch.export) or OUT.onnx, with its labels and preprocessing embedded."""
+    with _guard(debug):
+        from explain_cli.api import as_model, settings
+        from explain_cli.models.export import export_model
+        from explain_cli.preprocess import parse_size
+        from explain_cli.targets import load_labels
+
+        cfg = settings(_given(opts))
+        loaded = as_model(model, weights=cfg.weights, device=cfg.device)
+        if cfg.size:
+            h, w = parse_size(cfg.size)
+        elif loaded.preprocess is not None and (loaded.preprocess.crop or loaded.preprocess.size):
+            h, w = loaded.preprocess.crop or loaded.preprocess.size
+        else:
+            raise OptionError("size", "is needed: this model declares no input size; pass --size H,W")
+        labels, _ = load_labels(cfg.labels, loaded.labels)
+        written = export_model(loaded, out_path, example_shape=(loaded.in_channels or 3, h, w), labels=labels)
+        typer.echo(str(written))
+
+
 @app.command()
 def info(
-    models: Annotated[bool, typer.Option("--models", help="Also list torchvision architectures.")] = False,
+    models: Annotated[bool, typer.Option("--models", help="Also list model formats (what each needs installed) and torchvision architectures.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List methods and their options, segmenters, preprocessing presets, baselines and versions."""
@@ -385,6 +415,9 @@ def info(
     data["torchvision"] = torchvision.__version__
     data["cuda"] = torch.cuda.is_available()
     if models:
+        from explain_cli.models import formats
+
+        data["formats"] = formats()
         data["torchvision_models"] = sorted(torchvision.models.list_models(module=torchvision.models))
     if json_out:
         typer.echo(json.dumps(data, indent=2, default=str))
@@ -405,6 +438,11 @@ def info(
     console.print("preprocess presets: " + ", ".join(data["preprocess"]))
     console.print("baselines: " + ", ".join(data["baselines"]))
     if models:
+        table = Table("format", "example", "needs", "installed")
+        for f in data["formats"]:
+            table.add_row(f["format"], f["example"], f["install"] or ", ".join(f["needs"]) or "-",
+                          "yes" if f["installed"] else "no")
+        console.print(table)
         console.print("torchvision architectures: " + ", ".join(data["torchvision_models"]))
 
 

@@ -120,6 +120,7 @@ def _general() -> list[Option]:
     from explain_cli.core import OUTPUT_SPACES, PRECISIONS
     from explain_cli.engines import ENGINES
     from explain_cli.inputs import MAX_PIXELS, MIN_SIDE
+    from explain_cli.models.runtime import RUNTIMES
     from explain_cli.preprocess import PRESET_NAMES
     from explain_cli.render import DEFAULT_ALPHA, DEFAULT_SCALE, DEFAULT_STYLE, STYLES
     from explain_cli.segmentation import DEFAULT_N_SEGMENTS, SEGMENTERS
@@ -155,6 +156,10 @@ def _general() -> list[Option]:
                "Input", shared=True, minimum=MIN_SIDE * MIN_SIDE, maximum=178_956_970),
         Option("weights", "str", None, "torchvision:ARCH weights: a state-dict file, or DEFAULT to download "
                "torchvision's. Omitted: random weights.", "Model", shared=True, metavar="FILE|DEFAULT"),
+        Option("runtime", "str", None, "What runs the model: eager PyTorch; compile (torch.compile); onnxruntime "
+               "(a cached ONNX export checked against eager); auto times them and picks the fastest that matches. "
+               "[default: as loaded: eager for torch models, onnxruntime for ONNX files]",
+               "Model", shared=True, choices=RUNTIMES),
         Option("device", "str", "auto", "auto | cpu | cuda[:N] | mps.", "Model", shared=True, metavar="DEVICE"),
         Option("precision", "str", "fp32", "Autocast precision (CUDA only).", "Model", choices=PRECISIONS),
         Option("batch_size", "str", "auto", "Perturbations per forward pass, or auto (64 on CPU, 128 on CUDA).",

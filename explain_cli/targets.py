@@ -11,18 +11,13 @@ import numpy as np
 from explain_cli.errors import ExplainError, OptionError
 
 
-def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names torchvision ships (no download)."""
-    import torchvision
-
-    return list(torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"])
-
-
 def load_labels(spec: str | None, model_labels: list[str] | None) -> tuple[list[str] | None, str]:
     """Class names and where they came from: the ``labels`` option (file or 'imagenet'), else the model's own."""
     if spec is None:
         return model_labels, "model"
     if spec.strip().lower() == "imagenet":
+        from explain_cli.models.labels import imagenet_labels
+
         return imagenet_labels(), "labels"
     p = Path(spec)
     if not p.is_file():
