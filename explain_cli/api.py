@@ -388,6 +388,7 @@ class Explainer:
                 reference=torch.from_numpy(chosen if engine.batch else chosen[0]).double(),
             )
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
+            evaluation, curves = self._evaluate(problem, attribution, first, cfg)
         progress.stop()
         seg = first.segmentation
         warnings = list(model.notes) + evaluator.warnings + list(attribution.warnings)
@@ -419,7 +420,37 @@ class Explainer:
             stem=(cfg.name or "batch") if engine.batch else items[0].stem,
             signed=engine.signed,
             render_options={k: cfg.values[k] for k in RENDER_OPTIONS},
+            evaluation=evaluation,
+            curves=curves,
         )
+
+    def _evaluate(self, problem: Any, attribution: Any, first: PreparedInput, cfg: Settings) -> tuple[dict, list]:
+        """The evaluation block (faithfulness metrics) the options ask for: more batches on the same core."""
+        if not (cfg.evaluate or cfg.mask or cfg.stability >= 2 or cfg.sanity) or cfg.engine.batch:
+            return {}, []
+        import dataclasses
+
+        import torch
+
+        from explain_cli.core import Evaluator, Problem
+        from explain_cli.faithfulness import evaluate
+        from explain_cli.preprocess import map_to_original
+
+        seg = first.segmentation
+        maps = attribution.pixel_maps if attribution.pixel_maps is not None else attribution.scores[:, seg.labels]
+        pixel_maps = map_to_original(maps, first.prepared.geometry)
+
+        def rerun(seed: int, module: Any) -> np.ndarray:
+            ev = problem.evaluator
+            other = ev if module is None else Evaluator(module, ev.device, batch_size=ev.batch_size, output=ev.output,
+                                                        precision=ev.precision, head=ev.head)
+            if module is not None and ev.targets is not None:
+                other.targets = ev.targets
+            reference = problem.reference if module is None else other(problem.x[None].clone())[0].cpu()
+            again = dataclasses.replace(problem, evaluator=other, reference=reference)
+            return cfg.engine.run(again, cfg.params, torch.Generator().manual_seed(seed)).scores
+
+        return evaluate(problem, attribution.scores, maps, pixel_maps, cfg, rerun)
 
 
 def _all_loaded(inputs: Any) -> bool:

@@ -27,7 +27,7 @@ from explain_cli.errors import OptionError
 from explain_cli.params import check_value, field_type
 
 #: Help panels, in the order `explain run --help` shows them.
-GROUPS = ("Method", "Targets", "Segmentation", "Input", "Model", "Output", "Run")
+GROUPS = ("Method", "Targets", "Segmentation", "Input", "Model", "Output", "Evaluation", "Run")
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,21 @@ def _general() -> list[Option]:
                "Output", choices=tuple(CMAPS)),
         Option("scale", "str", DEFAULT_SCALE, "Colour scale: one per figure, one per panel, or fixed:LO,HI to compare "
                "maps across images.", "Output", metavar="figure|panel|fixed:LO,HI"),
+        Option("evaluate", "bool", False, "Add faithfulness metrics: deletion and insertion AUC with random-order "
+               "references (the JSON's evaluation block) and NAME.METHOD.curves.png.", "Evaluation"),
+        Option("deletion", "str", "road", "What deleted pixels become: road (noisy linear imputation, Rong et al. "
+               "2022; does not reward out-of-distribution pixels), blur, or baseline.", "Evaluation",
+               choices=("road", "blur", "baseline")),
+        Option("eval_step", "float", 0.01, "Share of the pixels moved per deletion/insertion step.", "Evaluation",
+               minimum=0.001, maximum=0.5),
+        Option("mask", "str", None, "The object's mask (PNG or .npy, non-zero = object, at the input's resolution): "
+               "adds pointing_hit and energy_in_mask.", "Evaluation", metavar="FILE"),
+        Option("tolerance", "float", 15.0, "Pointing game tolerance in pixels of the input.", "Evaluation",
+               minimum=0.0, maximum=10_000.0),
+        Option("stability", "int", 0, "Top-5 Jaccard over this many seeds (0: off).", "Evaluation",
+               minimum=0, maximum=100),
+        Option("sanity", "bool", False, "Model-randomisation check: rank correlation between the maps of the model "
+               "and of a copy with re-initialised weights (must be low).", "Evaluation"),
         Option("quiet", "bool", False, "No progress bar or warnings.", "Run", short="-q", yaml=False),
     ]
 

@@ -62,6 +62,8 @@ class Explanation:
     stem: str = "input"  # output file names: STEM.METHOD.png/json
     signed: bool = True  # signed scores (diverging colours) or non-negative (sequential)
     render_options: dict[str, Any] = field(default_factory=dict)  # boundaries, save_map, ...
+    evaluation: dict[str, Any] = field(default_factory=dict)  # faithfulness metrics, when asked for
+    curves: list[Any] = field(default_factory=list)  # deletion/insertion curves behind `evaluation`
 
     @property
     def scores(self) -> np.ndarray:
@@ -156,7 +158,8 @@ class Explanation:
 
     def output_paths(self, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Where :meth:`save` writes: STEM.METHOD.png, .json, and .npy with ``save_map``."""
-        return output_paths(Path(out_dir), stem or self.stem, self.method, bool(self.render_options.get("save_map")))
+        return output_paths(Path(out_dir), stem or self.stem, self.method, bool(self.render_options.get("save_map")),
+                            bool(self.curves))
 
     def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
         """Write the PNG, the JSON (and with ``save_map`` the NPY) atomically; returns the paths, JSON last."""
@@ -173,6 +176,12 @@ class Explanation:
             np.save(buffer, self.pixel_maps().astype(np.float32), allow_pickle=False)
             atomic_write_bytes(paths["npy"], buffer.getvalue())
             written.append(paths["npy"])
+        if "curves" in paths:
+            from explain_cli.curves_png import render_curves_png
+
+            names = [label or f"class {t}" for label, t in zip(self.labels, self.targets)]
+            atomic_write_bytes(paths["curves"], render_curves_png(self.curves, f"{self.method} · {self.stem}", labels=names))
+            written.append(paths["curves"])
         atomic_write_bytes(paths["png"], png)
         # JSON last: its presence marks a complete set of outputs.
         atomic_write_bytes(paths["json"], document)
@@ -233,6 +242,7 @@ class Explanation:
             "segmentation": seg.to_dict(),
             "targets": targets,
             **({"extra": a.extra} if a.extra else {}),
+            **({"evaluation": self.evaluation} if self.evaluation else {}),
             "warnings": self.warnings,
             "timing": {k: round(v, 6) for k, v in self.timing.items()},
             "versions": {
@@ -250,11 +260,13 @@ def _number(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def output_paths(out_dir: Path, stem: str, method: str, save_map: bool) -> dict[str, Path]:
-    """The files one explanation writes: STEM.METHOD.png, .json (and .npy)."""
+def output_paths(out_dir: Path, stem: str, method: str, save_map: bool, curves: bool = False) -> dict[str, Path]:
+    """The files one explanation writes: STEM.METHOD.png, .json (and .npy, .curves.png)."""
     paths = {"png": out_dir / f"{stem}.{method}.png", "json": out_dir / f"{stem}.{method}.json"}
     if save_map:
         paths["npy"] = out_dir / f"{stem}.{method}.npy"
+    if curves:
+        paths["curves"] = out_dir / f"{stem}.{method}.curves.png"
     return paths
 
 
