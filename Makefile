@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXPLAIN := $(VENV)/bin/explain
 OUT    ?= out
 
-.PHONY: install demo batch-demo test test-fast bench clean train-sample
+.PHONY: install demo batch-demo test test-fast bench clean train-sample docs-images
 
 install: $(VENV)/.installed
 
@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[test,onnx,timm]'
 	touch $@
 
-## demo: explain the shipped sample images with the shipped sample model (LIME, top-2 classes)
+## demo: explain the shipped sample images with the shipped sample model (Kernel SHAP, top-2 classes)
 demo: install
 	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/images/*.png \
-	    --method lime --top-k 2 --seed 0 --out $(OUT)/demo
+	    --method kernelshap --top-k 2 --seed 0 --out $(OUT)/demo
 	@echo "Demo outputs are in $(OUT)/demo/"
 
 ## batch-demo: four methods on the same images and superpixels, from a YAML config
@@ -45,6 +45,17 @@ test-fast: install
 ## bench: overhead of each engine over the pure batched forward passes
 bench: install
 	$(PY) benchmarks/overhead.py
+
+## docs-images: regenerate the README's pictures in docs/ from the current code
+docs-images: install
+	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/images/cross_circle.png --method kernelshap \
+	    --top-k 2 --seed 0 --quiet --out $(OUT)/docs
+	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/images/triangle_square.png --method rise \
+	    --top-k 2 --seed 0 --quiet --out $(OUT)/docs
+	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/eval/circle_00.png --method partition \
+	    --evaluate --mask sample_models/eval/circle_00.mask.png --seed 0 --quiet --out $(OUT)/docs
+	cp $(OUT)/docs/cross_circle.kernelshap.png $(OUT)/docs/triangle_square.rise.png docs/
+	cp $(OUT)/docs/circle_00.partition.png $(OUT)/docs/circle_00.partition.curves.png docs/
 
 ## train-sample: re-train the shipped sample model deterministically (a few minutes on CPU)
 train-sample: install

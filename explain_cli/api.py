@@ -388,7 +388,8 @@ class Explainer:
                 reference=torch.from_numpy(chosen if engine.batch else chosen[0]).double(),
             )
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
-            evaluation, curves = self._evaluate(problem, attribution, first, cfg)
+            evaluations, forward_s, explained_s = evaluator.evaluations, evaluator.forward_s, time.perf_counter() - started
+            evaluation, curves = self._evaluate(problem, attribution, first, cfg)  # counts its own evaluations
         progress.stop()
         seg = first.segmentation
         warnings = list(model.notes) + evaluator.warnings + list(attribution.warnings)
@@ -410,8 +411,9 @@ class Explainer:
             labels=[labels[t] if labels else None for t in targets],
             target_scores=chosen.mean(axis=0),
             attribution=attribution,
-            evaluations=evaluator.evaluations,
-            timing={"total_s": time.perf_counter() - started, "forward_s": evaluator.forward_s},
+            evaluations=evaluations,
+            timing={"total_s": explained_s, "forward_s": forward_s,
+                    **({"evaluation_s": time.perf_counter() - started - explained_s} if evaluation else {})},
             batch_size=evaluator.batch_size,
             warnings=warnings,
             inputs=[item.describe() for item in items] if engine.batch else None,
