@@ -36,7 +36,7 @@ from explain_cli.preprocess import (
     parse_size,
     resolve_preprocess,
 )
-from explain_cli.progress import Progress, as_progress
+from explain_cli.progress import NullProgress, Progress, as_progress
 from explain_cli.result import Explanation
 from explain_cli.segmentation import (
     SEGMENTERS,
@@ -370,7 +370,9 @@ class Explainer:
         evaluator = Evaluator(model.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
                               output=cfg.output, precision=cfg.precision, progress=progress, head=head)
         with _eval_mode(self.model.module):
+            evaluator.progress = NullProgress()  # f(x) comes before the engine starts the bar (it counts it)
             all_outputs = np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
+            evaluator.progress = progress
             if callable_target:
                 labels, targets = [getattr(head, "__name__", "target")] * all_outputs.shape[1], list(range(all_outputs.shape[1]))
             else:

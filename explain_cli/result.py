@@ -80,15 +80,16 @@ class Explanation:
         """(H, W) segment id of every model-input pixel, 0..M-1."""
         return self.segmentation.labels
 
-    def _target_row(self, target: int | str) -> int:
+    def _target_row(self, target: int | str | None) -> int:
+        """The row 0..K-1 of a target given as an explained class index or label; None is the first."""
+        if target is None:
+            return 0
         if isinstance(target, str):
             if target not in self.labels:
                 raise KeyError(f"{target!r} was not explained; explained: {self.labels}")
             return self.labels.index(target)
         if target in self.targets:
             return self.targets.index(target)
-        if 0 <= target < len(self.targets) and len(self.targets) > 0:
-            return int(target)
         raise KeyError(f"class {target} was not explained; explained: {self.targets}")
 
     def segment_maps(self) -> np.ndarray:
@@ -103,16 +104,19 @@ class Explanation:
 
         return map_to_original(self.segment_maps(), self.geometry)
 
-    def pixel_map(self, target: int | str = 0) -> np.ndarray:
-        """(H0, W0) map of one target (a class index, a label, or a row 0..K-1) at the input's resolution."""
+    def pixel_map(self, target: int | str | None = None) -> np.ndarray:
+        """(H0, W0) map of one target (an explained class index or label; None: the first) at the input's resolution."""
         return self.pixel_maps()[self._target_row(target)]
 
-    def top(self, k: int = 5, target: int | str = 0) -> list[tuple[int, float]]:
+    def top(self, k: int = 5, target: int | str | None = None) -> list[tuple[int, float]]:
         """The ``k`` segments with the largest score for ``target``, as (segment id, score), strongest first.
 
-        ``target`` is a class index or label that was explained, else a row 0..K-1.
+        ``target`` is an explained class index or label; None is the first explained target.
         """
-        row = self.scores[self._target_row(target)]
+        return self._top_row(k, self._target_row(target))
+
+    def _top_row(self, k: int, row_index: int) -> list[tuple[int, float]]:
+        row = self.scores[row_index]
         order = np.argsort(-row, kind="stable")[:k]
         return [(int(g), float(row[g])) for g in order]
 
@@ -151,7 +155,7 @@ class Explanation:
         title = f"{self.method} · {name} · {self.segmentation.n_segments} segments · {self.evaluations} evals"
         display = self.display if self.display is not None else np.full((*self.geometry.original, 3), 128, np.uint8)
         # the top segments are numbered as the JSON ranks them (largest score first)
-        top = [[g for g, _ in self.top(TOP_NUMBERED, k)] for k in range(len(self.targets))] if show_edges else None
+        top = [[g for g, _ in self._top_row(TOP_NUMBERED, k)] for k in range(len(self.targets))] if show_edges else None
         return render_png(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
                           style=opts.get("style", "overlay"), alpha=opts.get("opacity", 0.7), cmap=opts.get("cmap"),
                           scale=opts.get("scale", "figure"), top_segments=top)

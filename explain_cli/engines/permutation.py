@@ -85,4 +85,5 @@ ENGINE = Engine(
     params=PermutationParams,
     run=run,
     batch=True,
+    uses_baseline=False,
 )
