@@ -116,7 +116,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, bad, cli, linear_
 
 
 def test_debug_shows_traceback(bad, cli, linear_script, tmp_path):
-    with pytest.raises(Exception):
+    from explain_cli.errors import ExplainError
+
+    with pytest.raises(ExplainError, match="shape"):  # the real exception, not a one-line message
         cli("run", linear_script, bad["rank5.pt"], "--out", tmp_path, "--debug")
 
 
