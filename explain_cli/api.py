@@ -369,7 +369,7 @@ class Explainer:
         head = cfg.target[0] if callable_target else None
         evaluator = Evaluator(model.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
                               output=cfg.output, precision=cfg.precision, progress=progress, head=head)
-        with _eval_mode(self.model.module):
+        with _eval_mode(self.model.module if self.model.kind == "module" else None):
             evaluator.progress = NullProgress()  # f(x) comes before the engine starts the bar (it counts it)
             all_outputs = np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
             evaluator.progress = progress
@@ -465,6 +465,7 @@ class _eval_mode:
     """Run an nn.Module in eval mode and give it back in the mode it came in."""
 
     def __init__(self, module: Any) -> None:
+        """``module``: a live user module (loaders already put their models in eval mode), or None."""
         self.module = module
         self.was_training = bool(getattr(module, "training", False)) and hasattr(module, "train")
 
