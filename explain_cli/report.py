@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -318,11 +318,6 @@ def write_report(out_dir: str | Path, *, extra: Iterable[str | Path] = (), name:
 # Comparison montage
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
-class _Group:
-    records: list[Record] = field(default_factory=list)
-
-
 def _metric_line(evaluation: dict[str, Any], k: int) -> str:
     parts = []
     d, rd = _per_target(evaluation, "deletion_auc", k), _per_target(evaluation, "random_deletion_auc", k)
@@ -356,6 +351,14 @@ def _load_map(record: Record) -> np.ndarray:
     return maps
 
 
+def _signed(method: str) -> bool:
+    """Signed scores (diverging colours) or non-negative (RISE), as the engine declares."""
+    from explain_cli.engines import ENGINES
+
+    engine = ENGINES.get(method)
+    return True if engine is None else bool(engine.signed)
+
+
 def compare_image(records: list[Record]) -> "Any":
     """A PIL montage: one block per input (the image, then each method's map per shared target)."""
     from PIL import Image
@@ -385,7 +388,7 @@ def compare_image(records: list[Record]) -> "Any":
             indices = [t["index"] for t in rec.doc["targets"]]
             pick = [indices.index(i) for i in shared]
             evaluation = rec.doc.get("evaluation") or {}
-            rows.append(CompareRow(method=rec.method, maps=_load_map(rec)[pick], signed=rec.method != "rise",
+            rows.append(CompareRow(method=rec.method, maps=_load_map(rec)[pick], signed=_signed(rec.method),
                                    evaluations=rec.doc.get("evaluations"),
                                    metrics=[_metric_line(evaluation, k) for k in pick], boundaries=False))
         space = {"probs": "prob", "logits": "logit"}.get(first.doc.get("output_space"), "score")
