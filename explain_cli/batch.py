@@ -59,6 +59,19 @@ class Row:
     evaluations: int | None = None
     time_s: float | None = None
     error: str | None = None
+    # first explained target's evaluation metrics (None when not computed): a compare config ranks methods by them
+    deletion_auc: float | None = None
+    insertion_auc: float | None = None
+    random_deletion_auc: float | None = None
+    random_insertion_auc: float | None = None
+    pointing_hit: bool | None = None
+    energy_in_mask: float | None = None
+
+    def add_metrics(self, evaluation: dict[str, Any] | None) -> None:
+        from explain_cli.report import first_metrics
+
+        for key, value in first_metrics(evaluation).items():
+            setattr(self, key, value)
 
 
 def plan_items(jobs: list[Job]) -> list[Item]:
@@ -205,6 +218,7 @@ def _skipped_row(item: Item) -> Row:
         row.evaluations = doc.get("evaluations")
         row.top_segments = top_segments([s["score"] for s in doc["targets"][0]["segments"]])
         row.time_s = doc.get("timing", {}).get("total_s")
+        row.add_metrics(doc.get("evaluation"))
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         pass  # a hand-edited JSON still counts as complete; its row just lacks the numbers
     return row
@@ -249,6 +263,7 @@ def _run_job(items: list[Item], *, force: bool, emit: Callable[[dict], None], pr
             row.outputs = [str(f) for f in files]
             row.top_segments = top_segments(expl.scores[0])
             row.evaluations = expl.evaluations
+            row.add_metrics(expl.evaluation)
         except Exception as exc:
             row.error = _message(exc)
         row.time_s = round(time.perf_counter() - start, 3)

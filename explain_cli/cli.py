@@ -266,6 +266,7 @@ def batch(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text, or json: one JSON line per event on stderr.")] = LogFormat.text,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Also write report.html (every explanation, sortable) next to the summary.")] = False,
 ) -> None:
     """Run every job of a YAML config; skips finished outputs, records failures, writes summary.json/csv."""
     with _guard(debug):
@@ -298,6 +299,11 @@ def batch(
             for path in row.outputs if row.status == "done" else []:
                 typer.echo(path)
         failed = [r for r in rows if r.status == "failed"]
+        if report and summary is not None:
+            from explain_cli.report import write_report
+
+            jsons = [p for r in rows for p in r.outputs if p.endswith(".json")]
+            typer.echo(str(write_report(summary.parent, extra=jsons)))
         if not quiet and not json_log:
             done = sum(r.status == "done" for r in rows)
             skipped = sum(r.status == "skipped" for r in rows)
@@ -376,6 +382,34 @@ def export_cmd(*, model: str, out_path: Path, debug: bool, **opts: Any) -> None:
         labels, _ = load_labels(cfg.labels, loaded.labels)
         written = export_model(loaded, out_path, example_shape=(loaded.in_channels or 3, h, w), labels=labels)
         typer.echo(str(written))
+
+
+@app.command("report")
+def report_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Folder of explanations (an --out folder, or a batch's); searched recursively.",
+                                            show_default=False, metavar="OUT_DIR")],
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    """Write OUT_DIR/report.html: every explanation with its map, scores and metrics, sortable, offline."""
+    with _guard(debug):
+        from explain_cli.report import write_report
+
+        typer.echo(str(write_report(out_dir)))
+
+
+@app.command("compare")
+def compare_cmd(
+    sources: Annotated[list[Path], typer.Argument(help="An output folder, or explanation JSON files (NAME.METHOD.json).",
+                                                  show_default=False, metavar="OUT_DIR|JSON...")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="PNG to write [default: compare.png in the folder given, or the first JSON's folder].",
+                                                metavar="FILE")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    """One montage PNG: per input, the image then each method's map per target, with metrics (needs --save-map)."""
+    with _guard(debug):
+        from explain_cli.report import write_compare
+
+        typer.echo(str(write_compare(sources, out)))
 
 
 @app.command()
