@@ -417,6 +417,7 @@ class Explainer:
             timing={"total_s": explained_s, "forward_s": forward_s,
                     **({"evaluation_s": time.perf_counter() - started - explained_s} if evaluation else {})},
             batch_size=evaluator.batch_size,
+            memory={"batch_backoffs": evaluator.backoffs, "peak_cuda_bytes": evaluator.peak_memory()},
             warnings=warnings,
             inputs=[item.describe() for item in items] if engine.batch else None,
             example_scores=chosen if engine.batch else None,

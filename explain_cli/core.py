@@ -104,6 +104,7 @@ class Evaluator:
         self.head = head  # maps the raw model output to scores (B,) or (B, K); no output space applied
         self.progress: Progress = progress or NullProgress()
         self.evaluations = 0
+        self.backoffs = 0  # times the batch was halved after running out of GPU memory
         self.forward_s = 0.0
         self.targets: "torch.Tensor | None" = None
 
@@ -117,6 +118,40 @@ class Evaluator:
 
     def forward(self, inputs: "torch.Tensor") -> "torch.Tensor":
         """Model outputs (B, n_outputs) in the chosen output space, float64, on the device.
+
+        Out of GPU memory, the batch is halved and retried, and later batches stay at the smaller
+        size: the rows are the same (masks and coalitions are drawn up front), so the results do
+        not change beyond float rounding.
+        """
+        try:
+            return self._forward(inputs)
+        except Exception as exc:
+            if type(exc).__name__ != "OutOfMemoryError":
+                raise
+            if len(inputs) == 1:
+                raise ExplainError("out of GPU memory at batch size 1; use a smaller input (size) or device cpu") from None
+            half = len(inputs) // 2
+            self.batch_size = min(self.batch_size, half)
+            self.backoffs += 1
+            self._free_cache()
+            import torch
+
+            return torch.cat([self.forward(inputs[:half]), self.forward(inputs[half:])])
+
+    def _free_cache(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def peak_memory(self) -> int | None:
+        """Peak bytes allocated on the CUDA device during the run (None elsewhere)."""
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(self.device)) if self.device.type == "cuda" else None
+
+    def _forward(self, inputs: "torch.Tensor") -> "torch.Tensor":
+        """One forward pass of a batch (see :meth:`forward`).
 
         Raises
         ------
@@ -175,9 +210,13 @@ class Evaluator:
         return out
 
     def chunks(self, n: int) -> Iterator[tuple[int, int]]:
-        """(start, stop) pairs covering ``range(n)`` in steps of the batch size."""
-        for start in range(0, n, self.batch_size):
-            yield start, min(n, start + self.batch_size)
+        """(start, stop) pairs covering ``range(n)`` in steps of the batch size (read at every step:
+        it shrinks after an out-of-memory back-off)."""
+        start = 0
+        while start < n:
+            stop = min(n, start + self.batch_size)
+            yield start, stop
+            start = stop
 
 
 def _first_line(text: str) -> str:

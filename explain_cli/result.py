@@ -54,7 +54,8 @@ class Explanation:
     attribution: Attribution
     evaluations: int
     timing: dict[str, float]
-    batch_size: int = 0
+    batch_size: int = 0  # the batch size used (smaller than asked after an out-of-memory back-off)
+    memory: dict[str, Any] = field(default_factory=dict)  # batch_backoffs, peak_cuda_bytes (CUDA only)
     warnings: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] | None = None  # batch engines: every input (``input`` is the first)
     example_scores: np.ndarray | None = None  # batch engines: (N, K) f(x_i)
@@ -237,6 +238,7 @@ class Explanation:
             "seed": self.seed,
             "evaluations": int(self.evaluations),
             "batch_size": self.batch_size,
+            **({"memory": self.memory} if self.memory.get("batch_backoffs") or self.memory.get("peak_cuda_bytes") else {}),
             "output_space": self.output_space,
             "baseline": self.baseline,
             "model": self.model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,36 @@ def test_evaluator_rejects_bad_settings(kwargs):
 def test_autocast_precision_off_cuda_falls_back_to_fp32_with_a_warning():
     ev = Evaluator(torch.nn.Flatten(), torch.device("cpu"), precision="bf16")
     assert ev.precision == "fp32" and "fp32" in ev.warnings[0]
+
+
+class _OutOfMemory(torch.nn.Module):
+    """Raises CUDA's out-of-memory error for batches above ``limit`` rows (testable on CPU)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.inner = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("method", ["kernelshap", "rise", "lime"])
+def test_out_of_memory_halves_the_batch_and_keeps_the_results(method):
+    from explain_cli import explain
+
+    torch.manual_seed(0)
+    model = _OutOfMemory(limit=10**9)
+    x = torch.rand(3, 8, 8)
+    opts = dict(method=method, n_segments=6, seed=1, output="logits", preprocess="none",
+                **({"masks": 100} if method == "rise" else {"samples": 100}))
+    (ref,) = explain(model, x, batch_size=64, **opts)
+    model.limit = 13
+    (small,) = explain(model, x, batch_size=64, **opts)
+    assert small.batch_size <= 13 and small.memory["batch_backoffs"] >= 1 and small.evaluations == ref.evaluations
+    np.testing.assert_allclose(small.scores, ref.scores, rtol=1e-5, atol=1e-7)
+    model.limit = 0
+    with pytest.raises(ExplainError, match="out of GPU memory at batch size 1"):
+        explain(model, x, batch_size=4, **opts)

@@ -110,7 +110,8 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
     f_b = problem.baseline_output().numpy()
     saliency = torch.zeros((problem.n_targets, h * w), dtype=torch.float64, device=ev.device)
     score_sum = torch.zeros(problem.n_targets, dtype=torch.float64, device=ev.device)
-    for masks in iterate_masks(plan, ev.batch_size, ev.device):
+    for start, stop in ev.chunks(params.masks):  # the batch may shrink after an out-of-memory back-off
+        masks = render_masks(plan, start, stop, ev.device)
         out = ev(compose_pixels(problem.x, problem.baseline, masks))  # (B, K) float64
         # one batch's sum in float32 (B terms), the running total in float64
         saliency += (out.T.float() @ masks.reshape(len(masks), -1)).double()
