@@ -384,6 +384,26 @@ def export_cmd(*, model: str, out_path: Path, debug: bool, **opts: Any) -> None:
         typer.echo(str(written))
 
 
+EVALUATE_OPTIONS = ["mask", "tolerance", "deletion", "eval_step", "batch_size", "device"]
+_EVAL_JSONS = _param("files", Annotated[list[Path], typer.Argument(
+    help="Explanation JSONs written with --save-map (their .npy maps sit beside them).", show_default=False,
+    metavar="JSON...")])
+
+
+@app.command("evaluate")
+@with_options(EVALUATE_OPTIONS, _EVAL_JSONS, _SEG_MODEL, _DEBUG)
+def evaluate_cmd(*, files: list[Path], model: str | None, debug: bool, **opts: Any) -> None:
+    """Add faithfulness metrics to explanations already written (the JSON's evaluation block)."""
+    with _guard(debug):
+        from explain_cli.faithfulness import evaluate_saved
+
+        given = _given(opts)
+        for path in files:
+            _, written = evaluate_saved(path, model=model, options=given)
+            for p in written:
+                typer.echo(str(p))
+
+
 @app.command("report")
 def report_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Folder of explanations (an --out folder, or a batch's); searched recursively.",

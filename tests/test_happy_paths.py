@@ -54,3 +54,23 @@ def test_set_overrides_every_job(cli, tmp_path, linear_script):
     assert doc["evaluations"] == 40 and doc["seed"] == 7  # the command line beats the method entry
     refused = cli("batch", path, "--set", "method=rise")
     assert refused.exit_code == 2 and "methods are chosen per job" in refused.stderr
+
+
+def test_evaluate_command_reproduces_the_in_run_evaluation(cli, tmp_path):
+    """`explain evaluate` on a saved JSON + map gives the numbers `explain run --evaluate` gave."""
+    from tests.conftest import ROOT
+
+    image = ROOT / "sample_models" / "eval" / "circle_00.png"
+    mask = ROOT / "sample_models" / "eval" / "circle_00.mask.png"
+    base = ["run", SAMPLE_MODEL, image, "--method", "ablation", "--save-map", "-q"]
+    assert cli(*base, "--evaluate", "--mask", mask, "--eval-step", "0.05", "--out", tmp_path / "a").exit_code == 0
+    assert cli(*base, "--out", tmp_path / "b").exit_code == 0  # no evaluation yet
+    saved = tmp_path / "b" / "circle_00.ablation.json"
+    result = cli("evaluate", saved, "--mask", mask, "--eval-step", "0.05")
+    assert result.exit_code == 0, result.stderr
+    want = json.loads((tmp_path / "a" / "circle_00.ablation.json").read_text())["evaluation"]
+    got = json.loads(saved.read_text())["evaluation"]
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc", "energy_in_mask"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
+    assert got["pointing_hit"] == want["pointing_hit"]
+    assert (tmp_path / "b" / "circle_00.ablation.curves.png").is_file()
