@@ -43,6 +43,10 @@ class Worker:
     """What one actor does: an Explainer per job (made on first use), inputs loaded from shipped bytes."""
 
     def __init__(self) -> None:
+        import torch  # noqa: F401  (the slow imports happen while the driver ships files)
+
+        import explain_cli.api  # noqa: F401
+
         self.folder = Path(tempfile.mkdtemp(prefix="explain-ray-"))
         self.explainers: dict[int, Any] = {}  # job index -> Explainer, or the message of its load failure
         self.inputs: OrderedDict = OrderedDict()  # (job, path) -> LoadedInput, or the message of its failure
@@ -148,9 +152,9 @@ def run_pending(
     try:
         count = workers or max(1, min(len(queue), int(ray.cluster_resources().get("CPU", 1))))
         actor_class = ray.remote(num_cpus=1, max_restarts=0)(Worker)
+        free = [actor_class.remote() for _ in range(min(count, len(queue)))]  # they start while files ship
         tasks = _ship(ray, jobs, rows, emit, progress)
         queue = deque(entry for entry in queue if rows[entry[0]][entry[1]] is None)  # not failed on the driver
-        free = [actor_class.remote() for _ in range(min(count, len(queue)))]
         running: dict[Any, tuple[Any, tuple[int, int, int], float]] = {}
         while queue or running:
             while queue and free:
