@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test,onnx,timm]'
+	$(PY) -m pip install -e '.[test,onnx,timm,ray]'
 	touch $@
 
 ## demo: explain the shipped sample images with the shipped sample model (Kernel SHAP, top-2 classes)

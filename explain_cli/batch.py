@@ -26,6 +26,10 @@ from explain_cli.fileio import atomic_write_bytes
 from explain_cli.result import output_paths
 
 
+#: Where items run: this process, or Ray actors (``explain_cli[ray]``).
+BACKENDS = ("local", "ray")
+
+
 @dataclass
 class Item:
     job: Job
@@ -133,11 +137,27 @@ def run_batch(
     shard: tuple[int, int] | None = None,
     emit: Callable[[dict], None] = lambda event: None,
     progress: Any = None,
+    backend: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> tuple[list[Row], Path | None]:
     """Run (or with ``dry_run`` only plan) every item of ``config`` in this shard.
 
+    ``backend`` runs the items in this process (``local``) or on Ray actors (``ray``: a local Ray
+    with ``workers`` actors, or the cluster at ``address``; see :mod:`explain_cli.batch_ray`).
+    Planning, skipping, failure rows and the summary are the same code for both.
     Returns the summary rows and where the summary was written (None for a dry run).
     """
+    if backend not in BACKENDS:
+        raise ExplainError(f"--backend {backend!r}: must be one of {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ExplainError(f"--workers must be at least 1, got {workers}")
+    if backend == "local" and (address is not None or workers is not None):
+        raise ExplainError("--address and --workers apply to --backend ray")
+    if backend == "ray" and not dry_run:
+        from explain_cli.batch_ray import require_ray
+
+        require_ray()  # a missing extra is one line before any work
     data = read_yaml(config)
     jobs = parse_config(data, config, overrides)
     items = [i for i in plan_items(jobs) if in_shard(i, shard)]
@@ -161,8 +181,19 @@ def run_batch(
         by_job: dict[int, list[Item]] = {}
         for item in items:
             by_job.setdefault(item.job.index, []).append(item)
-        for job_items in by_job.values():
-            rows += _run_job(job_items, force=force, emit=emit, progress=progress)
+        # --- per-item execution: this process, or Ray actors (batch_ray); everything around it is shared ---
+        if backend == "local":
+            for job_items in by_job.values():
+                rows += _run_job(job_items, force=force, emit=emit, progress=progress)
+        else:
+            from explain_cli.batch_ray import run_pending
+
+            split = [_split_complete(job_items, force=force, emit=emit, progress=progress) for job_items in by_job.values()]
+            ran = run_pending([pending for _, pending in split], address=address, workers=workers, emit=emit,
+                              progress=progress)
+            for (skipped, _), job_rows in zip(split, ran):
+                rows += skipped + job_rows
+        # --- end of per-item execution ---
         if progress is not None:
             progress.stop()
         summary = _write_summary(rows, summary_dir, shard)
@@ -224,17 +255,21 @@ def _skipped_row(item: Item) -> Row:
     return row
 
 
+def _split_complete(items: list[Item], *, force: bool, emit: Callable[[dict], None],
+                    progress: Any) -> tuple[list[Row], list[Item]]:
+    """The rows of one job's complete items (reported now) and the items still to run."""
+    pending = [i for i in items if force or not i.complete()]
+    rows = [_finish(_skipped_row(item), emit, progress) for item in items if item not in pending]
+    return rows, pending
+
+
 def _run_job(items: list[Item], *, force: bool, emit: Callable[[dict], None], progress: Any) -> list[Row]:
     from explain_cli.inputs import load_input
 
-    job = items[0].job
-    rows: list[Row] = []
-    pending = [i for i in items if force or not i.complete()]
-    for item in items:
-        if item not in pending:
-            rows.append(_finish(_skipped_row(item), emit, progress))
+    rows, pending = _split_complete(items, force=force, emit=emit, progress=progress)
     if not pending:
         return rows
+    job = pending[0].job
     first = pending[0].cfg
     try:
         explainer = Explainer(job.model, weights=first.weights, device=first.device, seed=first.seed)
@@ -259,16 +294,21 @@ def _run_job(items: list[Item], *, force: bool, emit: Callable[[dict], None], pr
             inputs = [loaded[p] for p in item.inputs]
             (expl,) = explainer.explain(inputs, **item.cfg.values)
             files = expl.save(Path(item.cfg.out), item.stem)
-            row.status = "done"
-            row.outputs = [str(f) for f in files]
-            row.top_segments = top_segments(expl.scores[0])
-            row.evaluations = expl.evaluations
-            row.add_metrics(expl.evaluation)
+            _mark_done(row, files, expl.scores[0], expl.evaluations, expl.evaluation)
         except Exception as exc:
             row.error = _message(exc)
         row.time_s = round(time.perf_counter() - start, 3)
         rows.append(_finish(row, emit, progress))
     return rows
+
+
+def _mark_done(row: Row, files: list[Path], scores: Any, evaluations: int, evaluation: dict | None) -> None:
+    """Fill a finished item's row (both backends)."""
+    row.status = "done"
+    row.outputs = [str(f) for f in files]
+    row.top_segments = top_segments(scores)
+    row.evaluations = evaluations
+    row.add_metrics(evaluation or {})
 
 
 def _message(exc: BaseException) -> str:

@@ -251,6 +251,11 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     return out_dir
 
 
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class LogFormat(str, Enum):
     text = "text"
     json = "json"
@@ -267,6 +272,9 @@ def batch(
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text, or json: one JSON line per event on stderr.")] = LogFormat.text,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
     report: Annotated[bool, typer.Option("--report", help="Also write report.html (every explanation, sortable) next to the summary.")] = False,
+    backend: Annotated[Backend, typer.Option("--backend", help="Where items run: local (this process) or ray (Ray actors; explain_cli[ray]).")] = Backend.local,
+    address: Annotated[Optional[str], typer.Option("--address", help="With --backend ray: join the Ray cluster at auto or HOST:PORT (default: start a local Ray).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: Ray actors, one model load each (default: the CPUs).")] = None,
 ) -> None:
     """Run every job of a YAML config; skips finished outputs, records failures, writes summary.json/csv."""
     with _guard(debug):
@@ -288,7 +296,7 @@ def batch(
 
         progress = NullProgress() if json_log else make_progress(quiet=quiet, unit="items")
         rows, summary = run_batch(config, overrides=overrides, dry_run=dry_run, force=force, shard=shard_spec,
-                                  emit=emit, progress=progress)
+                                  emit=emit, progress=progress, backend=backend.value, address=address, workers=workers)
         if dry_run:
             for row in rows:
                 for path in row.outputs:

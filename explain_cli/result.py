@@ -166,31 +166,28 @@ class Explanation:
         return output_paths(Path(out_dir), stem or self.stem, self.method, bool(self.render_options.get("save_map")),
                             bool(self.curves))
 
-    def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
-        """Write the PNG, the JSON (and with ``save_map`` the NPY) atomically; returns the paths, JSON last."""
-        from explain_cli.fileio import atomic_write_bytes, sweep_stale_temps
+    def files(self) -> dict[str, bytes]:
+        """The bytes of every output file by kind (``png``, ``json``; ``npy``, ``curves`` when asked for).
 
-        paths = self.output_paths(out_dir, stem)
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        sweep_stale_temps(Path(out_dir))  # temp files a killed run left behind
-        png = self._png()
-        document = json.dumps(self.to_json(), indent=2, allow_nan=False).encode() + b"\n"
-        written = []
-        if "npy" in paths:
+        What :meth:`save` writes, built without touching the disk (``explain batch --backend ray``
+        builds them on a worker and writes them on the driver).
+        """
+        files = {"png": self._png(),
+                 "json": json.dumps(self.to_json(), indent=2, allow_nan=False).encode() + b"\n"}
+        if self.render_options.get("save_map"):
             buffer = io.BytesIO()
             np.save(buffer, self.pixel_maps().astype(np.float32), allow_pickle=False)
-            atomic_write_bytes(paths["npy"], buffer.getvalue())
-            written.append(paths["npy"])
-        if "curves" in paths:
+            files["npy"] = buffer.getvalue()
+        if self.curves:
             from explain_cli.curves_png import render_curves_png
 
             names = [label or f"class {t}" for label, t in zip(self.labels, self.targets)]
-            atomic_write_bytes(paths["curves"], render_curves_png(self.curves, f"{self.method} · {self.stem}", labels=names))
-            written.append(paths["curves"])
-        atomic_write_bytes(paths["png"], png)
-        # JSON last: its presence marks a complete set of outputs.
-        atomic_write_bytes(paths["json"], document)
-        return [paths["png"], paths["json"], *written]
+            files["curves"] = render_curves_png(self.curves, f"{self.method} · {self.stem}", labels=names)
+        return files
+
+    def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
+        """Write the PNG, the JSON (and with ``save_map`` the NPY) atomically; returns the paths, JSON last."""
+        return write_files(out_dir, self.output_paths(out_dir, stem), self.files())
 
     def to_json(self) -> dict[str, Any]:
         seg = self.segmentation
@@ -264,6 +261,21 @@ def _number(value: float) -> float | None:
     """JSON has no NaN: a quantity a method does not define is null."""
     value = float(value)
     return value if np.isfinite(value) else None
+
+
+def write_files(out_dir: str | Path, paths: dict[str, Path], files: dict[str, bytes]) -> list[Path]:
+    """Write ``files`` (kind -> bytes) to ``paths`` (kind -> path) atomically, the JSON last; returns png, json, others."""
+    from explain_cli.fileio import atomic_write_bytes, sweep_stale_temps
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(Path(out_dir))  # temp files a killed run left behind
+    others = [kind for kind in ("npy", "curves") if kind in paths]
+    for kind in others:
+        atomic_write_bytes(paths[kind], files[kind])
+    atomic_write_bytes(paths["png"], files["png"])
+    # JSON last: its presence marks a complete set of outputs.
+    atomic_write_bytes(paths["json"], files["json"])
+    return [paths["png"], paths["json"], *(paths[kind] for kind in others)]
 
 
 def output_paths(out_dir: Path, stem: str, method: str, save_map: bool, curves: bool = False) -> dict[str, Path]:
