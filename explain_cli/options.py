@@ -129,7 +129,7 @@ def _general() -> list[Option]:
         Option("method", "str", "kernelshap", "Explanation method.", "Method", choices=tuple(ENGINES), short="-m"),
         Option("seed", "int", 0, "Seed for every random choice; same seed, same numbers.", "Method",
                minimum=0, maximum=2**63 - 1),
-        Option("baseline", "str", "zero", BASELINE_HELP, "Method", metavar="zero|mean|blur|value:R,G,B"),
+        Option("baseline", "str", "blur", BASELINE_HELP, "Method", metavar="zero|mean|blur|value:R,G,B"),
         Option("target", "list", ["auto"], "auto, a class index or a label (repeatable); in Python also a callable "
                "mapping the model's output batch to one score per row.", "Targets", short="-t", metavar="TARGET"),
         Option("top_k", "int", 1, "With target auto: explain the K top classes (same evaluations as one).", "Targets",

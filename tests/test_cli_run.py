@@ -28,7 +28,7 @@ def numbers(doc: dict) -> list:
 def test_linear_model_known_answer_through_cli(cli, linear_script, tensor_input, tmp_path):
     path, x = tensor_input
     out = tmp_path / "out"
-    result = cli("run", "--method", "lime", linear_script, path, "--out", out, "--output", "logits", "--alpha", "1e-9",
+    result = cli("run", "--method", "lime", linear_script, path, "--out", out, "--output", "logits", "--alpha", "1e-9", "--baseline", "zero",
                  "--segments", "grid", "--n-segments", "9", "--target", "0", "--target", "2", "--samples", "200")
     assert result.exit_code == 0, result.stderr
     doc = json.loads((out / "x.lime.json").read_text())
