@@ -377,7 +377,8 @@ class Explainer:
                 labels, targets = [getattr(head, "__name__", "target")] * all_outputs.shape[1], list(range(all_outputs.shape[1]))
             else:
                 labels, source = load_labels(cfg.labels, self.model.labels)
-                targets = resolve_targets(cfg.target, cfg.top_k, all_outputs.mean(axis=0), labels, source)
+                targets = resolve_targets(cfg.target, cfg.top_k, all_outputs.mean(axis=0), labels, source,
+                                          model_source=self.model.source)
                 evaluator.select_targets(targets)
             chosen = all_outputs[:, targets]
             kind = items[0].kind
