@@ -364,6 +364,12 @@ class Explainer:
         engine = cfg.engine
         started = time.perf_counter()
         first = prepare(self.model, items[0], cfg, cache=self._cache)
+        seg = first.segmentation
+        if engine.name == "kernelshap" and seg.n_segments < 2:  # before any evaluation, with the knob that helps
+            params = ", ".join(f"{k}={v}" for k, v in seg.params.items() if v is not None)
+            raise ExplainError(f"{seg.algorithm} segmentation ({params}) gave {seg.n_segments} segment of "
+                               f"{items[0].path.name}; kernelshap needs at least 2: {few_segments_advice(seg.algorithm)} "
+                               "(see `explain segment`)")
         xs = [first.prepared.x]
         for item in items[1:]:
             other = prepare(self.model, item, cfg, with_segments=False, cache=self._cache)
