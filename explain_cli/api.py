@@ -538,7 +538,7 @@ def _fit_warnings(method: str, attribution: Any, n_segments: int) -> list[str]:
         for k, r2 in enumerate(np.atleast_1d(attribution.r2)):
             if np.isfinite(r2) and r2 < 0:
                 out.append(f"target {k}: Kernel SHAP fit r2 = {r2:.3g} < 0: the additive model through f(baseline) "
-                           "and f(x) fits the sampled coalitions worse than their mean (see r2_definition in the "
+                           "and f(x) fits the sampled coalitions worse than their mean (see extra.r2_definition in the "
                            "JSON); raise --samples, or the model's interactions dominate (try --method partition)")
     return out
 

@@ -28,7 +28,7 @@ TOP_NUMBERED = 5  # segments outlined and numbered on the heatmap
 #: Targets drawn in the PNG (the first, i.e. the top-ranked with target auto); the JSON keeps every one.
 #: Drawing costs ~0.1 s a panel, so --top-k 1000 would spend minutes on a picture nobody can read.
 MAX_PANELS = 16
-#: What ``targets[].r2`` measures, per method (the JSON's ``r2_definition``).
+#: What ``targets[].r2`` measures, per method (the JSON's ``extra.r2_definition``).
 R2_DEFINITIONS = {
     "lime": "kernel-weighted R² of the LIME surrogate (free intercept) over its samples; in [0, 1] when the "
             "samples outnumber the segments, and meaningless (≈ 1 by construction) when they do not",
@@ -246,6 +246,9 @@ class Explanation:
         import torch
         import torchvision
 
+        extra = dict(a.extra)
+        if self.method in R2_DEFINITIONS and a.r2 is not None:
+            extra["r2_definition"] = R2_DEFINITIONS[self.method]  # what targets[].r2 means for this method
         return {
             "schema_version": SCHEMA_VERSION,
             "tool_version": __version__,
@@ -262,9 +265,7 @@ class Explanation:
             "preprocessing": {**self.preprocess, "geometry": self.geometry.to_dict()},
             "segmentation": seg.to_dict(),
             "targets": targets,
-            **({"r2_definition": R2_DEFINITIONS[self.method]}
-               if self.method in R2_DEFINITIONS and a.r2 is not None else {}),
-            **({"extra": a.extra} if a.extra else {}),
+            **({"extra": extra} if extra else {}),
             **({"evaluation": self.evaluation} if self.evaluation else {}),
             "warnings": self.warnings,
             "timing": {k: round(v, 6) for k, v in self.timing.items()},
