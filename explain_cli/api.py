@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     import torch
 
 SMALL_SEGMENT_COUNT = 8
+#: A run whose model evaluations are estimated to take longer than this (seconds) is announced.
+LONG_RUN_S = 60.0
 #: Options that change only the pictures and files, kept with each Explanation for `save` and `render`.
 RENDER_OPTIONS = ("boundaries", "save_map", "style", "opacity", "cmap", "scale")
 _PLAIN_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
@@ -302,13 +304,25 @@ class Explainer:
     Options given here are defaults for every call; options given to :meth:`explain` override them.
     """
 
-    def __init__(self, model: Any, *, progress: Any = None, **options: Any) -> None:
+    def __init__(self, model: Any, *, progress: Any = None, on_warning: Callable[[str], Any] | None = None,
+                 **options: Any) -> None:
+        """``on_warning(message)``, if given, hears each warning the moment it is known (random
+        weights, a run estimated to be long, before the engine starts); every warning also ends
+        up in the Explanation's ``warnings`` (and the JSON) as before.
+        """
         self.options = options
         cfg = settings(options)
+        self.on_warning = on_warning
         self.model = as_model(model, weights=cfg.weights, device=cfg.device, seed=cfg.seed)
+        for note in self.model.notes:
+            self._emit(note)
         self.progress = progress
         self._cache: OrderedDict = OrderedDict()
         self._runtimes: dict[tuple, LoadedModel] = {}  # (runtime, input shape) -> the model running it
+
+    def _emit(self, message: str) -> None:
+        if self.on_warning is not None:
+            self.on_warning(message)
 
     def _runtime(self, cfg: Settings, x: "torch.Tensor") -> LoadedModel:
         """The model on the runtime asked for, chosen once per input shape (an export is per shape)."""
@@ -350,6 +364,12 @@ class Explainer:
         engine = cfg.engine
         started = time.perf_counter()
         first = prepare(self.model, items[0], cfg, cache=self._cache)
+        seg = first.segmentation
+        if engine.name == "kernelshap" and seg.n_segments < 2:  # before any evaluation, with the knob that helps
+            params = ", ".join(f"{k}={v}" for k, v in seg.params.items() if v is not None)
+            raise ExplainError(f"{seg.algorithm} segmentation ({params}) gave {seg.n_segments} segment of "
+                               f"{items[0].path.name}; kernelshap needs at least 2: {few_segments_advice(seg.algorithm)} "
+                               "(see `explain segment`)")
         xs = [first.prepared.x]
         for item in items[1:]:
             other = prepare(self.model, item, cfg, with_segments=False, cache=self._cache)
@@ -369,16 +389,24 @@ class Explainer:
         head = cfg.target[0] if callable_target else None
         evaluator = Evaluator(model.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
                               output=cfg.output, precision=cfg.precision, progress=progress, head=head)
+        chosen_targets: list[int] = []
         with _eval_mode(self.model.module if self.model.kind == "module" else None):
             evaluator.progress = NullProgress()  # f(x) comes before the engine starts the bar (it counts it)
             all_outputs = np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
-            evaluator.progress = progress
+            for note in evaluator.warnings:
+                self._emit(note)
+            early: list[str] = []  # warnings known before the engine's first evaluation
+            seconds_per_eval = evaluator.forward_s / max(1, evaluator.evaluations)
+            evaluator.progress = _OnStart(progress, lambda total: self._announce_long_run(
+                total, seconds_per_eval, cfg, len(chosen_targets), early, lambda: _probe_cost(model.module, x[0], evaluator)))
             if callable_target:
                 labels, targets = [getattr(head, "__name__", "target")] * all_outputs.shape[1], list(range(all_outputs.shape[1]))
             else:
                 labels, source = load_labels(cfg.labels, self.model.labels)
-                targets = resolve_targets(cfg.target, cfg.top_k, all_outputs.mean(axis=0), labels, source)
+                targets = resolve_targets(cfg.target, cfg.top_k, all_outputs.mean(axis=0), labels, source,
+                                          model_source=self.model.source)
                 evaluator.select_targets(targets)
+            chosen_targets[:] = targets
             chosen = all_outputs[:, targets]
             kind = items[0].kind
             problem = Problem(
@@ -394,7 +422,12 @@ class Explainer:
             evaluation, curves = self._evaluate(problem, attribution, first, cfg)  # counts its own evaluations
         progress.stop()
         seg = first.segmentation
-        warnings = list(model.notes) + evaluator.warnings + list(attribution.warnings)
+        warnings = list(model.notes) + evaluator.warnings + early + list(attribution.warnings)
+        warnings += _fit_warnings(engine.name, attribution, seg.n_segments)
+        from explain_cli.result import MAX_PANELS
+
+        if len(targets) > MAX_PANELS:
+            warnings.append(f"the PNG draws the first {MAX_PANELS} of the {len(targets)} targets; the JSON has them all")
         if seg.n_segments < SMALL_SEGMENT_COUNT and engine.name != "rise":
             warnings.append(f"only {seg.n_segments} superpixels; the map will be coarse: "
                             f"{few_segments_advice(seg.algorithm)} (see `explain segment`)")
@@ -429,6 +462,31 @@ class Explainer:
             curves=curves,
         )
 
+    def _announce_long_run(self, total: int, seconds_per_eval: float, cfg: Settings, n_targets: int,
+                           early: list[str], probe: Callable[[], float]) -> None:
+        """Warn, before the engine's first evaluation, when its evaluations will take long.
+
+        The cost per evaluation is f(x)'s. A first call also pays the model's warm-up, so when
+        that says "long", a small uncounted batch (``probe``) measures the warm cost per image;
+        it is still an upper bound (full batches are cheaper per image). The evaluation options
+        multiply the count.
+        """
+        runs = 1 + (max(0, cfg.stability - 1) if cfg.stability >= 2 else 0) + (1 if cfg.sanity else 0)
+        evaluations = total * runs
+        if cfg.evaluate and not cfg.engine.batch:
+            evaluations += 4 * (int(np.ceil(1.0 / cfg.eval_step)) + 1) * max(1, n_targets)
+        if evaluations * seconds_per_eval <= LONG_RUN_S:
+            return
+        seconds_per_eval = min(seconds_per_eval, probe())
+        estimate = evaluations * seconds_per_eval
+        if estimate <= LONG_RUN_S:
+            return
+        message = (f"this run will take long: {evaluations:,} model evaluations at up to {seconds_per_eval * 1e3:.3g} ms "
+                   f"each, up to about {_duration(estimate)}; lower --samples/--masks/--repeats, "
+                   "--n-segments or --size, or use a GPU (--device cuda)")
+        early.append(message)
+        self._emit(message)
+
     def _evaluate(self, problem: Any, attribution: Any, first: PreparedInput, cfg: Settings) -> tuple[dict, list]:
         """The evaluation block (faithfulness metrics) the options ask for: more batches on the same core."""
         if not (cfg.evaluate or cfg.mask or cfg.stability >= 2 or cfg.sanity) or cfg.engine.batch:
@@ -456,6 +514,66 @@ class Explainer:
             return cfg.engine.run(again, cfg.params, torch.Generator().manual_seed(seed)).scores
 
         return evaluate(problem, attribution.scores, maps, pixel_maps, cfg, rerun)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _fit_warnings(method: str, attribution: Any, n_segments: int) -> list[str]:
+    """Kernel SHAP facts its engine does not say: a budget that cannot determine the scores, r2 < 0."""
+    if method != "kernelshap":
+        return []
+    out = []
+    coalitions = int(attribution.extra.get("coalitions", 0))
+    if not attribution.extra.get("exact") and coalitions <= n_segments - 1:
+        out.append(f"{coalitions + 2} Kernel SHAP evaluations for {n_segments} segments cannot determine the "
+                   f"{n_segments - 1} free Shapley values: the fit has no residual left, so stderr 0 and r2 1 "
+                   f"are artefacts, not certainty; use --samples well above {n_segments + 1} (10× is typical) "
+                   "or fewer segments (--n-segments)")
+    elif attribution.r2 is not None:
+        for k, r2 in enumerate(np.atleast_1d(attribution.r2)):
+            if np.isfinite(r2) and r2 < 0:
+                out.append(f"target {k}: Kernel SHAP fit r2 = {r2:.3g} < 0: the additive model through f(baseline) "
+                           "and f(x) fits the sampled coalitions worse than their mean (see extra.r2_definition in the "
+                           "JSON); raise --samples, or the model's interactions dominate (try --method partition)")
+    return out
+
+
+PROBE_BATCH = 4
+
+
+def _probe_cost(module: Any, x: "torch.Tensor", evaluator: Any) -> float:
+    """Seconds per image of the model on a small batch of copies of ``x`` (not counted, not kept)."""
+    import torch
+
+    batch = x.unsqueeze(0).repeat(PROBE_BATCH, *([1] * x.dim()))  # its own memory: the model may write into it
+    start = time.perf_counter()
+    with torch.inference_mode(), evaluator._autocast():
+        module(batch)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return (time.perf_counter() - start) / PROBE_BATCH
+
+
+class _OnStart:
+    """A progress that calls ``hook(total)`` at the engine's first ``start``, before any of its evaluations."""
+
+    def __init__(self, inner: Any, hook: Callable[[int], Any]) -> None:
+        self.inner, self.hook, self.fired = inner, hook, False
+
+    def start(self, total: int, description: str) -> None:
+        if not self.fired:
+            self.fired = True
+            self.hook(int(total))
+        self.inner.start(total, description)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def _all_loaded(inputs: Any) -> bool:
@@ -495,6 +613,7 @@ def explain(
     batch_size: int | str | None = None,
     preprocess: str | None = None,
     progress: "bool | Callable[[int, int, str], Any] | Progress | None" = None,
+    on_warning: Callable[[str], Any] | None = None,
     **options: Any,
 ) -> list["Explanation"]:
     """Explain what ``model`` looks at in each input.
@@ -514,6 +633,9 @@ def explain(
         one score per row (no softmax applied), to explain any scalar of any model.
     progress
         True for a line on stderr, a callable ``fn(done, total, description)``, or None.
+    on_warning
+        A callable ``fn(message)`` told each warning as soon as it is known (random weights, a
+        long run, before the engine starts); the warnings are in each Explanation either way.
     **options
         Every other option (``kernel_width``, ``masks``, ``output``, ...); see ``explain info``.
 
@@ -537,4 +659,4 @@ def explain(
         given["target"] = [target]
     elif target is not None and not isinstance(target, (list, tuple)):
         given["target"] = [target]
-    return Explainer(model, progress=progress, **given).explain(inputs)
+    return Explainer(model, progress=progress, on_warning=on_warning, **given).explain(inputs)

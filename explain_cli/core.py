@@ -219,14 +219,28 @@ class Evaluator:
             start = stop
 
 
+_RAISED = None
+
+
 def _first_line(text: str) -> str:
-    """The line of an exception message that says what went wrong (TorchScript puts it last)."""
+    """An exception's own message on one line.
+
+    TorchScript wraps it in two tracebacks and ends with ``builtins.RuntimeError: message`` (the
+    message may span lines); eager messages are joined line by line.
+    """
+    import re
+
+    global _RAISED
+    if _RAISED is None:
+        _RAISED = re.compile(r"^(?:builtins\.)?[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b[^:]*: ")
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return ""
     if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
-        return lines[-1]
-    return lines[0]
+        starts = [i for i, line in enumerate(lines) if _RAISED.match(line)]
+        lines = lines[starts[-1]:] if starts else lines[-1:]
+        lines[0] = lines[0].removeprefix("builtins.")
+    return " ".join(lines)
 
 
 def _guarded(what: str, fn: Callable, arg: object) -> object:
@@ -240,8 +254,9 @@ def _guarded(what: str, fn: Callable, arg: object) -> object:
             raise
         first = _first_line(str(exc))
         shape = list(arg.shape) if hasattr(arg, "shape") else type(arg).__name__
-        raise ExplainError(f"the {what} failed on a batch of shape {shape}: {type(exc).__name__}"
-                           f"{': ' + first[:300] if first else ''}") from None
+        said = first[:300] if first and _RAISED.match(first) else (
+            type(exc).__name__ + (": " + first[:300] if first else ""))  # TorchScript's line names the real type
+        raise ExplainError(f"the {what} failed on a batch of shape {shape}: {said}") from None
 
 
 @dataclass

@@ -25,6 +25,19 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 TOP_NUMBERED = 5  # segments outlined and numbered on the heatmap
+#: Targets drawn in the PNG (the first, i.e. the top-ranked with target auto); the JSON keeps every one.
+#: Drawing costs ~0.1 s a panel, so --top-k 1000 would spend minutes on a picture nobody can read.
+MAX_PANELS = 16
+#: What ``targets[].r2`` measures, per method (the JSON's ``extra.r2_definition``).
+R2_DEFINITIONS = {
+    "lime": "kernel-weighted R² of the LIME surrogate (free intercept) over its samples; in [0, 1] when the "
+            "samples outnumber the segments, and meaningless (≈ 1 by construction) when they do not",
+    "kernelshap": "Shapley-kernel-weighted R² of the additive model φ0 + Σ φ_i z_i over the evaluated coalitions, "
+                  "constrained to pass through f(baseline) and f(x), so it has no free intercept: 1 is a perfect "
+                  "additive fit, 0 no better than the coalitions' weighted mean, and below 0 worse than that mean "
+                  "(interactions dominate, or too few samples); it is undefined (reported as 1) when the "
+                  "coalitions do not outnumber the segments",
+}
 
 
 @dataclass
@@ -144,8 +157,10 @@ class Explanation:
         show_edges = opts.get("boundaries", True) and self.attribution.pixel_maps is None
         labels_full = map_to_original(self.segmentation.labels[None], self.geometry, nearest=True)[0] if show_edges else None
         captions = []
-        for k, index in enumerate(self.targets):
-            name = self.labels[k] if self.labels[k] is not None else f"class {index}"
+        drawn = min(len(self.targets), MAX_PANELS)
+        full = full[:drawn]
+        for k, index in enumerate(self.targets[:drawn]):
+            name = _printable(self.labels[k]) if self.labels[k] is not None else f"class {index}"
             space = {"probs": "prob", "logits": "logit"}.get(self.output_space, "score")
             if self.inputs is not None:
                 space = f"mean {space}"
@@ -154,9 +169,11 @@ class Explanation:
         if self.inputs is not None:
             name = f"{len(self.inputs)} inputs (global importance, drawn on {name})"
         title = f"{self.method} · {name} · {self.segmentation.n_segments} segments · {self.evaluations} evals"
+        if drawn < len(self.targets):
+            title += f" · first {drawn} of {len(self.targets)} targets"
         display = self.display if self.display is not None else np.full((*self.geometry.original, 3), 128, np.uint8)
         # the top segments are numbered as the JSON ranks them (largest score first)
-        top = [[g for g, _ in self._top_row(TOP_NUMBERED, k)] for k in range(len(self.targets))] if show_edges else None
+        top = [[g for g, _ in self._top_row(TOP_NUMBERED, k)] for k in range(drawn)] if show_edges else None
         return render_png(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
                           style=opts.get("style", "overlay"), alpha=opts.get("opacity", 0.7), cmap=opts.get("cmap"),
                           scale=opts.get("scale", "figure"), top_segments=top)
@@ -227,6 +244,9 @@ class Explanation:
         import torch
         import torchvision
 
+        extra = dict(a.extra)
+        if self.method in R2_DEFINITIONS and a.r2 is not None:
+            extra["r2_definition"] = R2_DEFINITIONS[self.method]  # what targets[].r2 means for this method
         return {
             "schema_version": SCHEMA_VERSION,
             "tool_version": __version__,
@@ -244,7 +264,7 @@ class Explanation:
             "preprocessing": {**self.preprocess, "geometry": self.geometry.to_dict()},
             "segmentation": seg.to_dict(),
             "targets": targets,
-            **({"extra": a.extra} if a.extra else {}),
+            **({"extra": extra} if extra else {}),
             **({"evaluation": self.evaluation} if self.evaluation else {}),
             "warnings": self.warnings,
             "timing": {k: round(v, 6) for k, v in self.timing.items()},

@@ -38,15 +38,22 @@ def load_labels(spec: str | None, model_labels: list[str] | None) -> tuple[list[
 
 
 def resolve_targets(requested: Sequence[Any], top_k: int, outputs: np.ndarray, labels: list[str] | None,
-                    labels_source: str = "labels") -> list[int]:
+                    labels_source: str = "labels", model_source: str | None = None) -> list[int]:
     """Target indices from ``auto``/indices/labels; ``auto`` means the top-k classes of f(x).
 
-    ``outputs`` is the (n_outputs,) score vector the choice is made on.
+    ``outputs`` is the (n_outputs,) score vector the choice is made on. ``labels_source`` says
+    where ``labels`` came from: ``"labels"`` (the option) or ``"model"`` (the model's own, named
+    ``model_source``), so a mismatch blames the right one.
     """
     n = outputs.shape[0]
     if labels is not None and len(labels) != n:
-        fix = "fix the labels option" if labels_source == "labels" else "the model file's embedded labels are wrong; pass labels FILE"
-        raise OptionError("labels", f"gives {len(labels)} names but the model has {n} outputs; {fix}")
+        if labels_source == "labels":
+            raise OptionError("labels", f"gives {len(labels)} names but the model has {n} outputs; fix the labels option")
+        from explain_cli.models.base import METADATA_FILE
+
+        where = f"model {model_source}: {METADATA_FILE}: labels" if model_source else "the model's own labels"
+        raise ExplainError(f"{where}: {len(labels)} names but the model has {n} outputs; re-export the model "
+                           "with one name per output, or override them with labels FILE")
     requested = [str(t).strip() for t in requested] or ["auto"]
     if requested == ["auto"]:
         if top_k > n:

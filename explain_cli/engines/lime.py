@@ -68,6 +68,14 @@ def run(problem: "Problem", params: LimeParams, generator: "torch.Generator") ->
     w = kernel_weights(zn, distance=params.distance, width=params.kernel_width)
     fit = fit_linear(zn, y.numpy(), w, method=params.surrogate, alpha=params.alpha)
     warnings = []
+    if params.samples <= m + 1:
+        # M coefficients + an intercept from `samples` rows: no residual degree of freedom, so the
+        # surrogate interpolates whatever it is given and r2 is ~1 by construction, not by fit.
+        warnings.append(
+            f"{params.samples} LIME samples for {m} segments cannot determine the {m + 1} surrogate coefficients: "
+            f"the scores are mostly the penalty's choice and r2 ≈ 1 means nothing; use --samples well above {m + 1} "
+            f"(10× is typical) or fewer segments (--n-segments)"
+        )
     scale = np.abs(y.numpy()).max(axis=0) + 1e-12
     for k in range(fit.coef.shape[0]):
         if np.all(np.abs(fit.coef[k]) < 1e-8 * scale[k]):

@@ -104,7 +104,7 @@ def select_runtime(
             raise OptionError("runtime", f"{runtime} needs a torch model; an ONNX model runs on onnxruntime (use auto)")
         return model
     with torch.inference_mode():
-        reference = _as_tensor(model.module(probe))
+        reference = _as_tensor(model.module(probe.clone()))  # a copy: a model may write into its input
     if runtime == "eager":
         return dataclasses.replace(model, runtime="eager")
     if runtime == "compile":
@@ -161,7 +161,7 @@ def _mismatch(fn: Callable, probe: "torch.Tensor", reference: "torch.Tensor") ->
     import torch
 
     with torch.inference_mode():
-        out = _as_tensor(fn(probe)).to(reference.device)
+        out = _as_tensor(fn(probe.clone())).to(reference.device)  # a copy: the probe serves every candidate
     if out.shape != reference.shape:
         return f"output shape {list(out.shape)} differs from eager {list(reference.shape)}"
     diff = float((out - reference).abs().max())
@@ -186,11 +186,12 @@ def _time_interleaved(candidates: dict[str, Callable], probe: "torch.Tensor", ro
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     with torch.inference_mode():
         for fn in candidates.values():
-            fn(probe)  # warm-up: allocations, kernel selection, lazy initialisation
+            fn(probe.clone())  # warm-up: allocations, kernel selection, lazy initialisation
         for _ in range(rounds):
             for name, fn in candidates.items():
+                batch = probe.clone()  # a model may write into its input; each call gets its own
                 start = time.perf_counter()
-                fn(probe)
+                fn(batch)
                 if probe.device.type == "cuda":
                     torch.cuda.synchronize(probe.device)
                 samples[name].append(time.perf_counter() - start)
