@@ -513,7 +513,7 @@ class Explainer:
             again = dataclasses.replace(problem, evaluator=other, reference=reference)
             return cfg.engine.run(again, cfg.params, torch.Generator().manual_seed(seed)).scores
 
-        return evaluate(problem, attribution.scores, maps, pixel_maps, cfg, rerun)
+        return evaluate(problem, attribution.scores, maps, pixel_maps, cfg, rerun, eager_module=self.model.module)
 
 
 def _duration(seconds: float) -> str:

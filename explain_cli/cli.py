@@ -237,7 +237,14 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     names = [cfg.name or "batch"] if engine.batch else list(stems)
     check_output_dir(out_dir, [f"{n}.{engine.name}.{ext}" for n in names for ext in ("png", "json", "npy")])
     values = {k: v for layer in layers for k, v in layer.items()}
-    explainer = Explainer(source, progress=make_progress(quiet=quiet), **values)
+    told: set[str] = set()
+
+    def tell(message: str) -> None:  # warnings known before the work (random weights, a long run) print at once
+        if not quiet and message not in told:
+            told.add(message)
+            _warn(message)
+
+    explainer = Explainer(source, progress=make_progress(quiet=quiet), on_warning=tell, **values)
     loaded = as_inputs(paths, channels=explainer.model.in_channels or 3, max_pixels=cfg.max_pixels)
     groups = [loaded] if engine.batch else [[item] for item in loaded]
     for group in groups:
@@ -245,7 +252,8 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
         files = expl.save(out_dir)
         if not quiet:
             for message in expl.warnings:
-                _warn(f"{Path(expl.input['path']).name}: {message}")
+                if message not in told:
+                    _warn(f"{Path(expl.input['path']).name}: {message}")
         for path in files:
             typer.echo(str(path))
     return out_dir

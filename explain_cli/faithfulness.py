@@ -49,7 +49,8 @@ def load_mask(path: str) -> np.ndarray:
 
 
 def evaluate(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_maps: np.ndarray, cfg: Any,
-             rerun: Callable[[int, "torch.nn.Module | None"], np.ndarray]) -> tuple[dict[str, Any], list["Curve"]]:
+             rerun: Callable[[int, "torch.nn.Module | None"], np.ndarray], *,
+             eager_module: Any = None) -> tuple[dict[str, Any], list["Curve"]]:
     """The evaluation block for one explanation, and its curves (for the curves PNG).
 
     Parameters
@@ -100,7 +101,8 @@ def evaluate(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_map
                                            for k in range(scores.shape[0])]
         block["stability_seeds"] = cfg.stability
     if cfg.sanity:
-        randomized = ev.randomized_copy(problem.evaluator.model, seed=cfg.seed)
+        # the eager module: a runtime's compiled or exported copy (onnxruntime) cannot be re-initialised
+        randomized = ev.randomized_copy(eager_module if eager_module is not None else problem.evaluator.model, seed=cfg.seed)
         other = rerun(cfg.seed, randomized)
         corr = [float(ev.rank_correlation(scores[k], other[k])) for k in range(scores.shape[0])]
         block["sanity_rank_correlation"] = corr
