@@ -36,6 +36,7 @@ import numpy as np
 
 from explain_cli.engines.base import Attribution, Engine
 from explain_cli.params import param
+from explain_cli.engines.adjacency import OddAdjacencyFeatures
 from explain_cli.engines.interactions import OddInteractionKernel
 from explain_cli.errors import OptionError
 from explain_cli.surrogate import weighted_r2
@@ -311,7 +312,8 @@ def additive_fit(design: Design, y: np.ndarray, delta: np.ndarray) -> Fit:
 
 def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *,
                  orders: tuple[tuple[int, float], ...], ridge: float, representers: int,
-                 generator: "torch.Generator") -> Fit:
+                 generator: "torch.Generator", adjacency: OddAdjacencyFeatures | None = None,
+                 adjacency_weight: float = 1.0, kernel: object | None = None) -> Fit:
     """Kernel SHAP with a regression adjustment by odd interactions, on a design closed under complement.
 
     The Shapley value depends only on the game's odd part (v(S) − v(N∖S))/2, so each coalition
@@ -335,7 +337,7 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
     x, shapley, constraint = u, 2.0 * np.eye(m), np.ones(m)
     penalty = np.zeros(m)
     if orders:
-        kernel = OddInteractionKernel(m, orders)
+        kernel = OddInteractionKernel(m, orders) if kernel is None else kernel
         keep = np.arange(len(u))
         if len(u) > representers:
             keep = np.sort(torch.randperm(len(u), generator=generator)[:representers].numpy())
@@ -347,6 +349,11 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
         shapley = np.concatenate([shapley, kernel.shapley(centres).T @ basis], axis=1)
         constraint = np.concatenate([constraint, k_centres[0] @ basis])  # centres[0] is the grand coalition
         penalty = np.concatenate([penalty, np.full(basis.shape[1], ridge * design.weight.sum())])
+    if adjacency is not None and adjacency.size:
+        x = np.concatenate([x, adjacency(u)], axis=1)
+        shapley = np.concatenate([shapley, adjacency.shapley], axis=1)
+        constraint = np.concatenate([constraint, np.ones(adjacency.size)])  # u^T = 1 at the grand coalition
+        penalty = np.concatenate([penalty, np.full(adjacency.size, ridge * design.weight.sum() / adjacency_weight)])
     return constrained_fit(x, y_odd, weight, constraint=constraint, target=delta / 2.0, shapley=shapley,
                            penalty=penalty, strata=strata, population=_stratum_sizes(m, paired=True))
 
