@@ -145,40 +145,41 @@ def exact_shapley_table(table: np.ndarray, m: int) -> np.ndarray:
 def permutation_reference(game: Game, n_pairs: int, seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
     """Antithetic permutation sampling: ``n_pairs`` permutations and their reverses.
 
-    Returns (φ, standard error of φ), the error from the spread of the pair means. Cached per
-    game and number of pairs; every evaluation also lands in the game's memo.
+    Returns (φ, standard error of φ), the error from the spread of the pair means. The pair
+    means are cached per game and grow on demand (a larger ``n_pairs`` adds pairs drawn with a
+    new seed to the stored ones).
     """
-    path = CACHE / f"{game.key}-perm{n_pairs}-s{seed}.npz"
-    if path.exists():
-        data = np.load(path)
-        return data["phi"], data["stderr"]
+    path = CACHE / f"{game.key}-perm.npz"
+    stored = np.load(path)["pair_means"] if path.exists() else np.zeros((0, game.m))
+    while len(stored) < n_pairs:  # in blocks, saved as they come: an interrupted run keeps its work
+        extra = _permutation_pairs(game, min(n_pairs - len(stored), 100), seed + len(stored))
+        stored = np.concatenate([stored, extra])
+        CACHE.mkdir(exist_ok=True)
+        np.savez(path, pair_means=stored)
+        print(f"    reference {game.key}: {len(stored)}/{n_pairs} permutation pairs", flush=True)
+    pairs = stored[:n_pairs]
+    return pairs.mean(axis=0), pairs.std(axis=0, ddof=1) / np.sqrt(n_pairs)
+
+
+def _permutation_pairs(game: Game, n_pairs: int, seed: int) -> np.ndarray:
+    """(n_pairs, M): per antithetic pair, the mean marginal contributions along a permutation and its reverse."""
     m = game.m
     rng = np.random.default_rng(seed)
     pair_means = np.zeros((n_pairs, m))
-    start = time.perf_counter()
     chunk = max(1, 4096 // (2 * (m + 1)))
     for lo in range(0, n_pairs, chunk):
         hi = min(n_pairs, lo + chunk)
         perms = np.stack([rng.permutation(m) for _ in range(hi - lo)])
         perms = np.concatenate([perms, perms[:, ::-1]])  # antithetic: the reverse order
         rank = np.argsort(perms, axis=1)  # position of each player
-        # prefix k of each permutation: players with rank < k, k = 0..m
-        z = rank[:, None, :] < np.arange(m + 1)[None, :, None]  # (P, m+1, m)
-        inner = z[:, 1:m].reshape(-1, m)
-        v_inner = game.problem.segment_outputs(torch.from_numpy(inner).float()).numpy()[:, 0]
+        z = rank[:, None, :] < np.arange(m + 1)[None, :, None]  # (P, m+1, m): prefix k of each permutation
+        v_inner = game.problem.segment_outputs(torch.from_numpy(z[:, 1:m].reshape(-1, m)).float()).numpy()[:, 0]
         v = np.empty((len(perms), m + 1))
         v[:, 0] = game.values(np.zeros((1, m), bool))[0]
         v[:, m] = game.values(np.ones((1, m), bool))[0]
         v[:, 1:m] = v_inner.reshape(len(perms), m - 1)
-        gains = np.diff(v, axis=1)  # gains[p, k] = contribution of perms[p, k]
         contrib = np.zeros((len(perms), m))
-        np.put_along_axis(contrib, perms, gains, axis=1)
+        np.put_along_axis(contrib, perms, np.diff(v, axis=1), axis=1)
         half = hi - lo
         pair_means[lo:hi] = (contrib[:half] + contrib[half:]) / 2
-        if lo == 0 or (lo // chunk) % 20 == 0:
-            print(f"    permutations {hi}/{n_pairs} pairs, {time.perf_counter() - start:.0f}s", flush=True)
-    phi = pair_means.mean(axis=0)
-    stderr = pair_means.std(axis=0, ddof=1) / np.sqrt(n_pairs)
-    CACHE.mkdir(exist_ok=True)
-    np.savez(path, phi=phi, stderr=stderr, pair_means=pair_means)
-    return phi, stderr
+    return pair_means

@@ -22,6 +22,12 @@ Design
   interactions (:mod:`explain_cli.engines.interactions`); φ is read off that surrogate in
   closed form. Exact under full enumeration and for additive games, like plain Kernel SHAP,
   with less error per evaluation (benchmarks/shapley_accuracy.py).
+* The interactions' prior (``proxy``): ``image`` (default) weighs the monomial u^T by
+  Π_{i∈T} ρ_i, ρ_i from a pilot plain Kernel SHAP on the same evaluations (interactions among
+  players that matter alone are the large ones), and adds the connected triples of the
+  segments' adjacency graph as explicit features with a heavier prior
+  (:mod:`explain_cli.engines.adjacency`); ``generic`` treats all interactions of an order alike.
+  See docs/shapley.md for what each part buys.
 * Standard errors: the infinitesimal jackknife over the sampled units within each stratum, at
   leave-one-out residuals (the enumerated part has no sampling error); exact mode reports 0.
 """
@@ -59,7 +65,7 @@ REPRESENTERS = 1024
 # adjacent segments with ADJACENCY_WEIGHT times the prior weight of a generic triple.
 PROXIES = ("image", "generic")
 IMAGE_ORDER_WEIGHTS = {3: 1.0, 5: 0.05}
-IMAGE_RIDGE = 0.03
+IMAGE_RIDGE = 0.3
 ADJACENCY_WEIGHT = 10.0
 HEREDITY_FLOOR = 0.2
 
