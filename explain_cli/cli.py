@@ -128,6 +128,7 @@ def run(
     exact: Annotated[bool, typer.Option("--exact", help="kernelshap: enumerate all 2^M coalitions (exact Shapley values).")] = False,
     allocation: Annotated[Optional[str], typer.Option("--allocation", help="kernelshap: spread sampled coalitions over sizes equally (leverage scores) or by kernel mass. [default: leverage]")] = None,
     interactions: Annotated[Optional[int], typer.Option("--interactions", help="kernelshap: highest odd interaction order in the regression adjustment, 1 (plain Kernel SHAP), 3 or 5. [default: 5]")] = None,
+    proxy: Annotated[Optional[str], typer.Option("--proxy", help="kernelshap: interaction prior of the regression adjustment: image (adjacent segments and important ones interact) or generic. [default: image]")] = None,
     masks: Annotated[Optional[int], typer.Option("--masks", help="rise: number of random masks. [default: 4000]")] = None,
     grid: Annotated[Optional[int], typer.Option("--grid", help="rise: mask grid size s (s×s cells). [default: 7]")] = None,
     p1: Annotated[Optional[float], typer.Option("--p1", help="rise: probability a cell keeps the input. [default: 0.5]")] = None,
@@ -151,7 +152,7 @@ def run(
             size=size, mean=mean, std=std, output=output.value, batch_size=batch_size, device=device,
             precision=precision.value, kernel_width=kernel_width, distance=distance,
             surrogate=surrogate.value if surrogate else None, alpha=alpha, exact=exact or None,
-            allocation=allocation, interactions=interactions, masks=masks, grid=grid, p1=p1, repeats=repeats, name=name, save_map=save_map,
+            allocation=allocation, interactions=interactions, proxy=proxy, masks=masks, grid=grid, p1=p1, repeats=repeats, name=name, save_map=save_map,
             boundaries=boundaries, quiet=quiet,
         )
 

@@ -42,6 +42,7 @@ class RunConfig:
     exact: bool | None = None  # kernelshap: enumerate all 2^M coalitions
     allocation: str | None = None  # kernelshap: kernel | leverage
     interactions: int | None = None  # kernelshap: highest odd interaction order modelled (1, 3, 5)
+    proxy: str | None = None  # kernelshap: interaction prior of the regression adjustment (image | generic)
     masks: int | None = None  # rise: number of random masks
     grid: int | None = None  # rise: coarse mask grid size s
     p1: float | None = None  # rise: probability a grid cell keeps the input
