@@ -114,13 +114,14 @@ def available(module: str) -> bool:
 
 
 def accuracy_table(problems: list[str], seeds: int, image: Path, budgets: tuple[int, ...], ref_pairs: int,
-                   shapiq_python: str | None, variants: bool) -> None:
+                   shapiq_python: str | None, variants: bool, shapiq_methods: tuple[str, ...] = SHAPIQ,
+                   reuse: bool = True) -> None:
     methods: dict[str, object] = {"**explain_cli** (default)": lambda g, b, s: ours(g, b, s)}
     if variants:
         methods["explain_cli `--proxy generic`"] = lambda g, b, s: ours(g, b, s, proxy="generic")
         methods["explain_cli `--interactions 1`"] = lambda g, b, s: ours(g, b, s, interactions=1)
     if shapiq_python:
-        for name in SHAPIQ:
+        for name in shapiq_methods:
             methods[f"shapiq {name}"] = (lambda n: lambda g, b, s: (shapiq_shapley(shapiq_python, n, g.values, g.m, b, s)[0],
                                                                     None, None))(name)
     if available("shap"):
@@ -134,12 +135,19 @@ def accuracy_table(problems: list[str], seeds: int, image: Path, budgets: tuple[
                                                     f"{ref_pairs} antithetic permutation pairs, own error {ref_err:.4f}") + ")"
         errors: dict[str, list[float]] = {}
         zrms, cpu = [], []
+        saved_path = CACHE / f"{game.key}-estimates.npz"  # shapiq's runs are slow: keep every φ by method, budget, seed
+        saved = dict(np.load(saved_path)) if saved_path.exists() and reuse else {}
         for method, fn in methods.items():
             row = []
             for budget in budgets:
                 errs, zs, ts = [], [], []
                 for seed in range(seeds):
-                    phi, stderr, seconds = fn(game, budget, seed)
+                    tag = f"{method}|{budget}|{seed}"
+                    if tag in saved and not method.startswith("**"):
+                        phi, stderr, seconds = saved[tag], None, None
+                    else:
+                        phi, stderr, seconds = fn(game, budget, seed)
+                        saved[tag] = phi
                     errs.append(np.linalg.norm(phi - ref) / np.linalg.norm(ref))
                     if stderr is not None and method.startswith("**"):
                         zs.append((phi - ref) / np.sqrt(np.maximum(stderr ** 2 + ref_se ** 2, 1e-300)))
@@ -159,6 +167,7 @@ def accuracy_table(problems: list[str], seeds: int, image: Path, budgets: tuple[
         print("| | default stderr check: RMS (φ − φ*)/stderr | " + " | ".join(f"{z:.2f}" for z in zrms) + " |")
         print("| | default estimator CPU s per run (no forwards) | " + " | ".join(f"{c:.3f}" for c in cpu) + " |")
         game.save()
+        np.savez(saved_path, **saved)
     print("\ncommand: python " + " ".join(sys.argv))
 
 
@@ -186,13 +195,16 @@ def main() -> None:
     parser.add_argument("--ref-pairs", type=int, default=1000, help="antithetic permutation pairs of the M≈50 references")
     parser.add_argument("--shapiq-python", default=os.environ.get("SHAPIQ_PYTHON"),
                         help="a Python with shapiq 1.8 (e.g. from /work/shared/tools/shapiq-py311.sh)")
+    parser.add_argument("--shapiq-methods", default=",".join(SHAPIQ))
+    parser.add_argument("--rerun", action="store_true", help="rerun the peers instead of reusing their cached estimates")
     parser.add_argument("--no-variants", action="store_true", help="only the default among explain_cli's rows")
     parser.add_argument("--no-stability", action="store_true", help="skip the seed-stability table")
     args = parser.parse_args()
     image = Path(args.image) if Path(args.image).exists() else IMAGE.parent / args.image
     torch.manual_seed(0)
     accuracy_table(args.problems.split(","), args.seeds, image, tuple(int(b) for b in args.budgets.split(",")),
-                   args.ref_pairs, args.shapiq_python, not args.no_variants)
+                   args.ref_pairs, args.shapiq_python, not args.no_variants,
+                   tuple(args.shapiq_methods.split(",")), not args.rerun)
     if not args.no_stability:
         stability_table()
 
