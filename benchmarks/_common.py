@@ -21,13 +21,13 @@ SAMPLE_MODEL = str(ROOT / "sample_models" / "shapes_cnn.pt")
 
 
 def build_problem(source: str, *, output: str = "probs", size: str | None = None, n_segments: int = 50,
-                  batch_size: int = 64, image: Path = IMAGE):
-    """(model, problem) for an image: SLIC superpixels, zero baseline, the top class as target."""
+                  batch_size: int = 64, image: Path = IMAGE, algorithm: str = "slic"):
+    """(model, problem) for an image: superpixels (SLIC unless ``algorithm`` says otherwise), zero baseline, the top class as target."""
     model = load_model(source, device="cpu", seed=0)
     item = load_input(image)
     spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image", size=size)
     prepared = apply_preprocess(item.pixels, spec)
-    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=False), "slic", n_segments=n_segments)
+    seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=False), algorithm, n_segments=n_segments)
     ev = Evaluator(model.module, model.device, batch_size=batch_size, output=output)
     ref = ev(prepared.x[None])[0]
     target = int(ref.argmax())

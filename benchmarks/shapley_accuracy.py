@@ -1,24 +1,34 @@
-"""Kernel SHAP accuracy against exact Shapley values, per model evaluation.
+"""Kernel SHAP accuracy against reference Shapley values, per model evaluation.
 
-For each model, ~16 superpixels are made on a sample image; exact Shapley values come from
-enumerating all 2^M coalitions (cached in benchmarks/.cache). Then, at each budget, the mean
-relative L2 error ||φ − φ*|| / ||φ*|| over seeds is reported for explain_cli (the default
-and its variants) and, when the optional `bench` extra is installed (`pip install -e '.[bench]'`),
-for captum's KernelShap and shap's KernelExplainer (l1_reg=False) at the same evaluations. The
-last row checks the default's standard errors: the RMS of (φ − φ*)/stderr (1 = honest).
-A second table gives seed stability: the mean pairwise Jaccard index of the top-5 segments
-over 6 seeds at 1000 evaluations (~25 segments), for Kernel SHAP and LIME.
+Four image games (the first target's output as a function of the superpixels kept):
 
-    python benchmarks/shapley_accuracy.py                  # both models, 8 seeds
-    python benchmarks/shapley_accuracy.py --models sample --seeds 4
-    python benchmarks/shapley_accuracy.py --image cross_circle.png --no-stability
+* ``sample-grid16`` / ``resnet18-grid16``: a 4×4 grid (M = 16); the exact Shapley values come
+  from the full 2^16 value table (computed once, cached in benchmarks/.cache);
+* ``sample-slic50`` / ``resnet18-slic50``: SLIC with n_segments=50 (M = 44 / 43); the
+  reference is antithetic permutation sampling (``--ref-pairs`` permutation pairs, cached),
+  whose own relative error (from its spread) is printed next to the estimators'.
+
+Every estimator sees the same cached game, so repeated coalitions cost no forward pass. Rows:
+explain_cli's default and variants, shapiq 1.8's OddSHAP, RegressionMSR (XGBoost proxy),
+LeverageSHAP and KernelSHAP when a Python with shapiq is given (``--shapiq-python`` or
+$SHAPIQ_PYTHON; shapiq runs in that interpreter, fed coalition by coalition through a pipe,
+benchmarks/_shapiq_runner.py), and shap's KernelExplainer when the `bench` extra is installed.
+Printed: a markdown table of the mean relative L2 error ||φ − φ*|| / ||φ*|| over seeds at each
+budget, the ratio of the default to the best shapiq estimator, the default's stderr check
+(RMS of (φ − φ*)/stderr, 1 = honest; for permutation references the reference's own variance
+is added) and its CPU time per run without the model's forwards.
+
+    python benchmarks/shapley_accuracy.py --shapiq-python /work/wt/shapiq-venv/bin/python
+    python benchmarks/shapley_accuracy.py --problems sample-grid16 --seeds 2 --no-stability
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -27,10 +37,11 @@ import numpy as np
 import torch
 
 from _common import IMAGE, SAMPLE_MODEL, build_problem  # noqa: E402
+from _games import Game, exact_shapley_table, load_game, permutation_reference  # noqa: E402
+from _shapiq_client import shapiq_shapley  # noqa: E402
 
 from explain_cli.core import Problem  # noqa: E402
 from explain_cli.engines import build_params, get_engine  # noqa: E402
-from explain_cli.engines.kernelshap import additive_fit, plan  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 MODELS = {
@@ -40,67 +51,54 @@ MODELS = {
     # quick on a CPU. (A random mobilenet_v3_small outputs ~1e-10 logits: too degenerate to compare.)
     "resnet18": ("torchvision:resnet18", "logits", "112"),
 }
-BUDGETS = (256, 512, 1024, 2048)
+BUDGETS = (512, 2048)
+PROBLEMS = {
+    # name: (model, segmentation, n_segments, exact)
+    "sample-grid16": ("sample", "grid", 16, True),
+    "resnet18-grid16": ("resnet18", "grid", 16, True),
+    "sample-slic50": ("sample", "slic", 50, False),
+    "resnet18-slic50": ("resnet18", "slic", 50, False),
+}
+SHAPIQ = ("OddSHAP", "RegressionMSR", "LeverageSHAP", "KernelSHAP")
 
 
-def make_problem(name: str, n_segments: int, image: Path = IMAGE) -> Problem:
+def make_problem(name: str, n_segments: int, image: Path = IMAGE, algorithm: str = "slic") -> Problem:
     source, output, size = MODELS[name]
-    return build_problem(source, output=output, size=size, n_segments=n_segments, batch_size=128, image=image)[1]
+    return build_problem(source, output=output, size=size, n_segments=n_segments, batch_size=256, image=image,
+                         algorithm=algorithm)[1]
 
 
-def exact_shapley(name: str, problem: Problem, image: Path) -> np.ndarray:
-    m = problem.n_segments
-    path = CACHE / f"{name}-{MODELS[name][2] or 'own'}-M{m}-{image.stem}.npy"
-    if path.exists():
-        return np.load(path)
-    start = time.perf_counter()
-    design = plan(m, 2**m, allocation="kernel", exact=True, generator=torch.Generator())
-    f_b = problem.baseline_output().numpy()
-    v = problem.segment_outputs(torch.from_numpy(design.z).float()).numpy()
-    phi = additive_fit(design, v - f_b, problem.reference.numpy() - f_b).phi[0]
-    CACHE.mkdir(exist_ok=True)
-    np.save(path, phi)
-    print(f"  exact Shapley values for {name} (M={m}): {2**m} evaluations in {time.perf_counter() - start:.0f}s")
-    return phi
+def make_game(problem_name: str, image: Path, ref_pairs: int) -> tuple[Game, np.ndarray, np.ndarray]:
+    """(game, reference φ, reference stderr) of a benchmark problem."""
+    model, algorithm, n, exact = PROBLEMS[problem_name]
+    problem = make_problem(model, n, image, algorithm)
+    key = f"{problem_name}-{MODELS[model][2] or 'own'}-{image.stem}"
+    game = load_game(problem, key, full_table=exact)
+    if exact:
+        return game, exact_shapley_table(game.table, game.m), np.zeros(game.m)
+    phi, stderr = permutation_reference(game, ref_pairs)
+    game.save()
+    return game, phi, stderr
 
 
-def ours(problem: Problem, budget: int, seed: int, **options: object) -> tuple[np.ndarray, np.ndarray]:
-    """(φ, stderr) for the first target."""
+def ours(game: Game, budget: int, seed: int, **options: object) -> tuple[np.ndarray, np.ndarray, float]:
+    """(φ, stderr, CPU seconds of the estimator without forwards) for the first target."""
     engine = get_engine("kernelshap")
+    problem = game.as_problem()
+    forward_before = game.forward_s
+    start = time.process_time()
     result = engine.run(problem, build_params(engine, {"samples": budget, **options}),
                         torch.Generator().manual_seed(seed))
-    return result.scores[0], result.stderr[0]
+    cpu = time.process_time() - start - (game.forward_s - forward_before)
+    return result.scores[0], result.stderr[0], cpu
 
 
-def captum_kernelshap(problem: Problem, budget: int, seed: int) -> np.ndarray:
-    from captum.attr import KernelShap
-
-    target = int(problem.evaluator.targets[0])
-    space = problem.evaluator.output
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        out = problem.evaluator.model(x)
-        return torch.softmax(out, dim=1) if space == "probs" else out
-
-    torch.manual_seed(seed)
-    attr = KernelShap(forward).attribute(
-        problem.x[None], baselines=problem.baseline[None], target=target,
-        feature_mask=problem.segments[None, None], n_samples=budget, perturbations_per_eval=128,
-        return_input_shape=False,
-    )
-    return attr[0].detach().double().numpy()
-
-
-def shap_kernel(problem: Problem, budget: int, seed: int) -> np.ndarray:
+def shap_kernel(game: Game, budget: int, seed: int) -> np.ndarray:
     import shap
 
-    m = problem.n_segments
-
-    def f(z: np.ndarray) -> np.ndarray:
-        return problem.segment_outputs(torch.from_numpy(z).float()).numpy()[:, 0]
-
+    m = game.m
     np.random.seed(seed)
-    explainer = shap.KernelExplainer(f, np.zeros((1, m)), seed=seed) if "seed" in shap.KernelExplainer.__init__.__code__.co_varnames else shap.KernelExplainer(f, np.zeros((1, m)))
+    explainer = shap.KernelExplainer(lambda z: game.values(z > 0.5), np.zeros((1, m)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         values = explainer.shap_values(np.ones((1, m)), nsamples=budget - 2, l1_reg=False, silent=True)
@@ -115,41 +113,62 @@ def available(module: str) -> bool:
         return False
 
 
-def accuracy_table(names: list[str], seeds: int, image: Path, n_segments: int) -> None:
-    methods = {"explain_cli": lambda p, b, s: ours(p, b, s),
-               "  --allocation kernel": lambda p, b, s: ours(p, b, s, allocation="kernel"),
-               "  --interactions 3": lambda p, b, s: ours(p, b, s, interactions=3),
-               "  --interactions 1": lambda p, b, s: ours(p, b, s, interactions=1)}
-    if available("captum"):
-        methods["captum KernelShap"] = lambda p, b, s: (captum_kernelshap(p, b, s), None)
+def accuracy_table(problems: list[str], seeds: int, image: Path, budgets: tuple[int, ...], ref_pairs: int,
+                   shapiq_python: str | None, variants: bool, shapiq_methods: tuple[str, ...] = SHAPIQ,
+                   reuse: bool = True) -> None:
+    methods: dict[str, object] = {"**explain_cli** (default)": lambda g, b, s: ours(g, b, s)}
+    if variants:
+        methods["explain_cli `--proxy generic`"] = lambda g, b, s: ours(g, b, s, proxy="generic")
+        methods["explain_cli `--interactions 1`"] = lambda g, b, s: ours(g, b, s, interactions=1)
+    if shapiq_python:
+        for name in shapiq_methods:
+            methods[f"shapiq {name}"] = (lambda n: lambda g, b, s: (shapiq_shapley(shapiq_python, n, g.values, g.m, b, s)[0],
+                                                                    None, None))(name)
     if available("shap"):
-        methods["shap KernelExplainer"] = lambda p, b, s: (shap_kernel(p, b, s), None)
-    for name in names:
-        problem = make_problem(name, n_segments, image)
-        exact = exact_shapley(name, problem, image)
-        print(f"\n{name}, {image.name}: M = {problem.n_segments} segments, mean relative L2 error over {seeds} seeds")
-        print(f"{'method':22}" + "".join(f"{b:>10}" for b in BUDGETS))
+        methods["shap KernelExplainer"] = lambda g, b, s: (shap_kernel(g, b, s), None, None)
+    head = " | ".join(f"{b}" for b in budgets)
+    print(f"\n| problem | method | {head} |\n|---|---|" + "---:|" * len(budgets))
+    for problem_name in problems:
+        game, ref, ref_se = make_game(problem_name, image, ref_pairs)
+        ref_err = float(np.sqrt((ref_se ** 2).sum()) / np.linalg.norm(ref))
+        label = f"{problem_name} (M={game.m}, " + ("exact" if not ref_se.any() else
+                                                    f"{ref_pairs} antithetic permutation pairs, own error {ref_err:.4f}") + ")"
         errors: dict[str, list[float]] = {}
-        calibration = []  # RMS of (φ − φ*)/stderr for the default, per budget
+        zrms, cpu = [], []
+        saved_path = CACHE / f"{game.key}-estimates.npz"  # shapiq's runs are slow: keep every φ by method, budget, seed
+        saved = dict(np.load(saved_path)) if saved_path.exists() and reuse else {}
         for method, fn in methods.items():
             row = []
-            for budget in BUDGETS:
-                errs, zs = [], []
+            for budget in budgets:
+                errs, zs, ts = [], [], []
                 for seed in range(seeds):
-                    phi, stderr = fn(problem, budget, seed)
-                    errs.append(np.linalg.norm(phi - exact) / np.linalg.norm(exact))
-                    if method == "explain_cli":
-                        zs.append((phi - exact) / np.maximum(stderr, 1e-300))
+                    tag = f"{method}|{budget}|{seed}"
+                    if tag in saved and not method.startswith("**"):
+                        phi, stderr, seconds = saved[tag], None, None
+                    else:
+                        phi, stderr, seconds = fn(game, budget, seed)
+                        saved[tag] = phi
+                    errs.append(np.linalg.norm(phi - ref) / np.linalg.norm(ref))
+                    if stderr is not None and method.startswith("**"):
+                        zs.append((phi - ref) / np.sqrt(np.maximum(stderr ** 2 + ref_se ** 2, 1e-300)))
+                        ts.append(seconds)
                 row.append(float(np.mean(errs)))
                 if zs:
-                    calibration.append(float(np.sqrt(np.mean(np.concatenate(zs) ** 2))))
+                    zrms.append(float(np.sqrt(np.mean(np.concatenate(zs) ** 2))))
+                    cpu.append(float(np.mean(ts)))
             errors[method] = row
-            print(f"{method:22}" + "".join(f"{e:>10.4f}" for e in row), flush=True)
-        for peer in ("captum KernelShap", "shap KernelExplainer"):
-            if peer in errors:
-                ratios = [a / b for a, b in zip(errors["explain_cli"], errors[peer])]
-                print(f"{'ratio to ' + peer.split()[0]:22}" + "".join(f"{r:>10.3f}" for r in ratios))
-        print(f"{'stderr RMS z':22}" + "".join(f"{c:>10.2f}" for c in calibration) + "   (1 = honest)")
+            print(f"| {label} | {method} | " + " | ".join(f"{e:.4f}" for e in row) + " |", flush=True)
+            label = ""
+        peers = [m for m in errors if m.startswith("shapiq") and not m.endswith(("LeverageSHAP", "KernelSHAP"))]
+        if peers:
+            best = [min(errors[m][i] for m in peers) for i in range(len(budgets))]
+            ratio = [a / b for a, b in zip(errors["**explain_cli** (default)"], best)]
+            print("| | ratio default ÷ best of OddSHAP, RegressionMSR | " + " | ".join(f"**{r:.2f}**" for r in ratio) + " |")
+        print("| | default stderr check: RMS (φ − φ*)/stderr | " + " | ".join(f"{z:.2f}" for z in zrms) + " |")
+        print("| | default estimator CPU s per run (no forwards) | " + " | ".join(f"{c:.3f}" for c in cpu) + " |")
+        game.save()
+        np.savez(saved_path, **saved)
+    print("\ncommand: python " + " ".join(sys.argv))
 
 
 def jaccard_top5(scores: list[np.ndarray]) -> float:
@@ -169,15 +188,23 @@ def stability_table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--problems", default=",".join(PROBLEMS), help=f"comma-separated, from {', '.join(PROBLEMS)}")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     parser.add_argument("--image", default=IMAGE.name, help="a file in sample_models/images, or a path")
-    parser.add_argument("--n-segments", type=int, default=16, help="SLIC target; exact values need 2^M evaluations")
+    parser.add_argument("--ref-pairs", type=int, default=1000, help="antithetic permutation pairs of the M≈50 references")
+    parser.add_argument("--shapiq-python", default=os.environ.get("SHAPIQ_PYTHON"),
+                        help="a Python with shapiq 1.8 (e.g. from /work/shared/tools/shapiq-py311.sh)")
+    parser.add_argument("--shapiq-methods", default=",".join(SHAPIQ))
+    parser.add_argument("--rerun", action="store_true", help="rerun the peers instead of reusing their cached estimates")
+    parser.add_argument("--no-variants", action="store_true", help="only the default among explain_cli's rows")
     parser.add_argument("--no-stability", action="store_true", help="skip the seed-stability table")
     args = parser.parse_args()
     image = Path(args.image) if Path(args.image).exists() else IMAGE.parent / args.image
     torch.manual_seed(0)
-    accuracy_table(args.models.split(","), args.seeds, image, args.n_segments)
+    accuracy_table(args.problems.split(","), args.seeds, image, tuple(int(b) for b in args.budgets.split(",")),
+                   args.ref_pairs, args.shapiq_python, not args.no_variants,
+                   tuple(args.shapiq_methods.split(",")), not args.rerun)
     if not args.no_stability:
         stability_table()
 

@@ -65,3 +65,55 @@ class OddInteractionKernel:
         """
         plus = np.rint((r.sum(axis=1, keepdims=True) - r + self.m - 1) / 2).astype(np.int64)
         return sum(c * (2.0 / d) * r * self._table_minus_one[plus, d - 1] for d, c in self.weights)
+
+
+def _elementary_from_power_sums(p: list, max_order: int) -> list:
+    """e_0..e_max_order from power sums p[1..max_order] (Newton's identities); p[0] unused."""
+    e = [np.ones_like(p[1]) if isinstance(p[1], np.ndarray) else 1.0]
+    for k in range(1, max_order + 1):
+        e.append(sum((-1) ** (j - 1) * e[k - j] * p[j] for j in range(1, k + 1)) / k)
+    return e
+
+
+@dataclass(frozen=True)
+class WeightedOddKernel:
+    """k(u, u') = Σ_d c_d Σ_{|T|=d} ρ^T u^T u'^T: the odd interaction kernel with a weight per player.
+
+    ρ^T = Π_{i∈T} ρ_i puts the prior mass of the interactions on sets of heavy players
+    (heredity: interactions among players that matter alone are the large ones). It is
+    e_d(ρ ⊙ u ⊙ u'), computed from power sums by Newton's identities: for ±1 vectors the odd
+    power sums are matrix products and the even ones constants, so the kernel costs one matrix
+    product per odd order. Each order's weight is rescaled so that its total prior mass
+    e_d(ρ) equals C(M, d), as with ρ = 1 (where this is :class:`OddInteractionKernel`).
+    """
+
+    m: int
+    weights: tuple[tuple[int, float], ...]
+    rho: np.ndarray  # (M,) positive
+
+    @cached_property
+    def _max(self) -> int:
+        return max(d for d, _ in self.weights)
+
+    @cached_property
+    def _scaled(self) -> tuple[tuple[int, float], ...]:
+        p = [None] + [float(np.sum(self.rho ** j)) for j in range(1, self._max + 1)]
+        e = _elementary_from_power_sums(p, self._max)
+        return tuple((d, c * math.comb(self.m, d) / max(e[d], 1e-300)) for d, c in self.weights)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        p: list = [None]
+        for j in range(1, self._max + 1):
+            p.append((a * self.rho ** j) @ b.T if j % 2 else np.full((len(a), len(b)), float(np.sum(self.rho ** j))))
+        e = _elementary_from_power_sums(p, self._max)
+        return sum(c * e[d] for d, c in self._scaled)
+
+    def shapley(self, r: np.ndarray) -> np.ndarray:
+        """(len(r), M): Shapley values of u ↦ k(r_j, u): Σ_d c_d (2/d) x_i e_{d−1}(x without i), x = ρ ⊙ r_j."""
+        x = r * self.rho
+        p = [None] + [np.sum(x ** j, axis=1, keepdims=True) for j in range(1, self._max + 1)]
+        e = _elementary_from_power_sums(p, self._max)  # each (n, 1)
+        without = [np.ones_like(x)]  # e_k(x without i), (n, M)
+        for k in range(1, self._max):
+            without.append(e[k] - x * without[k - 1])
+        return sum(c * (2.0 / d) * x * without[d - 1] for d, c in self._scaled)
