@@ -423,7 +423,6 @@ class Explainer:
         progress.stop()
         seg = first.segmentation
         warnings = list(model.notes) + evaluator.warnings + early + list(attribution.warnings)
-        warnings += _fit_warnings(engine.name, attribution, seg.n_segments)
         from explain_cli.result import MAX_PANELS
 
         if len(targets) > MAX_PANELS:
@@ -522,26 +521,6 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _fit_warnings(method: str, attribution: Any, n_segments: int) -> list[str]:
-    """Kernel SHAP facts its engine does not say: a budget that cannot determine the scores, r2 < 0."""
-    if method != "kernelshap":
-        return []
-    out = []
-    coalitions = int(attribution.extra.get("coalitions", 0))
-    if not attribution.extra.get("exact") and coalitions <= n_segments - 1:
-        out.append(f"{coalitions + 2} Kernel SHAP evaluations for {n_segments} segments cannot determine the "
-                   f"{n_segments - 1} free Shapley values: the fit has no residual left, so stderr 0 and r2 1 "
-                   f"are artefacts, not certainty; use --samples well above {n_segments + 1} (10× is typical) "
-                   "or fewer segments (--n-segments)")
-    elif attribution.r2 is not None:
-        for k, r2 in enumerate(np.atleast_1d(attribution.r2)):
-            if np.isfinite(r2) and r2 < 0:
-                out.append(f"target {k}: Kernel SHAP fit r2 = {r2:.3g} < 0: the additive model through f(baseline) "
-                           "and f(x) fits the sampled coalitions worse than their mean (see extra.r2_definition in the "
-                           "JSON); raise --samples, or the model's interactions dominate (try --method partition)")
-    return out
 
 
 PROBE_BATCH = 4

@@ -221,7 +221,7 @@ class Explanation:
                     "bbox": [int(v) for v in boxes[g]],
                 }
                 if a.stderr is not None:
-                    entry["stderr"] = float(a.stderr[k, g])
+                    entry["stderr"] = _number(a.stderr[k, g])  # null: unknown (an under-determined fit)
                 if a.std is not None:
                     entry["std"] = float(a.std[k, g])
                 segments.append(entry)

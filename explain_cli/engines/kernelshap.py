@@ -121,9 +121,11 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
         if full > budget:
             # the rule: exact needs samples ≥ 2^M (every coalition, f(x) and f(b) included)
             fits = max(1, (budget + 2).bit_length() - 1)
+            need = f"{2**m:,}" if m <= 40 else f"{2.0**m:.2e}"
             raise OptionError(
-                "exact", f"needs samples ≥ 2^M = {2**m:,} for M = {m} segments, but samples is {budget + 2:,}; "
-                f"raise samples to {2**m:,}, or use at most {fits} segments for this budget"
+                "exact", f"needs samples ≥ 2^M = {need} for M = {m} segments, but samples is {budget + 2:,}; "
+                + (f"raise samples to {need}, or " if m <= 23 else "")
+                + f"use at most {fits} segments for this budget"
             )
         z = _all_coalitions(m)
         sizes = z.sum(axis=1)
@@ -440,12 +442,27 @@ def run(problem: "Problem", params: KernelShapParams, generator: "torch.Generato
     fit = estimate(design, y, delta, params, generator, segments=problem.segments.cpu().numpy())
     phi = fit.phi
     pred = design.z.astype(np.float64) @ phi.T
+    r2 = weighted_r2(y, pred, design.weight) if len(y) > 1 else None
+    stderr, warnings = fit.stderr, []
+    if not design.exact and len(design.z) <= m - 1:
+        # fewer coalitions than free Shapley values: the fit interpolates, so its residuals (and the
+        # standard errors built on them) are zero by construction, not because the values are certain
+        stderr = np.full_like(phi, np.nan)
+        warnings.append(f"{len(design.z) + 2} Kernel SHAP evaluations for {m} segments cannot determine the "
+                        f"{m - 1} free Shapley values: standard errors are unknown (null) and r2 means nothing; use "
+                        f"samples well above {m + 1} (10× is typical) or fewer segments")
+    elif r2 is not None:
+        warnings += [f"target {k}: Kernel SHAP fit r2 = {v:.3g} < 0: the additive model through f(baseline) and f(x) "
+                     "fits the sampled coalitions worse than their mean (see extra.r2_definition); raise samples, "
+                     "or the model's interactions dominate (try method partition)"
+                     for k, v in enumerate(np.atleast_1d(r2)) if np.isfinite(v) and v < 0]
     return Attribution(
         scores=phi,
         base_value=f_b.copy(),
         baseline_score=f_b.copy(),
-        r2=weighted_r2(y, pred, design.weight) if len(y) > 1 else None,
-        stderr=fit.stderr,
+        r2=r2,
+        stderr=stderr,
+        warnings=warnings,
         extra={
             "exact": design.exact,
             "interactions": fit.interactions,
