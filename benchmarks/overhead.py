@@ -7,6 +7,7 @@ sides alike; the ratio printed is median(engine) ÷ median(forward).
 
     python benchmarks/overhead.py                     # resnet18 (random weights, 224²) and the sample model
     python benchmarks/overhead.py --methods lime --repeats 5
+    python benchmarks/overhead.py --runtime auto      # against the fastest runtime's forward passes
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ BUDGETS = {"resnet18": 256, "sample": 2000}
 ENGINE_VALUES = {
     "lime": lambda n: {"samples": n},
     "kernelshap": lambda n: {"samples": n},
+    "partition": lambda n: {"samples": n},
     "rise": lambda n: {"masks": n},
     "ablation": lambda n: {},
 }
@@ -60,13 +62,19 @@ def main() -> None:
     parser.add_argument("--models", default="resnet18,sample")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--runtime", default="eager", help="eager | onnxruntime | compile | auto (the fastest that matches)")
     args = parser.parse_args()
     sources = {"resnet18": "torchvision:resnet18", "sample": SAMPLE_MODEL}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch size {args.batch_size}, "
           f"median of {args.repeats} interleaved runs")
-    print(f"{'model':10} {'method':11} {'evals':>6} {'engine s':>9} {'forward s':>9} {'ratio':>6}")
+    print(f"{'model':10} {'runtime':12} {'method':11} {'evals':>6} {'engine s':>9} {'forward s':>9} {'ratio':>6}")
     for name in args.models.split(","):
         model, problem = build_problem(sources[name], batch_size=args.batch_size)
+        if args.runtime != "eager":
+            from explain_cli.models import select_runtime
+
+            model = select_runtime(model, problem.x, args.runtime)  # both sides run on the chosen runtime
+            problem.evaluator.model = model.module
         for method in args.methods.split(","):
             values = ENGINE_VALUES[method](BUDGETS[name])
             time_engine(problem, method, values, seed=0)  # warm-up (allocator, caches)
@@ -76,7 +84,7 @@ def main() -> None:
                 engine_times.append(t)
                 forward_times.append(time_forward(model.module, problem.x, evals, args.batch_size))
             e, f = statistics.median(engine_times), statistics.median(forward_times)
-            print(f"{name:10} {method:11} {evals:>6} {e:>9.3f} {f:>9.3f} {e / f:>6.3f}")
+            print(f"{name:10} {model.runtime:12} {method:11} {evals:>6} {e:>9.3f} {f:>9.3f} {e / f:>6.3f}")
 
 
 if __name__ == "__main__":
