@@ -586,7 +586,7 @@ def explain(
     segments: Any = None,
     n_segments: int | None = None,
     baseline: str | None = None,
-    samples: int | None = None,
+    samples: int | str | None = None,
     seed: int | None = None,
     device: str | None = None,
     batch_size: int | str | None = None,

@@ -138,8 +138,11 @@ def _parameter(o: schema.Option) -> inspect.Parameter:
     if o.short:
         names.append(o.short)
     metavar = o.metavar or ("|".join(str(c) for c in o.choices) if o.choices else _METAVARS[o.kind])
+    if o.allow_auto:
+        metavar = f"{metavar}|auto"
     info = typer.Option(*names, help=_help(o), show_default=False, metavar=metavar, rich_help_panel=o.group)
-    annotation = Annotated[Optional[_PY_TYPES[o.kind]], info]
+    # a number that may be "auto" arrives as text; the schema's check turns "500" into 500
+    annotation = Annotated[Optional[str if o.allow_auto else _PY_TYPES[o.kind]], info]
     return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 

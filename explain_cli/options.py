@@ -49,6 +49,7 @@ class Option:
     metavar: str | None = None
     shared: bool = False  # a job's methods share it (segmentation, preprocessing, model): YAML per job only
     yaml: bool = True  # a YAML key (false: command-line only, e.g. quiet)
+    allow_auto: bool = False  # a number that some methods also take as "auto" (samples, masks)
 
     @property
     def flag(self) -> str:
@@ -56,7 +57,7 @@ class Option:
 
     def meta(self) -> dict[str, Any]:
         return {"choices": self.choices, "minimum": self.minimum, "maximum": self.maximum,
-                "exclusive_minimum": self.exclusive_minimum}
+                "exclusive_minimum": self.exclusive_minimum, "allow_auto": self.allow_auto}
 
     def default_text(self) -> str:
         """The default as help and docs show it: one value, or one per method."""
@@ -209,7 +210,8 @@ def _engine_options() -> list[Option]:
             if f.name in merged:
                 old = merged[f.name]
                 merged[f.name] = dataclasses.replace(
-                    old, methods=(*old.methods, engine.name), per_method={**old.per_method, engine.name: f.default}
+                    old, methods=(*old.methods, engine.name), per_method={**old.per_method, engine.name: f.default},
+                    allow_auto=old.allow_auto or bool(meta.get("allow_auto")),
                 )
                 continue
             merged[f.name] = Option(
@@ -217,7 +219,7 @@ def _engine_options() -> list[Option]:
                 minimum=meta.get("minimum"), maximum=meta.get("maximum"),
                 exclusive_minimum=bool(meta.get("exclusive_minimum")), methods=(engine.name,),
                 per_method={engine.name: f.default}, metavar=meta.get("metavar"),
-                short="-n" if f.name == "samples" else None,
+                short="-n" if f.name == "samples" else None, allow_auto=bool(meta.get("allow_auto")),
             )
     return list(merged.values())
 

@@ -24,6 +24,7 @@ def param(
     maximum: float | None = None,
     exclusive_minimum: bool = False,
     metavar: str | None = None,
+    allow_auto: bool = False,
 ) -> Any:
     """A dataclass field for an engine parameter.
 
@@ -37,11 +38,14 @@ def param(
         The allowed values, if the parameter is a choice.
     minimum, maximum
         The allowed range of a number (inclusive; ``exclusive_minimum`` makes the lower bound strict).
+    allow_auto
+        A number that may also be the exact string ``"auto"`` (``samples auto``: the engine picks
+        the budget by its own stopping rule, :mod:`explain_cli.engines.auto`).
     """
     return dataclasses.field(
         default=default,
         metadata={"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
-                  "exclusive_minimum": exclusive_minimum, "metavar": metavar},
+                  "exclusive_minimum": exclusive_minimum, "metavar": metavar, "allow_auto": allow_auto},
     )
 
 
@@ -53,13 +57,22 @@ def check_value(name: str, value: Any, kind: type, meta: dict[str, Any]) -> Any:
     OptionError
         Wrong type, a non-finite number, out of range, or not one of the choices.
     """
+    if meta.get("allow_auto") and isinstance(value, str) and kind in (int, float):
+        text = value.strip()
+        if text == "auto":
+            return "auto"
+        try:
+            value = int(text) if kind is int else float(text)
+        except ValueError:
+            raise OptionError(name, f"must be {'an integer' if kind is int else 'a number'} or auto, got {value!r}") from None
     if kind is bool:
         if not isinstance(value, bool):
             raise OptionError(name, f"must be true or false, got {value!r}")
         return value
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise OptionError(name, f"must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            raise OptionError(name, f"must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+                              + ("; auto is for lime, kernelshap and rise" if value == "auto" else ""))
         if kind is int and isinstance(value, float):
             if not value.is_integer():
                 raise OptionError(name, f"must be an integer, got {value!r}")

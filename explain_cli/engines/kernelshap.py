@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from explain_cli.engines import auto
 from explain_cli.engines.base import Attribution, Engine
 from explain_cli.params import param
 from explain_cli.engines.adjacency import OddAdjacencyFeatures
@@ -72,7 +73,8 @@ HEREDITY_FLOOR = 0.2
 
 @dataclass(frozen=True)
 class KernelShapParams:
-    samples: int = param(2048, "Model evaluations, f(x) and f(baseline) included.", minimum=3, maximum=10_000_000)
+    samples: int = param(2048, "Model evaluations, f(x) and f(baseline) included; auto: until the scores converge "
+                         "(see auto_tolerance).", minimum=3, maximum=10_000_000, allow_auto=True)
     exact: bool = param(False, "Enumerate all 2^M coalitions: exact Shapley values (needs samples ≥ 2^M).")
     allocation: str = param("leverage", "How sampled coalitions spread over sizes: equally (leverage scores) or by kernel mass.",
                             choices=ALLOCATIONS)
@@ -81,6 +83,13 @@ class KernelShapParams:
     proxy: str = param("image", "Interaction prior of the regression adjustment: 'image' favours interactions among "
                        "adjacent segments and among segments that matter alone; 'generic' treats all alike.",
                        choices=PROXIES)
+    auto_tolerance: float = auto.tolerance_param()
+    max_samples: int = auto.max_samples_param()
+
+    def validate(self) -> None:
+        if self.exact and auto.is_auto(self.samples):
+            raise OptionError("samples", "auto does not combine with exact (exact needs all 2^M coalitions); "
+                              "drop one of them")
 
 
 @dataclass
@@ -112,9 +121,17 @@ def _sizes_of_pair(s: int, m: int) -> list[int]:
     return [s] if 2 * s == m else [s, m - s]
 
 
-def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch.Generator") -> Design:
-    """Choose the coalitions for ``budget`` evaluations (f(x) and f(b) not included)."""
+def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch.Generator",
+         size_generator: "Callable[[int], torch.Generator] | None" = None) -> Design:
+    """Choose the coalitions for ``budget`` evaluations (f(x) and f(b) not included).
+
+    ``size_generator(s)``, when given, supplies the random draws of size pair s instead of
+    ``generator``: each pair then draws from its own stream, so a larger budget's coalitions of
+    that pair start with a smaller budget's (``samples auto`` re-plans and reuses them).
+    """
     import torch
+
+    gen_for = size_generator or (lambda s: generator)
 
     full = 2**m - 2
     if exact or full <= budget:
@@ -165,13 +182,13 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
     for s, n in draws.items():
         if n == 0:
             continue
-        z = _distinct_subsets(m, s, n, generator)
+        z = _distinct_subsets(m, s, n, gen_for(s))
         ids = np.arange(next_pair, next_pair + n)
         next_pair += n
         if paired:
             z, ids = np.concatenate([z, ~z]), np.concatenate([ids, ids])
         else:
-            flip = (torch.rand(n, generator=generator) < 0.5).numpy()
+            flip = (torch.rand(n, generator=gen_for(s)) < 0.5).numpy()
             z[flip] = ~z[flip]
         rows.append(z)
         strata.append(z.sum(axis=1))
@@ -430,6 +447,8 @@ def run(problem: "Problem", params: KernelShapParams, generator: "torch.Generato
     m = problem.n_segments
     if m < 2:
         raise OptionError("n_segments", "gives fewer than 2 segments; kernelshap needs at least 2")
+    if auto.is_auto(params.samples):
+        return run_auto(problem, params, generator)
     design = plan(m, params.samples - 2, allocation=params.allocation, exact=params.exact, generator=generator)
     ev = problem.evaluator
     ev.progress.start(len(design.z) + 2, "kernelshap")
@@ -437,9 +456,72 @@ def run(problem: "Problem", params: KernelShapParams, generator: "torch.Generato
     f_b = problem.baseline_output().numpy()
     f_x = problem.reference.numpy()
     v = problem.segment_outputs(torch.from_numpy(design.z).float()).numpy()
-    delta = f_x - f_b
+    fit = estimate(design, v - f_b[None], f_x - f_b, params, generator, segments=problem.segments.cpu().numpy())
+    return _attribution(design, fit, v, f_x, f_b, m)
+
+
+def run_auto(problem: "Problem", params: KernelShapParams, generator: "torch.Generator") -> Attribution:
+    """Re-plan with a budget ×1.5 per round until the rule holds; outputs memoised by coalition.
+
+    Each size pair draws from its own seeded stream (``plan(size_generator=...)``), so a larger
+    budget's sampled coalitions begin with the smaller one's and enumerated pairs contain them:
+    nearly every earlier evaluation is reused, and only new coalitions are evaluated and counted.
+    The standard errors are the fit's own (infinitesimal jackknife).
+    """
+    import torch
+
+    m = problem.n_segments
+    ev = problem.evaluator
+    cap = params.max_samples
+    stop = auto.Stopper(params.auto_tolerance, cap)
+    base = int(torch.randint(0, 2**62, (1,), generator=generator))
+    streams: dict[int, torch.Generator] = {}
+
+    def stream(s: int) -> "torch.Generator":
+        if s not in streams:
+            streams[s] = torch.Generator().manual_seed(base + 1 + s)
+        return streams[s]
+
+    ev.progress.start(cap, "kernelshap")
+    ev.progress.advance(1)
+    f_b = problem.baseline_output().numpy()
+    f_x = problem.reference.numpy()
+    segments = problem.segments.cpu().numpy()
+    memo: dict[bytes, np.ndarray] = {}
+    budget = min(cap, max(256, 4 * (m + 1)))
+    result = None
+    while True:
+        streams.clear()  # every plan replays each pair's stream from its start
+        design = plan(m, budget - 2, allocation=params.allocation, exact=False, generator=generator,
+                      size_generator=stream)
+        keys = [row.tobytes() for row in design.z]
+        new = list(dict.fromkeys(k for k in keys if k not in memo))
+        if result is not None and len(memo) + 2 + len(new) > cap:
+            stop.cap()
+            break
+        if new:
+            z_new = np.stack([np.frombuffer(k, dtype=bool) for k in new])
+            out = problem.segment_outputs(torch.from_numpy(z_new).float()).numpy()
+            memo.update(zip(new, out))
+        v = np.stack([memo[k] for k in keys])
+        fit = estimate(design, v - f_b[None], f_x - f_b, params, torch.Generator().manual_seed(base),
+                       segments=segments)
+        result = _attribution(design, fit, v, f_x, f_b, m)
+        if stop.update(len(memo) + 2, result.scores, result.stderr):
+            break
+        if design.exact or budget >= cap:
+            if design.exact:
+                stop.stopped = "converged"  # every coalition is in: exact Shapley values
+            else:
+                stop.cap()
+            break
+        budget = auto.next_size(budget, cap)
+    result.extra["auto"] = stop.record()
+    return result
+
+
+def _attribution(design: Design, fit: Fit, v: np.ndarray, f_x: np.ndarray, f_b: np.ndarray, m: int) -> Attribution:
     y = v - f_b[None]
-    fit = estimate(design, y, delta, params, generator, segments=problem.segments.cpu().numpy())
     phi = fit.phi
     pred = design.z.astype(np.float64) @ phi.T
     r2 = weighted_r2(y, pred, design.weight) if len(y) > 1 else None

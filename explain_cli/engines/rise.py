@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from explain_cli.engines import auto
 from explain_cli.engines.base import Attribution, Engine
 from explain_cli.params import param
 
@@ -29,9 +30,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RiseParams:
-    masks: int = param(4000, "Random masks N (model evaluations, plus f(x) and f(baseline)).", minimum=1, maximum=10_000_000)
+    masks: int = param(4000, "Random masks N (model evaluations, plus f(x) and f(baseline)); auto: until the scores "
+                       "converge (see auto_tolerance).", minimum=1, maximum=10_000_000, allow_auto=True)
     grid: int = param(7, "Masks' coarse grid size s (s×s cells).", minimum=1, maximum=256)
     p1: float = param(0.5, "Probability that a grid cell keeps the input.", minimum=0.0, exclusive_minimum=True, maximum=1.0)
+    auto_tolerance: float = auto.tolerance_param()
+    max_samples: int = auto.max_samples_param()
 
 
 @dataclass
@@ -98,36 +102,88 @@ def iterate_masks(plan: MaskPlan, batch_size: int, device: "torch.device") -> It
 
 
 def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") -> Attribution:
+    """Fixed N, or (``masks auto``) rounds of new masks until the per-segment scores converge.
+
+    Standard error (auto): the masks are i.i.d., so each per-segment score is a mean of i.i.d.
+    terms c_i = f(x_i)·m̄_i(j)/p1, m̄_i(j) mask i's mean over segment j; its standard error is
+    sd(c)/√N from running sums of c and c² (batch means with groups of one mask, which i.i.d.
+    draws allow). Each round's masks are drawn after the previous round's from the same seeded
+    generator, and earlier masks are kept, so a seed fixes the result.
+    """
     import torch
 
     from explain_cli.core import compose_pixels
 
     ev = problem.evaluator
     h, w = problem.x.shape[-2:]
-    plan = plan_masks(params.masks, (h, w), params.grid, params.p1, generator)
-    ev.progress.start(params.masks + 2, "rise")
+    automatic = auto.is_auto(params.masks)
+    cap = max(1, params.max_samples - 2) if automatic else params.masks
+    n = min(cap, 500) if automatic else params.masks
+    plan = plan_masks(n, (h, w), params.grid, params.p1, generator)
+    ev.progress.start(cap + 2, "rise")
     ev.progress.advance(1)
     f_b = problem.baseline_output().numpy()
-    saliency = torch.zeros((problem.n_targets, h * w), dtype=torch.float64, device=ev.device)
-    score_sum = torch.zeros(problem.n_targets, dtype=torch.float64, device=ev.device)
-    for start, stop in ev.chunks(params.masks):  # the batch may shrink after an out-of-memory back-off
-        masks = render_masks(plan, start, stop, ev.device)
-        out = ev(compose_pixels(problem.x, problem.baseline, masks))  # (B, K) float64
-        # one batch's sum in float32 (B terms), the running total in float64
-        saliency += (out.T.float() @ masks.reshape(len(masks), -1)).double()
-        score_sum += out.sum(dim=0)
-    saliency = (saliency / (params.masks * params.p1)).reshape(-1, h, w).cpu().numpy()
-    labels = problem.segments.cpu().numpy().ravel()
+    labels_t = problem.segments.reshape(-1).to(ev.device).long()
     m = problem.n_segments
-    area = np.bincount(labels, minlength=m)
-    per_segment = np.stack([np.bincount(labels, weights=s.ravel(), minlength=m) / np.maximum(area, 1) for s in saliency])
+    area_t = torch.bincount(labels_t, minlength=m).double().clamp(min=1)
+    k = problem.n_targets
+    saliency = torch.zeros((k, h * w), dtype=torch.float64, device=ev.device)
+    score_sum = torch.zeros(k, dtype=torch.float64, device=ev.device)
+    c_sum = torch.zeros((k, m), dtype=torch.float64, device=ev.device)  # Σ c_i (auto)
+    c_sq = torch.zeros((k, m), dtype=torch.float64, device=ev.device)  # Σ c_i²
+    done = 0
+    stop = auto.Stopper(params.auto_tolerance, params.max_samples) if automatic else None
+    while True:
+        for start, stop_ in ev.chunks(n - done):  # the batch may shrink after an out-of-memory back-off
+            masks = render_masks(plan, done + start, done + stop_, ev.device)
+            out = ev(compose_pixels(problem.x, problem.baseline, masks))  # (B, K) float64
+            flat = masks.reshape(len(masks), -1)
+            # one batch's sum in float32 (B terms), the running total in float64
+            saliency += (out.T.float() @ flat).double()
+            score_sum += out.sum(dim=0)
+            if automatic:
+                seg = torch.zeros((len(masks), m), dtype=torch.float64, device=ev.device)
+                seg.index_add_(1, labels_t, flat.double())
+                c = out[:, :, None] * (seg / area_t)[:, None, :] / params.p1  # (B, K, M)
+                c_sum += c.sum(dim=0)
+                c_sq += (c**2).sum(dim=0)
+        done = n
+        per_segment, pixel = _scores(saliency, n, params.p1, problem, (h, w))
+        if not automatic:
+            break
+        mean = c_sum / n
+        stderr = ((c_sq / n - mean**2).clamp(min=0.0) * n / max(n - 1, 1) / n).sqrt().cpu().numpy()
+        if stop.update(n + 2, per_segment, stderr):
+            break
+        if n >= cap:
+            stop.cap()
+            break
+        new = auto.next_size(n, cap) - n
+        more = plan_masks(new, (h, w), params.grid, params.p1, generator)
+        plan = MaskPlan(grids=torch.cat([plan.grids, more.grids]), shifts=torch.cat([plan.shifts, more.shifts]),
+                        shape=plan.shape, cell=plan.cell)
+        n += new
+    extra = {"mean_masked_score": (score_sum / n).cpu().tolist()}
+    if automatic:
+        extra["auto"] = stop.record()
     return Attribution(
         scores=per_segment,
         base_value=f_b.copy(),
         baseline_score=f_b.copy(),
-        pixel_maps=saliency,
-        extra={"mean_masked_score": (score_sum / params.masks).cpu().tolist()},
+        pixel_maps=pixel,
+        stderr=stderr if automatic else None,
+        extra=extra,
     )
+
+
+def _scores(saliency: "torch.Tensor", n: int, p1: float, problem: "Problem", shape: tuple[int, int]) -> tuple:
+    h, w = shape
+    pixel = (saliency / (n * p1)).reshape(-1, h, w).cpu().numpy()
+    labels = problem.segments.cpu().numpy().ravel()
+    m = problem.n_segments
+    area = np.bincount(labels, minlength=m)
+    per_segment = np.stack([np.bincount(labels, weights=s.ravel(), minlength=m) / np.maximum(area, 1) for s in pixel])
+    return per_segment, pixel
 
 
 ENGINE = Engine(
