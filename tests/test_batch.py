@@ -192,3 +192,18 @@ def test_run_config_one_job_and_command_line_wins(cli, tmp_path, linear_script, 
     two_jobs = write(tmp_path, base(linear_script, inputs, out) | {"jobs": [job, job]}, "two.yaml")
     result = cli("run", "--config", two_jobs)
     assert result.exit_code == 2 and "explain batch" in result.stderr
+
+
+def test_a_second_batch_on_the_same_summary_folder_is_refused(cli, tmp_path, linear_script, inputs):
+    """Two runs on one output folder would interleave summaries: the second is refused while the first holds the lock."""
+    from explain_cli.batch import folder_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    path = write(tmp_path, base(linear_script, inputs, out))
+    with folder_lock(out, "explain batch"):  # a run in progress
+        result = cli("batch", path, "--quiet")
+        assert result.exit_code == 2 and "another explain batch is running" in result.stderr
+        assert not (out / "summary.json").exists()
+    assert cli("batch", path, "--quiet").exit_code == 0  # the lock goes with its holder
+    assert (out / "summary.json").is_file()
