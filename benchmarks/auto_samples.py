@@ -31,24 +31,29 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--methods", default="lime,kernelshap,rise")
+    ap.add_argument("--tolerances", default="", help="Comma-separated auto_tolerance values to try (default: each method's).")
     args = ap.parse_args()
+    tolerances = [float(t) for t in args.tolerances.split(",") if t.strip()] or [None]
     model = str(ROOT / "sample_models" / "shapes_cnn.pt")
     images = sorted((ROOT / "sample_models" / "images").glob("*.png"))
-    print(f"command: PYTHONPATH=. python benchmarks/auto_samples.py --methods {args.methods}\n")
-    print("| method | image | auto evals (stopped, stderr/range) | auto top-5 = 10x | default evals | default top-5 = 10x | 10x evals |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"command: PYTHONPATH=. python benchmarks/auto_samples.py --methods {args.methods}"
+          + (f" --tolerances {args.tolerances}" if args.tolerances else "") + "\n")
+    print("| method | image | tolerance | auto evals (stopped, stderr/range) | auto top-5 = 10x | default evals | default top-5 = 10x | 10x evals |")
+    print("|---|---|---|---|---|---|---|---|")
     for method in args.methods.split(","):
         key, default = DEFAULTS[method]
         for image in images:
-            def go(value):
+            def go(value, **extra):
                 return explain_cli.explain(model, str(image), method=method, seed=0, device="cpu",
-                                           **{key: value})[0]
-            ref, fixed, auto = go(10 * default), go(default), go("auto")
-            rec = auto.attribution.extra["auto"]
+                                           **{key: value}, **extra)[0]
+            ref, fixed = go(10 * default), go(default)
             t_ref = top5(ref.scores)
-            print(f"| {method} | {image.name} | {rec['evaluations']} ({rec['stopped']}, {rec['max_stderr_ratio']:.4f}) "
-                  f"| {top5(auto.scores) == t_ref} | {fixed.evaluations} | {top5(fixed.scores) == t_ref} "
-                  f"| {ref.evaluations} |", flush=True)
+            for tol in tolerances:
+                auto = go("auto", **({"auto_tolerance": tol} if tol is not None else {}))
+                rec = auto.attribution.extra["auto"]
+                print(f"| {method} | {image.name} | {rec.get('tolerance', tol)} | {rec['evaluations']} ({rec['stopped']}, "
+                      f"{rec['max_stderr_ratio']:.4f}) | {top5(auto.scores) == t_ref} | {fixed.evaluations} "
+                      f"| {top5(fixed.scores) == t_ref} | {ref.evaluations} |", flush=True)
 
 
 if __name__ == "__main__":
