@@ -83,7 +83,7 @@ class KernelShapParams:
     proxy: str = param("image", "Interaction prior of the regression adjustment: 'image' favours interactions among "
                        "adjacent segments and among segments that matter alone; 'generic' treats all alike.",
                        choices=PROXIES)
-    auto_tolerance: float = auto.tolerance_param()
+    auto_tolerance: float = auto.tolerance_param(0.03)
     max_samples: int = auto.max_samples_param()
 
     def validate(self) -> None:

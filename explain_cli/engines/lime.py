@@ -30,7 +30,7 @@ class LimeParams:
     distance: str = param("cosine", "Distance to the input in the interpretable space.", choices=DISTANCES)
     surrogate: str = param("ridge", "Surrogate: ridge (closed form), lasso or linear (least squares).", choices=SURROGATES)
     alpha: float = param(1e-3, "Surrogate penalty, relative to the data's scale.", minimum=0.0, maximum=1e6)
-    auto_tolerance: float = auto.tolerance_param()
+    auto_tolerance: float = auto.tolerance_param(0.02)
     max_samples: int = auto.max_samples_param()
 
 

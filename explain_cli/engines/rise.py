@@ -34,7 +34,7 @@ class RiseParams:
                        "converge (see auto_tolerance).", minimum=1, maximum=10_000_000, allow_auto=True)
     grid: int = param(7, "Masks' coarse grid size s (s×s cells).", minimum=1, maximum=256)
     p1: float = param(0.5, "Probability that a grid cell keeps the input.", minimum=0.0, exclusive_minimum=True, maximum=1.0)
-    auto_tolerance: float = auto.tolerance_param()
+    auto_tolerance: float = auto.tolerance_param(0.02)
     max_samples: int = auto.max_samples_param()
 
 
