@@ -40,6 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # quality_peers, also when run by path from elsewhere
 
 from explain_cli.api import Explainer  # noqa: E402
 from quality_peers import PEERS  # noqa: E402  (imports no peer package until one is run)
