@@ -13,9 +13,17 @@ the image's own class with each method through the Python API (``explain_cli.exp
 
 Runs offline with only the tool installed (the model and the set ship with the repository).
 
+Peer rows (benchmarks/quality_peers.py) need the optional ``bench`` extra (``pip install
+'.[bench]'``); a peer whose package is missing is skipped with a note. captum-lime,
+captum-kernelshap and lime-pkg get about 1000 evaluations, captum-ablation one per superpixel,
+all on explain_cli's SLIC superpixels and baseline; scorecam and ablationcam (pytorch-grad-cam,
+last conv layer of the rebuilt ShapesCNN) cost one forward per channel. Their maps go through
+the same explain_cli.evaluation functions, options and seeds as explain_cli's own rows.
+
     python benchmarks/quality.py                          # all 45 images, every method, seed 0
     python benchmarks/quality.py --limit 12 --methods kernelshap,rise --seeds 0,1
     python benchmarks/quality.py --limit 12 --methods rise --set grid=5 --set p1=0.3
+    python benchmarks/quality.py --methods captum-lime,captum-kernelshap,captum-ablation,lime-pkg,scorecam,ablationcam
 """
 
 from __future__ import annotations
@@ -28,10 +36,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # quality_peers, also when run by path from elsewhere
 
 from explain_cli.api import Explainer  # noqa: E402
+from quality_peers import PEERS  # noqa: E402  (imports no peer package until one is run)
 
 EVAL = ROOT / "sample_models" / "eval"
 MODEL = ROOT / "sample_models" / "shapes_cnn.pt"
@@ -75,7 +87,8 @@ def mean(values):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="Images (balanced over classes). [default: all]")
-    parser.add_argument("--methods", default=",".join(BUDGETS), help="Comma-separated methods.")
+    parser.add_argument("--methods", default=",".join([*BUDGETS, *PEERS]),
+                        help=f"Comma-separated methods; peers (bench extra): {', '.join(PEERS)}.")
     parser.add_argument("--seeds", default="0", help="Comma-separated seeds (results averaged over all).")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="Extra option for every method (repeatable), e.g. baseline=blur, n_segments=30.")
@@ -89,9 +102,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in BUDGETS]
+    unknown = [m for m in methods if m not in BUDGETS and m not in PEERS]
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(BUDGETS)}")
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join([*BUDGETS, *PEERS])}")
+    from quality_peers import available
+
+    for name in [m for m in methods if m in PEERS]:
+        note = available(name)
+        if note:
+            print(note, file=sys.stderr)
+            methods.remove(name)
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = {}
     for pair in args.set:
@@ -106,6 +126,10 @@ def main() -> None:
     for method in methods:
         for seed in seeds:
             for item in items:
+                if method in PEERS:
+                    rows.append(peer_row(explainer, method, seed, item, extra))
+                    report(rows[-1])
+                    continue
                 options = dict({} if args.default_budgets else BUDGETS[method], **extra)
                 start = time.perf_counter()
                 e = explainer.explain([str(EVAL / item["image"])], method=method, seed=seed,
@@ -122,9 +146,7 @@ def main() -> None:
                     "insertion": ev["insertion_auc"][0], "random_insertion": ev["random_insertion_auc"][0],
                     "seconds": seconds, "deletion_mode": ev.get("deletion"),
                 })
-                print(f"  {method:10s} seed {seed} {item['image']:16s} pointing {rows[-1]['pointing']:.0f} "
-                      f"energy {rows[-1]['energy']:.3f} del {rows[-1]['deletion']:.3f} {seconds:.1f}s",
-                      file=sys.stderr, flush=True)
+                report(rows[-1])
 
     mode = rows[0]["deletion_mode"] if rows else "road"
     print()
@@ -144,6 +166,63 @@ def main() -> None:
     print("    python " + " ".join(shlex.quote(a) for a in ["benchmarks/quality.py", *sys.argv[1:]]))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def report(row: dict) -> None:
+    print(f"  {row['method']:10s} seed {row['seed']} {row['image']:16s} pointing {row['pointing']:.0f} "
+          f"energy {row['energy']:.3f} del {row['deletion']:.3f} {row['seconds']:.1f}s", file=sys.stderr, flush=True)
+
+
+_PEER_STATE: dict = {}
+
+
+def peer_row(explainer: Explainer, method: str, seed: int, item: dict, extra: dict) -> dict:
+    """One peer's map for the image's class, scored exactly like explain_cli's ``evaluate=True`` and
+    ``mask=`` block (explain_cli.faithfulness.evaluate): same Evaluator output space, deletion
+    replacement, step, seed, baseline, pointing tolerance."""
+    import torch
+
+    from explain_cli import evaluation as ev
+    from explain_cli.baselines import make_baseline
+    from explain_cli.core import Evaluator, resolve_batch_size
+    from explain_cli.faithfulness import load_mask
+    from quality_peers import Case, Counted, run_peer
+
+    if "net" not in _PEER_STATE:
+        _PEER_STATE["net"] = Counted(explainer.model.module)
+    net = _PEER_STATE["net"]
+    # the options of explain_cli's superpixel rows (lime/kernelshap): its SLIC segments and baseline
+    cfg = explainer.settings(method="kernelshap", seed=seed, evaluate=True, **extra)
+    start = time.perf_counter()
+    first = explainer.prepare([str(EVAL / item["image"])], method="kernelshap", **extra)[0]
+    x = first.prepared.x
+    baseline = make_baseline(cfg.baseline, x, first.spec, input_kind=first.item.kind)
+    target = int(item["class_index"])
+    case = Case(x=x, baseline=baseline, segments=first.segmentation.labels, target=target, seed=seed)
+    saliency, evals = run_peer(method, net, case)
+    device = explainer.model.device
+    evaluator = Evaluator(explainer.model.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
+                          output=cfg.output)
+    evaluator.select_targets([target])
+    maps = torch.from_numpy(saliency[None].astype(np.float32))
+    xd, bd = x.to(device), baseline.to(device)
+    opts = {"step": cfg.eval_step, "seed": cfg.seed}
+    with torch.inference_mode():
+        dele = ev.deletion_curve(evaluator, xd, maps, replacement=cfg.deletion, baseline=bd, **opts)
+        ins = ev.insertion_curve(evaluator, xd, maps, **opts)
+        rdel = ev.random_deletion_curve(evaluator, xd, replacement=cfg.deletion, baseline=bd, **opts)
+        rins = ev.random_insertion_curve(evaluator, xd, **opts)
+    mask = load_mask(str(EVAL / item["mask"]))
+    if mask.shape != saliency.shape:  # the set is 64×64 like the model; pixel maps are the model maps
+        raise SystemExit(f"{item['mask']} is {mask.shape}, the model sees {saliency.shape}")
+    return {
+        "method": method, "seed": seed, "image": item["image"], "label": item["label"], "evals": evals,
+        "pointing": float(ev.pointing_hit(saliency, mask, cfg.tolerance)),
+        "energy": float(ev.energy_in_mask(saliency, mask)),
+        "deletion": float(dele.auc[0]), "random_deletion": float(rdel.auc[0]),
+        "insertion": float(ins.auc[0]), "random_insertion": float(rins.auc[0]),
+        "seconds": time.perf_counter() - start, "deletion_mode": cfg.deletion,
+    }
 
 
 if __name__ == "__main__":
