@@ -23,7 +23,7 @@ from explain_cli.config import Job, parse_config, read_yaml, summary_folder
 from explain_cli.engines import get_engine
 from explain_cli.errors import ExplainError
 from explain_cli.fileio import atomic_write_bytes
-from explain_cli.result import output_paths
+from explain_cli.result import check_unique_stems, output_paths
 
 
 #: Where items run: this process, or Ray actors (``explain_cli[ray]``).
@@ -87,13 +87,9 @@ def plan_items(jobs: list[Job]) -> list[Item]:
             if get_engine(method).batch:
                 items.append(Item(job, method, cfg, list(job.inputs), cfg.name or "batch"))
                 continue
-            stems: dict[str, Path] = {}
-            for p in job.inputs:
-                if p.stem in stems:
-                    raise ExplainError(f"job {job.name}: inputs {stems[p.stem]} and {p} share the name {p.stem!r}, so "
-                                       "their outputs would collide; put them in different jobs with different 'out'")
-                stems[p.stem] = p
-                items.append(Item(job, method, cfg, [p], p.stem))
+            # inputs are unique by resolved path already (config.expand_inputs)
+            check_unique_stems(job.inputs, "put them in different jobs with different 'out'", where=f"job {job.name}: ")
+            items += [Item(job, method, cfg, [p], p.stem) for p in job.inputs]
     return items
 
 

@@ -224,20 +224,16 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     """Validate everything, then explain each input and write its files as soon as it is done."""
     from explain_cli.api import Explainer, as_inputs, settings
     from explain_cli.fileio import check_output_dir
+    from explain_cli.result import check_unique_stems
 
     cfg = settings(*layers)  # every option error before any loading
     engine = cfg.engine
     files_in = [Path(p) for p in paths]
     if engine.batch and len(files_in) < 2:
         raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
-    stems: dict[str, Path] = {}
-    for p in files_in if not engine.batch else []:
-        if p.stem in stems and stems[p.stem] != p:
-            raise ExplainError(f"inputs {stems[p.stem]} and {p} share the name {p.stem!r}, so their outputs would "
-                               "collide; explain them into different --out folders")
-        stems[p.stem] = p
     out_dir = Path(cfg.out)
-    names = [cfg.name or "batch"] if engine.batch else list(stems)
+    names = ([cfg.name or "batch"] if engine.batch
+             else check_unique_stems(files_in, "explain them into different --out folders"))
     check_output_dir(out_dir, [f"{n}.{engine.name}.{ext}" for n in names for ext in ("png", "json", "npy")])
     values = {k: v for layer in layers for k, v in layer.items()}
     told: set[str] = set()

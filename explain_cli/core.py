@@ -123,19 +123,17 @@ class Evaluator:
         size: the rows are the same (masks and coalitions are drawn up front), so the results do
         not change beyond float rounding.
         """
+        import torch
+
         try:
             return self._forward(inputs)
-        except Exception as exc:
-            if type(exc).__name__ != "OutOfMemoryError":
-                raise
+        except torch.cuda.OutOfMemoryError:
             if len(inputs) == 1:
                 raise ExplainError("out of GPU memory at batch size 1; use a smaller input (size) or device cpu") from None
             half = len(inputs) // 2
             self.batch_size = min(self.batch_size, half)
             self.backoffs += 1
             self._free_cache()
-            import torch
-
             return torch.cat([self.forward(inputs[:half]), self.forward(inputs[half:])])
 
     def _free_cache(self) -> None:
@@ -244,14 +242,17 @@ def _first_line(text: str) -> str:
 
 
 def _guarded(what: str, fn: Callable, arg: object) -> object:
-    """Call the user's model or target callable; its failure becomes one line with its own message."""
+    """Call the user's model or target callable; its failure becomes one line with its own message.
+
+    Running out of GPU memory passes through: :meth:`Evaluator.forward` backs off and retries.
+    """
+    import torch
+
     try:
         return fn(arg)
-    except (ExplainError, MemoryError, KeyboardInterrupt):
+    except (ExplainError, MemoryError, KeyboardInterrupt, torch.cuda.OutOfMemoryError):
         raise
     except Exception as exc:
-        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError: the caller may back off
-            raise
         first = _first_line(str(exc))
         shape = list(arg.shape) if hasattr(arg, "shape") else type(arg).__name__
         said = first[:300] if first and _RAISED.match(first) else (

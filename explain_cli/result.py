@@ -308,6 +308,25 @@ def output_paths(out_dir: Path, stem: str, method: str, save_map: bool, curves: 
     return paths
 
 
+def check_unique_stems(paths: list[Path], fix: str, where: str = "") -> list[str]:
+    """The output stems of ``paths``; two different files with one stem would write the same outputs.
+
+    Raises
+    ------
+    ExplainError
+        Naming both files and ``fix`` (what the caller's interface offers to separate them).
+    """
+    from explain_cli.errors import ExplainError
+
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen and seen[p.stem] != p:
+            raise ExplainError(f"{where}inputs {seen[p.stem]} and {p} share the name {p.stem!r}, so their outputs "
+                               f"would collide; {fix}")
+        seen[p.stem] = p
+    return list(seen)
+
+
 def _printable(text: str) -> str:
     """A file name safe to draw: control characters (a newline in a name) shown as escapes."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

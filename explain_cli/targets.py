@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -12,29 +10,10 @@ from explain_cli.errors import ExplainError, OptionError
 
 
 def load_labels(spec: str | None, model_labels: list[str] | None) -> tuple[list[str] | None, str]:
-    """Class names and where they came from: the ``labels`` option (file or 'imagenet'), else the model's own."""
-    if spec is None:
-        return model_labels, "model"
-    if spec.strip().lower() == "imagenet":
-        from explain_cli.models.labels import imagenet_labels
+    """Class names and where they came from: the ``labels`` option (a file or 'imagenet'), else the model's own."""
+    from explain_cli.models.labels import resolve_labels
 
-        return imagenet_labels(), "labels"
-    p = Path(spec)
-    if not p.is_file():
-        raise OptionError("labels", f"file {p} does not exist (pass a text file, a JSON list, or imagenet)")
-    text = p.read_text(encoding="utf-8", errors="replace")
-    if text.lstrip().startswith("["):
-        try:
-            labels = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise OptionError("labels", f"file {p} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
-        if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
-            raise OptionError("labels", f"file {p} must be a JSON list of strings")
-    else:
-        labels = [line.strip() for line in text.splitlines() if line.strip()]
-    if not labels:
-        raise OptionError("labels", f"file {p} is empty")
-    return labels, "labels"
+    return resolve_labels(spec, model_labels), "model" if spec is None else "labels"
 
 
 def resolve_targets(requested: Sequence[Any], top_k: int, outputs: np.ndarray, labels: list[str] | None,
