@@ -127,3 +127,25 @@ def test_proxy_option_reaches_the_engine():
     image, generic = run_shap(problem, samples=200), run_shap(problem, samples=200, proxy="generic")
     assert image.extra["interactions"] == generic.extra["interactions"] == 5
     assert not np.allclose(image.scores, generic.scores)
+
+
+@pytest.mark.parametrize("budget", [120, 600])
+def test_dual_fit_equals_the_primal_one(budget):
+    """kriging_fit (every pair a representer, solved in the dual) is the primal constrained fit, stderr included."""
+    from explain_cli.engines.kernelshap import adjusted_fit
+
+    m, rng = 12, np.random.default_rng(1)
+    design = plan(m, budget, allocation="leverage", exact=False, generator=torch.Generator().manual_seed(0))
+    weights = rng.normal(size=(m, 2))
+    z = design.z.astype(np.float64)
+    y = np.tanh(z @ weights + z[:, [0]] * z[:, [1]] * z[:, [2]])
+    delta = np.tanh(weights.sum(axis=0) + 1.0)
+    orders = ((3, 1.0), (5, 0.05))
+    common = dict(orders=orders, ridge=0.3, representers=10**6, generator=torch.Generator().manual_seed(0),
+                  adjacency=OddAdjacencyFeatures.from_segments(grid_segments(3, 4), m, (3,)), adjacency_weight=10.0,
+                  kernel=WeightedOddKernel(m, orders, rng.uniform(0.2, 1.2, m)))
+    dual = adjusted_fit(design, y, delta, _complements(design.z), dual=True, **common)
+    primal = adjusted_fit(design, y, delta, _complements(design.z), dual=False, **common)
+    np.testing.assert_allclose(dual.phi, primal.phi, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(dual.stderr, primal.stderr, rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(dual.phi.sum(axis=1), delta, atol=1e-12)

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from explain_cli.core import Problem
 
-ALLOCATIONS = ("kernel", "leverage")
+ALLOCATIONS = ("kernel", "leverage", "sqrt")
 INTERACTIONS = (1, 3, 5)
 # Regression adjustment (measured in benchmarks/shapley_accuracy.py, see README): kernel weight
 # per odd interaction order, ridge penalty per unit of total kernel weight, and how many sampled
@@ -152,8 +152,7 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
 
     mass = kernel_mass(m)
     pairs = list(range(1, m // 2 + 1))
-    share = {s: (sum(mass[t] for t in _sizes_of_pair(s, m)) if allocation == "kernel" else len(_sizes_of_pair(s, m)))
-             for s in pairs}
+    share = {s: _share(s, m, allocation, mass) for s in pairs}
     rows: list[np.ndarray] = []
     strata: list[np.ndarray] = []
     pair_ids: list[np.ndarray] = []
@@ -201,6 +200,16 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
     return Design(z=z, weight=weight, pair=pair, stratum=stratum, exact=False)
 
 
+def _share(s: int, m: int, allocation: str, mass: np.ndarray) -> float:
+    """Relative sampling budget of the size pair (s, M−s) under ``allocation``."""
+    sizes = _sizes_of_pair(s, m)
+    if allocation == "kernel":
+        return float(sum(mass[t] for t in sizes))
+    if allocation == "sqrt":
+        return float(sum(np.sqrt(mass[t]) for t in sizes))
+    return float(len(sizes))
+
+
 def _subsets_of_size(m: int, s: int) -> np.ndarray:
     from itertools import combinations
 
@@ -242,14 +251,22 @@ def _distinct_subsets(m: int, s: int, n: int, generator: "torch.Generator", cand
     """
     import torch
 
+    def draw(rows: int) -> np.ndarray:  # (rows, candidates, M): drawing in bulk or one row at a time is the same stream
+        keys = torch.rand((rows, candidates, m), generator=generator).numpy()
+        order = np.argpartition(keys, s - 1, axis=2)[:, :, :s]  # the s smallest keys: a uniform random s-subset
+        cand = np.zeros((rows, candidates, m), dtype=bool)
+        np.put_along_axis(cand, order, True, axis=2)
+        return cand
+
     seen: set[bytes] = set()
     chosen = np.zeros((n, m), dtype=bool)
     together = np.zeros((m, m))  # co-occurrence counts of the chosen subsets
-    count = 0
+    pool, used, count = draw(n), 0, 0  # one row of candidates per pick, more only when a row is all seen
     while count < n:
-        order = torch.rand((candidates, m), generator=generator).argsort(dim=1)[:, :s].numpy()
-        cand = np.zeros((candidates, m), dtype=bool)
-        np.put_along_axis(cand, order, True, axis=1)
+        if used == len(pool):
+            pool, used = draw(1), 0
+        cand = pool[used]
+        used += 1
         c = cand.astype(np.float64)
         # first-order load (diagonal) weighted above pairwise load, so player balance comes first
         cost = ((c @ together) * c).sum(axis=1) + m * (c @ np.diag(together))
@@ -349,7 +366,7 @@ def additive_fit(design: Design, y: np.ndarray, delta: np.ndarray) -> Fit:
 def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *,
                  orders: tuple[tuple[int, float], ...], ridge: float, representers: int,
                  generator: "torch.Generator", adjacency: OddAdjacencyFeatures | None = None,
-                 adjacency_weight: float = 1.0, kernel: object | None = None) -> Fit:
+                 adjacency_weight: float = 1.0, kernel: object | None = None, dual: bool | None = None) -> Fit:
     """Kernel SHAP with a regression adjustment by odd interactions, on a design closed under complement.
 
     The Shapley value depends only on the game's odd part (v(S) − v(N∖S))/2, so each coalition
@@ -360,6 +377,9 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
     The additive term is unpenalised, so the residual has no additive part: φ is exact when
     every coalition is present and for additive games at any budget, and Σφ = delta always.
     More than ``representers`` pairs: the interaction kernel is spanned by a seeded subset.
+    Otherwise every pair is a representer and the fit is solved in its dual (:func:`kriging_fit`,
+    the same solution at lower cost when there are fewer pairs than features); ``dual=False``
+    forces the primal form (tests compare the two).
     """
     import torch
 
@@ -370,13 +390,18 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
     weight = design.weight[first] + design.weight[partner[first]]
     sizes = design.stratum[first]
     strata = np.where(design.pair[first] >= 0, np.minimum(sizes, m - sizes), -1)
+    lam = ridge * design.weight.sum()
+    if dual is None:
+        dual = len(u) <= representers
+    if orders and dual:
+        kernel = OddInteractionKernel(m, orders) if kernel is None else kernel
+        return kriging_fit(u, y_odd, weight, delta / 2.0, kernel=kernel, ridge=lam, adjacency=adjacency,
+                           adjacency_weight=adjacency_weight, strata=strata, population=_stratum_sizes(m, paired=True))
     x, shapley, constraint = u, 2.0 * np.eye(m), np.ones(m)
     penalty = np.zeros(m)
     if orders:
         kernel = OddInteractionKernel(m, orders) if kernel is None else kernel
-        keep = np.arange(len(u))
-        if len(u) > representers:
-            keep = np.sort(torch.randperm(len(u), generator=generator)[:representers].numpy())
+        keep = np.sort(torch.randperm(len(u), generator=generator)[:representers].numpy())
         centres = np.concatenate([np.ones((1, m)), u[keep]])  # the grand coalition carries the constraint
         k_centres = kernel(centres, centres)
         jitter = np.eye(len(centres)) * 1e-9 * np.trace(k_centres) / len(centres)  # rank-deficient when M is small
@@ -384,14 +409,84 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
         x = np.concatenate([u, kernel(u, centres) @ basis], axis=1)
         shapley = np.concatenate([shapley, kernel.shapley(centres).T @ basis], axis=1)
         constraint = np.concatenate([constraint, k_centres[0] @ basis])  # centres[0] is the grand coalition
-        penalty = np.concatenate([penalty, np.full(basis.shape[1], ridge * design.weight.sum())])
+        penalty = np.concatenate([penalty, np.full(basis.shape[1], lam)])
     if adjacency is not None and adjacency.size:
         x = np.concatenate([x, adjacency(u)], axis=1)
         shapley = np.concatenate([shapley, adjacency.shapley], axis=1)
         constraint = np.concatenate([constraint, np.ones(adjacency.size)])  # u^T = 1 at the grand coalition
-        penalty = np.concatenate([penalty, np.full(adjacency.size, ridge * design.weight.sum() / adjacency_weight)])
+        penalty = np.concatenate([penalty, np.full(adjacency.size, lam / adjacency_weight)])
     return constrained_fit(x, y_odd, weight, constraint=constraint, target=delta / 2.0, shapley=shapley,
                            penalty=penalty, strata=strata, population=_stratum_sizes(m, paired=True))
+
+
+def kriging_fit(u: np.ndarray, y: np.ndarray, weight: np.ndarray, target: np.ndarray, *, kernel: object,
+                ridge: float, adjacency: OddAdjacencyFeatures | None, adjacency_weight: float, strata: np.ndarray,
+                population: dict[int, int]) -> Fit:
+    """The regression adjustment solved in its dual: f(u) = u·β + g(u), g in the interaction kernel's span.
+
+    The same minimiser as :func:`constrained_fit` with every observation a representer:
+    Σ_n w_n (y_n − f(u_n))² + ridge ‖g‖², β unpenalised, f(1) = ``target`` exactly. As a
+    Gaussian process (universal kriging), the grand coalition is an observation without noise
+    and row n has noise ridge / w_n; with A = K + D over the points P = [1; u],
+    β = (UᵀA⁻¹U)⁻¹UᵀA⁻¹Y, g = Σ_j c_j k(P_j, ·) with c = A⁻¹(Y − Uβ), and
+    φ = 2β + Σ_j c_j Shapley(k(P_j, ·)). One Cholesky factor of the (n+1)² matrix A gives the
+    fit, the residuals (r = D c), the leverages (1 − h_nn = D_nn Π_nn) and φ's sensitivity to
+    each observation, so the infinitesimal-jackknife standard errors match the primal form's.
+    ``adjacency`` features join the kernel as adjacency_weight · Φ Φᵀ (their ridge is
+    ridge / adjacency_weight). Shapes: u (n, M), y (n, K), weight (n,), target (K,).
+    """
+    from scipy.linalg import cho_factor, cho_solve, solve_triangular
+    from scipy.linalg.lapack import dtrtri
+
+    n, m = u.shape
+    points = np.concatenate([np.ones((1, m)), u])
+    gram = kernel(points, points)
+    shap = kernel.shapley(points)  # (n+1, M): Shapley values of each k(P_j, ·)
+    if adjacency is not None and adjacency.size:
+        feats = adjacency(points) * np.sqrt(adjacency_weight)
+        gram = gram + feats @ feats.T
+        shap = shap + feats @ (adjacency.shapley.T * np.sqrt(adjacency_weight))
+    noise = np.concatenate([[0.0], ridge / weight])
+    a = gram + np.diag(noise)
+    # A is positive definite when k(1, 1) > 0 and every row has noise; the guard leaves row 0 exact
+    a[np.arange(1, n + 1), np.arange(1, n + 1)] += 1e-12 * np.trace(gram) / (n + 1)
+    chol = np.linalg.cholesky(a)
+    def lower(b: np.ndarray) -> np.ndarray:  # L⁻¹ b
+        return solve_triangular(chol, b, lower=True, check_finite=False)
+
+    def upper(b: np.ndarray) -> np.ndarray:  # L⁻ᵀ b
+        return solve_triangular(chol, b, lower=True, trans="T", check_finite=False)
+
+    big_y = np.concatenate([target[None], y])
+    half_u, half_y = lower(points), lower(big_y)
+    a_inv_u = upper(half_u)  # (n+1, M)
+    g = half_u.T @ half_u  # UᵀA⁻¹U; the tiny ridge guards rank deficiency (fewer pairs than players),
+    g_factor = cho_factor(g + np.eye(m) * 1e-12 * max(np.trace(g), 1e-300) / m)  # f(1) = target regardless
+    beta = cho_solve(g_factor, half_u.T @ half_y)  # (M, K)
+    c = upper(half_y - half_u @ beta)  # A⁻¹(Y − Uβ), (n+1, K)
+    phi = (2.0 * beta + shap.T @ c).T
+    stderr = np.zeros_like(phi)
+    rows = np.flatnonzero(strata >= 0)
+    if len(rows):
+        g_inv_ut = cho_solve(g_factor, a_inv_u.T)  # (M, n+1) = ∂β/∂Y
+        # Π = A⁻¹ − A⁻¹U G⁻¹ UᵀA⁻¹ = ∂c/∂Y; its diagonal and Sᵀ Π without forming an (n+1)² matrix
+        l_inv, info = dtrtri(chol, lower=1)  # diag(A⁻¹) = column sums of L⁻¹ squared
+        if info != 0:
+            raise np.linalg.LinAlgError("singular interaction kernel")
+        proj_diag = np.einsum("ij,ij->j", l_inv, l_inv) - np.einsum("nm,mn->n", a_inv_u, g_inv_ut)
+        sens = 2.0 * g_inv_ut + upper(lower(shap)).T - (shap.T @ a_inv_u) @ g_inv_ut  # (M, n+1) = ∂φ/∂Y
+        idx = rows + 1  # data rows follow the grand coalition
+        # leave-one-out residuals: r_n / (1 − h_nn) with r = D c and 1 − h_nn = D_nn Π_nn
+        resid = noise[idx, None] * c[idx] / np.maximum(noise[idx] * proj_diag[idx], 1e-3)[:, None]
+        infl = sens[:, idx].T[:, None, :] * resid[:, :, None]  # (r, K, M)
+        var = np.zeros_like(phi)
+        for s in np.unique(strata[rows]):
+            d = infl[strata[rows] == s]
+            if len(d) > 1:
+                scale = (1.0 - len(d) / population[int(s)]) * len(d) / (len(d) - 1)
+                var += max(scale, 0.0) * ((d - d.mean(axis=0)) ** 2).sum(axis=0)
+        stderr = np.sqrt(var)
+    return Fit(phi=phi, stderr=stderr)
 
 
 def image_proxy(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *, max_order: int,
