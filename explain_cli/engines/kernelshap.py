@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from explain_cli.core import Problem
 
-ALLOCATIONS = ("kernel", "leverage", "sqrt")
+ALLOCATIONS = ("kernel", "leverage")
 INTERACTIONS = (1, 3, 5)
 # Regression adjustment (measured in benchmarks/shapley_accuracy.py, see README): kernel weight
 # per odd interaction order, ridge penalty per unit of total kernel weight, and how many sampled
@@ -205,8 +205,6 @@ def _share(s: int, m: int, allocation: str, mass: np.ndarray) -> float:
     sizes = _sizes_of_pair(s, m)
     if allocation == "kernel":
         return float(sum(mass[t] for t in sizes))
-    if allocation == "sqrt":
-        return float(sum(np.sqrt(mass[t]) for t in sizes))
     return float(len(sizes))
 
 
