@@ -286,7 +286,23 @@ class Fit:
 
     phi: np.ndarray  # (K, M)
     stderr: np.ndarray  # (K, M)
+    cov: np.ndarray | None = None  # (K, M, M) sampling covariance of φ; None: exact (no sampling error)
     interactions: int = 1  # highest interaction order the surrogate modelled
+
+
+def jackknife_covariance(infl: np.ndarray, strata: np.ndarray, population: dict[int, int]) -> np.ndarray:
+    """(K, M, M) infinitesimal-jackknife covariance of φ from per-unit influences ``infl`` (r, K, M).
+
+    Units are drawn without replacement within strata: Σ_s (1 − n_s/N_s) n_s/(n_s − 1) Σ_{n∈s} (d_n − d̄_s)(d_n − d̄_s)ᵀ.
+    """
+    cov = np.zeros((infl.shape[1], infl.shape[2], infl.shape[2]))
+    for s in np.unique(strata):
+        d = infl[strata == s]
+        if len(d) > 1:
+            scale = (1.0 - len(d) / population[int(s)]) * len(d) / (len(d) - 1)
+            centred = d - d.mean(axis=0)
+            cov += max(scale, 0.0) * np.einsum("nki,nkj->kij", centred, centred)
+    return cov
 
 
 def constrained_fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, *, constraint: np.ndarray,
@@ -322,20 +338,15 @@ def constrained_fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, *, constra
     k = y.shape[1]
     theta, sens, hat = sol[:, :k], sol[:, k:k + m], sol[:, k + m:]  # (p, K), (p, M), (p, r)
     phi = (shapley @ theta).T
-    stderr = np.zeros_like(phi)
+    stderr, cov = np.zeros_like(phi), None
     if len(rows):
         lever = weight[rows] * np.einsum("np,pn->n", x[rows], hat)
         # leave-one-out residuals: a flexible fit's own residuals understate its error
         resid = (y[rows] - x[rows] @ theta) / np.maximum(1.0 - lever, 1e-3)[:, None]  # (r, K)
         infl = (x[rows] @ sens)[:, None, :] * (weight[rows, None] * resid)[:, :, None]  # (r, K, M)
-        var = np.zeros_like(phi)
-        for s in np.unique(strata[rows]):
-            d = infl[strata[rows] == s]
-            if len(d) > 1:
-                scale = (1.0 - len(d) / population[int(s)]) * len(d) / (len(d) - 1)
-                var += max(scale, 0.0) * ((d - d.mean(axis=0)) ** 2).sum(axis=0)
-        stderr = np.sqrt(var)
-    return Fit(phi=phi, stderr=stderr)
+        cov = jackknife_covariance(infl, strata[rows], population)
+        stderr = np.sqrt(np.maximum(np.einsum("kmm->km", cov), 0.0))
+    return Fit(phi=phi, stderr=stderr, cov=cov)
 
 
 def _stratum_sizes(m: int, paired: bool) -> dict[int, int]:
@@ -463,7 +474,7 @@ def kriging_fit(u: np.ndarray, y: np.ndarray, weight: np.ndarray, target: np.nda
     beta = cho_solve(g_factor, half_u.T @ half_y)  # (M, K)
     c = upper(half_y - half_u @ beta)  # A⁻¹(Y − Uβ), (n+1, K)
     phi = (2.0 * beta + shap.T @ c).T
-    stderr = np.zeros_like(phi)
+    stderr, cov = np.zeros_like(phi), None
     rows = np.flatnonzero(strata >= 0)
     if len(rows):
         g_inv_ut = cho_solve(g_factor, a_inv_u.T)  # (M, n+1) = ∂β/∂Y
@@ -477,14 +488,9 @@ def kriging_fit(u: np.ndarray, y: np.ndarray, weight: np.ndarray, target: np.nda
         # leave-one-out residuals: r_n / (1 − h_nn) with r = D c and 1 − h_nn = D_nn Π_nn
         resid = noise[idx, None] * c[idx] / np.maximum(noise[idx] * proj_diag[idx], 1e-3)[:, None]
         infl = sens[:, idx].T[:, None, :] * resid[:, :, None]  # (r, K, M)
-        var = np.zeros_like(phi)
-        for s in np.unique(strata[rows]):
-            d = infl[strata[rows] == s]
-            if len(d) > 1:
-                scale = (1.0 - len(d) / population[int(s)]) * len(d) / (len(d) - 1)
-                var += max(scale, 0.0) * ((d - d.mean(axis=0)) ** 2).sum(axis=0)
-        stderr = np.sqrt(var)
-    return Fit(phi=phi, stderr=stderr)
+        cov = jackknife_covariance(infl, strata[rows], population)
+        stderr = np.sqrt(np.maximum(np.einsum("kmm->km", cov), 0.0))
+    return Fit(phi=phi, stderr=stderr, cov=cov)
 
 
 def image_proxy(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *, max_order: int,
