@@ -134,7 +134,9 @@ class WeightedOddKernel:
     def shapley(self, r: np.ndarray) -> np.ndarray:
         """(len(r), M): Shapley values of u ↦ k(r_j, u): Σ_d c_d (2/d) x_i e_{d−1}(x without i), x = ρ ⊙ r_j."""
         x = r * self.rho
-        p = [None] + [np.sum(x ** j, axis=1, keepdims=True) for j in range(1, self._max + 1)]
+        # power sums of x = ρ ⊙ r with r ∈ {±1}^M: r·ρ^j for odd j, Σρ^j for even j
+        p = [None] + [(r @ self.rho ** j)[:, None] if j % 2 else np.full((len(r), 1), float(np.sum(self.rho ** j)))
+                      for j in range(1, self._max + 1)]
         e = _elementary_from_power_sums(p, self._max)  # each (n, 1)
         without = [np.ones_like(x)]  # e_k(x without i), (n, M)
         for k in range(1, self._max):

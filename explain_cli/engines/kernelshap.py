@@ -258,26 +258,37 @@ def _distinct_subsets(m: int, s: int, n: int, generator: "torch.Generator", cand
 
     seen: set[bytes] = set()
     chosen = np.zeros((n, m), dtype=bool)
-    together = np.zeros((m, m))  # co-occurrence counts of the chosen subsets
+    # co-occurrence counts of the chosen subsets, the diagonal weighted (1 + M)×: for a 0/1 row c the
+    # cost cᵀ T c is the pairwise load plus M × the first-order load, so player balance comes first
+    load = np.zeros((m, m))
     pool, used, count = draw(n), 0, 0  # one row of candidates per pick, more only when a row is all seen
+    pool_f = pool.astype(np.float64)
+    diagonal = np.diag_indices(m)
     while count < n:
         if used == len(pool):
             pool, used = draw(1), 0
-        cand = pool[used]
+            pool_f = pool.astype(np.float64)
+        cand, c = pool[used], pool_f[used]
         used += 1
-        c = cand.astype(np.float64)
-        # first-order load (diagonal) weighted above pairwise load, so player balance comes first
-        cost = ((c @ together) * c).sum(axis=1) + m * (c @ np.diag(together))
-        for idx in np.argsort(cost, kind="stable"):
+        cost = np.einsum("ij,ij->i", c @ load, c)
+        first = int(np.argmin(cost))  # the stable order's first candidate
+        for idx in [first] if _key(cand[first], s, m) not in seen else np.argsort(cost, kind="stable"):
             row = cand[idx]
-            key = row.tobytes() if 2 * s != m else min(row.tobytes(), (~row).tobytes())
+            key = _key(row, s, m)
             if key not in seen:
                 seen.add(key)
                 chosen[count] = row
-                together += np.outer(row, row)
+                members = np.flatnonzero(row)
+                load[members[:, None], members] += 1.0
+                load[diagonal] += m * c[idx]
                 count += 1
                 break
     return chosen
+
+
+def _key(row: np.ndarray, s: int, m: int) -> bytes:
+    """A subset's identity; for s = M/2 a subset and its complement are one."""
+    return row.tobytes() if 2 * s != m else min(row.tobytes(), (~row).tobytes())
 
 
 @dataclass
