@@ -21,7 +21,9 @@ Design
   on the game's odd part with an unpenalised additive term plus ridge-penalised odd
   interactions (:mod:`explain_cli.engines.interactions`); φ is read off that surrogate in
   closed form. Exact under full enumeration and for additive games, like plain Kernel SHAP,
-  with less error per evaluation (benchmarks/shapley_accuracy.py).
+  with less error per evaluation (benchmarks/shapley_accuracy.py). Up to REPRESENTERS pairs the
+  fit is solved in its dual (:func:`kriging_fit`, one Cholesky factor), beyond that in the
+  primal over a seeded subset of pairs.
 * The interactions' prior (``proxy``): ``image`` (default) weighs the monomial u^T by
   Π_{i∈T} ρ_i, ρ_i from a pilot plain Kernel SHAP on the same evaluations (interactions among
   players that matter alone are the large ones), and adds the connected triples of the
@@ -297,23 +299,21 @@ class Fit:
 
     phi: np.ndarray  # (K, M)
     stderr: np.ndarray  # (K, M)
-    cov: np.ndarray | None = None  # (K, M, M) sampling covariance of φ; None: exact (no sampling error)
     interactions: int = 1  # highest interaction order the surrogate modelled
 
 
-def jackknife_covariance(infl: np.ndarray, strata: np.ndarray, population: dict[int, int]) -> np.ndarray:
-    """(K, M, M) infinitesimal-jackknife covariance of φ from per-unit influences ``infl`` (r, K, M).
+def jackknife_stderr(infl: np.ndarray, strata: np.ndarray, population: dict[int, int]) -> np.ndarray:
+    """(K, M) infinitesimal-jackknife standard errors of φ from per-unit influences ``infl`` (r, K, M).
 
-    Units are drawn without replacement within strata: Σ_s (1 − n_s/N_s) n_s/(n_s − 1) Σ_{n∈s} (d_n − d̄_s)(d_n − d̄_s)ᵀ.
+    Units are drawn without replacement within strata: Var φ ≈ Σ_s (1 − n_s/N_s) · n_s/(n_s − 1) · Σ_{n∈s} (d_n − d̄_s)².
     """
-    cov = np.zeros((infl.shape[1], infl.shape[2], infl.shape[2]))
+    var = np.zeros(infl.shape[1:])
     for s in np.unique(strata):
         d = infl[strata == s]
         if len(d) > 1:
             scale = (1.0 - len(d) / population[int(s)]) * len(d) / (len(d) - 1)
-            centred = d - d.mean(axis=0)
-            cov += max(scale, 0.0) * np.einsum("nki,nkj->kij", centred, centred)
-    return cov
+            var += max(scale, 0.0) * ((d - d.mean(axis=0)) ** 2).sum(axis=0)
+    return np.sqrt(var)
 
 
 def constrained_fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, *, constraint: np.ndarray,
@@ -349,15 +349,14 @@ def constrained_fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, *, constra
     k = y.shape[1]
     theta, sens, hat = sol[:, :k], sol[:, k:k + m], sol[:, k + m:]  # (p, K), (p, M), (p, r)
     phi = (shapley @ theta).T
-    stderr, cov = np.zeros_like(phi), None
+    stderr = np.zeros_like(phi)
     if len(rows):
         lever = weight[rows] * np.einsum("np,pn->n", x[rows], hat)
         # leave-one-out residuals: a flexible fit's own residuals understate its error
         resid = (y[rows] - x[rows] @ theta) / np.maximum(1.0 - lever, 1e-3)[:, None]  # (r, K)
         infl = (x[rows] @ sens)[:, None, :] * (weight[rows, None] * resid)[:, :, None]  # (r, K, M)
-        cov = jackknife_covariance(infl, strata[rows], population)
-        stderr = np.sqrt(np.maximum(np.einsum("kmm->km", cov), 0.0))
-    return Fit(phi=phi, stderr=stderr, cov=cov)
+        stderr = jackknife_stderr(infl, strata[rows], population)
+    return Fit(phi=phi, stderr=stderr)
 
 
 def _stratum_sizes(m: int, paired: bool) -> dict[int, int]:
@@ -471,6 +470,7 @@ def kriging_fit(u: np.ndarray, y: np.ndarray, weight: np.ndarray, target: np.nda
     # A is positive definite when k(1, 1) > 0 and every row has noise; the guard leaves row 0 exact
     a[np.arange(1, n + 1), np.arange(1, n + 1)] += 1e-12 * np.trace(gram) / (n + 1)
     chol = np.linalg.cholesky(a)
+
     def lower(b: np.ndarray) -> np.ndarray:  # L⁻¹ b
         return solve_triangular(chol, b, lower=True, check_finite=False)
 
@@ -480,28 +480,26 @@ def kriging_fit(u: np.ndarray, y: np.ndarray, weight: np.ndarray, target: np.nda
     big_y = np.concatenate([target[None], y])
     half_u, half_y = lower(points), lower(big_y)
     a_inv_u = upper(half_u)  # (n+1, M)
-    g = half_u.T @ half_u  # UᵀA⁻¹U; the tiny ridge guards rank deficiency (fewer pairs than players),
-    g_factor = cho_factor(g + np.eye(m) * 1e-12 * max(np.trace(g), 1e-300) / m)  # f(1) = target regardless
+    g = half_u.T @ half_u  # UᵀA⁻¹U
+    # a tiny ridge guards rank deficiency (fewer pairs than players); f(1) = target holds for any β
+    g_factor = cho_factor(g + np.eye(m) * 1e-12 * max(np.trace(g), 1e-300) / m)
     beta = cho_solve(g_factor, half_u.T @ half_y)  # (M, K)
     c = upper(half_y - half_u @ beta)  # A⁻¹(Y − Uβ), (n+1, K)
     phi = (2.0 * beta + shap.T @ c).T
-    stderr, cov = np.zeros_like(phi), None
+    stderr = np.zeros_like(phi)
     rows = np.flatnonzero(strata >= 0)
     if len(rows):
         g_inv_ut = cho_solve(g_factor, a_inv_u.T)  # (M, n+1) = ∂β/∂Y
         # Π = A⁻¹ − A⁻¹U G⁻¹ UᵀA⁻¹ = ∂c/∂Y; its diagonal and Sᵀ Π without forming an (n+1)² matrix
-        l_inv, info = dtrtri(chol, lower=1)  # diag(A⁻¹) = column sums of L⁻¹ squared
-        if info != 0:
-            raise np.linalg.LinAlgError("singular interaction kernel")
+        l_inv = dtrtri(chol, lower=1)[0]  # diag(A⁻¹) = column sums of L⁻¹ squared
         proj_diag = np.einsum("ij,ij->j", l_inv, l_inv) - np.einsum("nm,mn->n", a_inv_u, g_inv_ut)
         sens = 2.0 * g_inv_ut + upper(lower(shap)).T - (shap.T @ a_inv_u) @ g_inv_ut  # (M, n+1) = ∂φ/∂Y
         idx = rows + 1  # data rows follow the grand coalition
         # leave-one-out residuals: r_n / (1 − h_nn) with r = D c and 1 − h_nn = D_nn Π_nn
         resid = noise[idx, None] * c[idx] / np.maximum(noise[idx] * proj_diag[idx], 1e-3)[:, None]
         infl = sens[:, idx].T[:, None, :] * resid[:, :, None]  # (r, K, M)
-        cov = jackknife_covariance(infl, strata[rows], population)
-        stderr = np.sqrt(np.maximum(np.einsum("kmm->km", cov), 0.0))
-    return Fit(phi=phi, stderr=stderr, cov=cov)
+        stderr = jackknife_stderr(infl, strata[rows], population)
+    return Fit(phi=phi, stderr=stderr)
 
 
 def image_proxy(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *, max_order: int,
