@@ -9,7 +9,7 @@ Design
   coalitions (shap's rule); once one is not, the rest of the budget is split over the remaining
   pairs (``allocation``: ``kernel`` ∝ kernel mass, or ``leverage`` ∝ number of sizes, the
   leverage-score allocation of Musco & Witter 2024), and each pair draws distinct coalitions of
-  size s, balanced over players and pairs of players (``_distinct_subsets``), each with its
+  size s, balanced over players and pairs of players (``_balanced_picks``), each with its
   complement (antithetic sampling, Covert & Lee 2021).
 * Each size is a stratum: a coalition of size s gets weight K(s)/n_s, where K(s) = (M−1)/(s(M−s))
   is the kernel mass of all size-s coalitions and n_s how many of them are in the design. With
@@ -179,18 +179,22 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
     # (a coin picks the subset or its complement) so that small budgets still determine φ.
     paired = remaining // 2 >= m - 1
     draws = _allocate(remaining // 2 if paired else remaining, pairs, share, m)
+    sizes = [s for s, n in draws.items() if n > 0]
+    pools, flips = {}, {}
+    for s in sizes:  # every random draw in size order: a size's candidates, then its coins
+        pools[s] = _candidates(m, s, draws[s], gen_for(s))
+        if not paired:
+            flips[s] = (torch.rand(draws[s], generator=gen_for(s)) < 0.5).numpy()
+    picked = _balanced_picks(m, pools, draws, gen_for)
     next_pair = 0
-    for s, n in draws.items():
-        if n == 0:
-            continue
-        z = _distinct_subsets(m, s, n, gen_for(s))
+    for s in sizes:
+        z, n = picked[s], draws[s]
         ids = np.arange(next_pair, next_pair + n)
         next_pair += n
         if paired:
             z, ids = np.concatenate([z, ~z]), np.concatenate([ids, ids])
         else:
-            flip = (torch.rand(n, generator=gen_for(s)) < 0.5).numpy()
-            z[flip] = ~z[flip]
+            z[flips[s]] = ~z[flips[s]]
         rows.append(z)
         strata.append(z.sum(axis=1))
         pair_ids.append(ids)
@@ -240,52 +244,69 @@ def _allocate(n_pairs: int, pairs: list[int], share: dict[int, float], m: int) -
     return alloc
 
 
-def _distinct_subsets(m: int, s: int, n: int, generator: "torch.Generator", candidates: int = 32) -> np.ndarray:
-    """``n`` distinct size-``s`` subsets chosen to keep the design balanced.
+CANDIDATES = 32  # random subsets considered per balanced pick
 
-    Each pick takes, among ``candidates`` uniform random subsets, the one that least repeats
-    what is already chosen: how often its players appear and how often its pairs of players
-    appear together. The design then covers players and pairs evenly (close to a balanced
-    incomplete block design), which lowers the regression's error for the same evaluations.
-    For s = M/2 a subset and its complement count as one.
-    """
+
+def _candidates(m: int, s: int, rows: int, generator: "torch.Generator") -> np.ndarray:
+    """(rows, CANDIDATES, M) bool: uniform random size-``s`` subsets, one row of candidates per pick."""
     import torch
 
-    def draw(rows: int) -> np.ndarray:  # (rows, candidates, M): drawing in bulk or one row at a time is the same stream
-        keys = torch.rand((rows, candidates, m), generator=generator).numpy()
-        order = np.argpartition(keys, s - 1, axis=2)[:, :, :s]  # the s smallest keys: a uniform random s-subset
-        cand = np.zeros((rows, candidates, m), dtype=bool)
-        np.put_along_axis(cand, order, True, axis=2)
-        return cand
+    keys = torch.rand((rows, CANDIDATES, m), generator=generator).numpy()
+    order = np.argpartition(keys, s - 1, axis=2)[:, :, :s]  # the s smallest keys: a uniform random s-subset
+    cand = np.zeros((rows, CANDIDATES, m), dtype=bool)
+    np.put_along_axis(cand, order, True, axis=2)
+    return cand
 
-    seen: set[bytes] = set()
-    chosen = np.zeros((n, m), dtype=bool)
-    # co-occurrence counts of the chosen subsets, the diagonal weighted (1 + M)×: for a 0/1 row c the
-    # cost cᵀ T c is the pairwise load plus M × the first-order load, so player balance comes first
-    load = np.zeros((m, m))
-    pool, used, count = draw(n), 0, 0  # one row of candidates per pick, more only when a row is all seen
-    pool_f = pool.astype(np.float64)
-    diagonal = np.diag_indices(m)
-    while count < n:
-        if used == len(pool):
-            pool, used = draw(1), 0
-            pool_f = pool.astype(np.float64)
-        cand, c = pool[used], pool_f[used]
-        used += 1
-        cost = np.einsum("ij,ij->i", c @ load, c)
-        first = int(np.argmin(cost))  # the stable order's first candidate
-        for idx in [first] if _key(cand[first], s, m) not in seen else np.argsort(cost, kind="stable"):
-            row = cand[idx]
-            key = _key(row, s, m)
-            if key not in seen:
-                seen.add(key)
-                chosen[count] = row
-                members = np.flatnonzero(row)
-                load[members[:, None], members] += 1.0
-                load[diagonal] += m * c[idx]
-                count += 1
-                break
-    return chosen
+
+def _balanced_picks(m: int, pools: dict[int, np.ndarray], counts: dict[int, int],
+                    gen_for: "Callable[[int], torch.Generator]") -> dict[int, np.ndarray]:
+    """``counts[s]`` distinct size-s subsets per size, each chosen to keep the design balanced.
+
+    Each pick takes, among a row of candidates (``pools[s]``), the one that least repeats what
+    is already chosen of its size: how often its players appear and how often its pairs of
+    players appear together. The design then covers players and pairs evenly (close to a
+    balanced incomplete block design), which lowers the regression's error for the same
+    evaluations. For s = M/2 a subset and its complement count as one. The sizes are independent
+    and advance in lockstep (one batched cost per step); a size whose row of candidates is all
+    taken draws another from its own generator.
+    """
+    sizes = list(pools)
+    chosen = {s: np.zeros((counts[s], m), dtype=bool) for s in sizes}
+    seen: dict[int, set[bytes]] = {s: set() for s in sizes}
+    # co-occurrence counts per size, the diagonal weighted (1 + M)×: for a 0/1 row c the cost cᵀ T c
+    # is the pairwise load plus M × the first-order load, so player balance comes first
+    load = np.zeros((len(sizes), m, m))
+    used = {s: 0 for s in sizes}
+    count = {s: 0 for s in sizes}
+    while True:
+        active = [a for a, s in enumerate(sizes) if count[s] < counts[s]]
+        if not active:
+            return chosen
+        for a in active:
+            s = sizes[a]
+            if used[s] == len(pools[s]):
+                pools[s], used[s] = _candidates(m, s, 1, gen_for(s)), 0
+        cand = np.stack([pools[sizes[a]][used[sizes[a]]] for a in active])  # (A, CANDIDATES, M)
+        c = cand.astype(np.float64)
+        cost = np.einsum("aij,aij->ai", c @ load[active], c)
+        best = np.argmin(cost, axis=1)  # the stable order's first candidate
+        taken = np.zeros((len(active), m))
+        for i, a in enumerate(active):
+            s = sizes[a]
+            used[s] += 1
+            idx = int(best[i])
+            key = _key(cand[i, idx], s, m)
+            if key in seen[s]:  # the cheapest was taken already: the next cheapest not taken, if any
+                order = [j for j in np.argsort(cost[i], kind="stable") if _key(cand[i, j], s, m) not in seen[s]]
+                if not order:
+                    continue
+                idx = int(order[0])
+                key = _key(cand[i, idx], s, m)
+            seen[s].add(key)
+            chosen[s][count[s]] = cand[i, idx]
+            count[s] += 1
+            taken[i] = c[i, idx]
+        load[active] += taken[:, :, None] * taken[:, None, :] + m * taken[:, :, None] * np.eye(m)
 
 
 def _key(row: np.ndarray, s: int, m: int) -> bytes:
