@@ -181,7 +181,8 @@ def _param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter
 _DEBUG = _param("debug", Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.",
                                                       rich_help_panel="Run")], False)
 _MODEL = _param("model", Annotated[Optional[str], typer.Argument(
-    help="Model file (TorchScript), or torchvision:ARCH (e.g. torchvision:resnet18).", show_default=False,
+    help="Model file (.pt TorchScript, .pt2, .onnx), or torchvision:ARCH / timm:NAME (e.g. torchvision:resnet18); "
+         "explain info --models lists them.", show_default=False,
     metavar="MODEL")])
 _INPUTS = _param("inputs", Annotated[Optional[list[str]], typer.Argument(
     help="Images (PNG, JPEG, ...) or tensors (.pt, .npy).", show_default=False, metavar="INPUT...")])
@@ -494,7 +495,7 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(markup=False)  # "explain_cli[onnx]" is text, not a markup tag
     console.print(f"explain_cli {__version__} · torch {data['torch']} · torchvision {data['torchvision']} · CUDA {'yes' if data['cuda'] else 'no'}")
     table = Table("method", "what it does", "parameters (defaults)")
     for name, m in data["methods"].items():

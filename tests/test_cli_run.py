@@ -118,7 +118,7 @@ def test_tensor_layouts_give_the_same_answer(cli, linear_script, tensor_input, t
     assert numbers(ref) == numbers(got)
 
 
-def test_segment_command_and_info(cli, tmp_path):
+def test_segment_command_and_info(cli, tmp_path, monkeypatch):
     result = cli("segment", SAMPLE_IMAGES[0], "--out", tmp_path, "--n-segments", "30")
     assert result.exit_code == 0, result.stderr
     assert "segments" in result.stderr
@@ -130,6 +130,10 @@ def test_segment_command_and_info(cli, tmp_path):
     assert info.exit_code == 0
     doc = json.loads(info.stdout)
     assert "lime" in doc["methods"] and "slic" in doc["segmenters"]
+    monkeypatch.setenv("COLUMNS", "200")  # one line per row
+    table = cli("info", "--models")
+    assert table.exit_code == 0
+    assert "pip install 'explain_cli[onnx]'" in table.stdout  # brackets are text, not rich markup
 
 
 def test_random_torchvision_model_on_image(cli, tmp_path, small_image):
