@@ -23,20 +23,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from explain_cli.batch import Item, Row, _finish, _input_label, _mark_done, _message
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, require_module
 
-INSTALL_HINT = "pip install 'explain_cli[ray]'"
 RETRIES = 1  # a worker that dies takes its item with it; the item gets one more try on a new actor
 _INPUT_HINT = "pass image or tensor files (a shell glob works: DIR/*.png)"  # as load_input says it
 
 
 def require_ray() -> Any:
     """The ``ray`` module, or a one-line ExplainError naming the extra to install."""
-    try:
-        import ray
-    except ImportError:
-        raise ExplainError(f"--backend ray needs Ray, which is not installed: {INSTALL_HINT}") from None
-    return ray
+    return require_module("ray", "--backend ray needs Ray, which is not installed", "ray")
 
 
 class Worker:

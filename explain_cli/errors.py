@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ExplainError(Exception):
     """Bad usage or bad input: shown as one line on stderr, exit code 2.
@@ -33,3 +35,18 @@ class OptionError(ExplainError):
         else:
             name = f"{self.option}="
         return f"{name} {self.problem}" if style != "python" else f"{self.option} {self.problem}"
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs one of the package's optional extras."""
+    return f"pip install 'explain_cli[{extra}]'"
+
+
+def require_module(name: str, needed_for: str, extra: str) -> Any:
+    """Import ``name``, or raise a one-line ExplainError: ``needed_for``, then how to install ``extra``."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ExplainError(f"{needed_for}: {install_hint(extra)}") from None

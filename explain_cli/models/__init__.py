@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, install_hint
 from explain_cli.fileio import require_file
 from explain_cli.models.base import (
     METADATA_FILE,
@@ -79,7 +79,7 @@ def formats() -> list[dict]:
             "example": f.example,
             "description": f.description,
             "needs": list(f.needs),
-            "install": f"pip install 'explain_cli[{f.extra}]'" if f.extra else None,
+            "install": install_hint(f.extra) if f.extra else None,
             "installed": f.installed(),
         }
         for f in FORMATS.values()

@@ -9,16 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, require_module
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import METADATA_FILE, LoadedModel, first_line, metadata_fields, parse_metadata
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-INSTALL_HINT = "pip install 'explain_cli[onnx]'"
-
 
 def is_onnx(head: bytes, path: Path) -> bool:
     """An ONNX protobuf starts with field 1 (ir_version, a varint: byte 0x08); the suffix settles it.
@@ -33,11 +30,7 @@ def is_onnx(head: bytes, path: Path) -> bool:
 
 def require_onnxruntime() -> Any:
     """Import onnxruntime or say in one line how to install it."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ExplainError(f"running ONNX models needs onnxruntime: {INSTALL_HINT}") from None
-    return onnxruntime
+    return require_module("onnxruntime", "running ONNX models needs onnxruntime", "onnx")
 
 
 class OnnxRunner:

@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import ExplainError, OptionError, install_hint, require_module
 from explain_cli.models.base import LoadedModel, first_line
 
 if TYPE_CHECKING:
@@ -262,10 +262,7 @@ def export_onnx_bytes(module: Any, shape: tuple[int, ...], metadata: dict[str, s
     """
     import torch
 
-    try:
-        import onnx  # noqa: F401  (both exporters need it)
-    except ImportError:
-        raise ExplainError("exporting to ONNX needs the onnx package: pip install 'explain_cli[onnx]'") from None
+    require_module("onnx", "exporting to ONNX needs the onnx package", "onnx")  # both exporters need it
     example = torch.zeros((max(2, shape[0]),) + tuple(shape[1:]))
     buffer = io.BytesIO()
     try:
@@ -301,7 +298,7 @@ def _onnx_candidate(model: LoadedModel, probe: "torch.Tensor", reference: "torch
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        return None, "onnx/onnxruntime not installed: pip install 'explain_cli[onnx]'"
+        return None, f"onnx/onnxruntime not installed: {install_hint('onnx')}"
     from explain_cli.models.onnx import OnnxRunner, make_session
 
     try:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, require_module
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TIMM_PREFIX, LoadedModel, first_line
 from explain_cli.models.labels import imagenet_labels
@@ -23,17 +23,12 @@ from explain_cli.preprocess import Preprocess
 if TYPE_CHECKING:
     import torch
 
-INSTALL_HINT = "pip install 'explain_cli[timm]'"
 RANDOM_WEIGHTS_NOTE = "random weights (no --weights given): outputs are meaningless; use for tests and benchmarks only"
 
 
 def require_timm() -> Any:
     """Import timm or say in one line how to install it."""
-    try:
-        import timm
-    except ImportError:
-        raise ExplainError(f"timm:NAME models need the timm package: {INSTALL_HINT}") from None
-    return timm
+    return require_module("timm", "timm:NAME models need the timm package", "timm")
 
 
 def load_timm(source: str, weights: str | None, device: "torch.device", seed: int) -> LoadedModel:

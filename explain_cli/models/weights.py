@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, require_module
 from explain_cli.fileio import require_file
 
 if TYPE_CHECKING:
@@ -73,13 +73,8 @@ def _read_torch(path: Path) -> object:
 
 
 def _read_safetensors(path: Path) -> dict:
-    try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise ExplainError(
-            f"weights file {path} is in safetensors format, which needs the safetensors package: "
-            "pip install 'explain_cli[safetensors]'"
-        ) from None
+    load_file = require_module("safetensors.torch", f"weights file {path} is in safetensors format, which needs the "
+                               "safetensors package", "safetensors").load_file
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own SafetensorError / OSError
