@@ -47,17 +47,10 @@ def walsh(table: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     return a / 2**m * (-1.0) ** order, order
 
 
-def paired_data(design: ks.Design, y: np.ndarray, delta: float):
-    partner = ks._complements(design.z)
-    first = np.flatnonzero(np.arange(len(partner)) < partner)
-    u = 2.0 * design.z[first] - 1.0
-    return partner, u, (y[first] - y[partner[first]]) / 2.0, design.weight[first] + design.weight[partner[first]]
-
-
 def gp_oracle(design: ks.Design, y: np.ndarray, delta: float, members: np.ndarray, prior: np.ndarray,
               shapley_cols: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
     """Universal kriging with explicit monomial features and their prior variances; f(1) = delta/2 exactly."""
-    _, u, y_odd, w = paired_data(design, y, delta)
+    _, u, y_odd, w = ks.odd_observations(design, y, ks._complements(design.z))
     m = u.shape[1]
     points = np.concatenate([np.ones((1, m)), u])
     feats = (1 - 2 * (((points < 0).astype(np.int64) @ members.T.astype(np.int64)) % 2)).astype(np.float64)

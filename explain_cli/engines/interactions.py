@@ -85,11 +85,16 @@ class WeightedOddKernel:
     power sums are matrix products and the even ones constants, so the kernel costs one matrix
     product per odd order. Each order's weight is rescaled so that its total prior mass
     e_d(ρ) equals C(M, d), as with ρ = 1 (where this is :class:`OddInteractionKernel`).
+    Orders 3 and 5 (all the engine offers) are evaluated as one polynomial.
     """
 
     m: int
-    weights: tuple[tuple[int, float], ...]
+    weights: tuple[tuple[int, float], ...]  # orders among 3 and 5
     rho: np.ndarray  # (M,) positive
+
+    def __post_init__(self) -> None:
+        if not {d for d, _ in self.weights} <= {3, 5}:
+            raise ValueError(f"WeightedOddKernel takes orders 3 and 5, not {[d for d, _ in self.weights]}")
 
     @cached_property
     def _max(self) -> int:
@@ -102,13 +107,7 @@ class WeightedOddKernel:
         return tuple((d, c * math.comb(self.m, d) / max(e[d], 1e-300)) for d, c in self.weights)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if self._max > 5:
-            p: list = [None]
-            for j in range(1, self._max + 1):
-                p.append((a * self.rho ** j) @ b.T if j % 2 else float(np.sum(self.rho ** j)))
-            e = _elementary_from_power_sums(p, self._max)
-            return sum(c * e[d] for d, c in self._scaled)
-        # orders 3 and 5 (all the engine uses), as polynomials in the odd power sums p1, p3, p5 with
+        # orders 3 and 5 as polynomials in the odd power sums p1, p3, p5 with
         # constant p2, p4: e3 = (p1³ − 3p2p1 + 2p3)/6 and
         # e5 = (p1⁵ − 10p2p1³ + 15p2²p1 − 30p4p1 + 20p1²p3 − 20p2p3 + 24p5)/120, Horner in q = p1²
         c = dict(self._scaled)

@@ -185,7 +185,7 @@ def plan(m: int, budget: int, *, allocation: str, exact: bool, generator: "torch
         pools[s] = _candidates(m, s, draws[s], gen_for(s))
         if not paired:
             flips[s] = (torch.rand(draws[s], generator=gen_for(s)) < 0.5).numpy()
-    picked = _balanced_picks(m, pools, draws, gen_for)
+    picked = _balanced_picks(m, pools, gen_for)
     next_pair = 0
     for s in sizes:
         z, n = picked[s], draws[s]
@@ -258,9 +258,9 @@ def _candidates(m: int, s: int, rows: int, generator: "torch.Generator") -> np.n
     return cand
 
 
-def _balanced_picks(m: int, pools: dict[int, np.ndarray], counts: dict[int, int],
+def _balanced_picks(m: int, pools: dict[int, np.ndarray],
                     gen_for: "Callable[[int], torch.Generator]") -> dict[int, np.ndarray]:
-    """``counts[s]`` distinct size-s subsets per size, each chosen to keep the design balanced.
+    """As many distinct size-s subsets as ``pools[s]`` has rows, each chosen to keep the design balanced.
 
     Each pick takes, among a row of candidates (``pools[s]``), the one that least repeats what
     is already chosen of its size: how often its players appear and how often its pairs of
@@ -271,6 +271,8 @@ def _balanced_picks(m: int, pools: dict[int, np.ndarray], counts: dict[int, int]
     taken draws another from its own generator.
     """
     sizes = list(pools)
+    counts = {s: len(pool) for s, pool in pools.items()}
+    pools = dict(pools)  # a size that runs out of candidates gets a new row here, not in the caller's dict
     chosen = {s: np.zeros((counts[s], m), dtype=bool) for s in sizes}
     seen: dict[int, set[bytes]] = {s: set() for s in sizes}
     # co-occurrence counts per size, the diagonal weighted (1 + M)×: for a 0/1 row c the cost cᵀ T c
@@ -403,6 +405,17 @@ def additive_fit(design: Design, y: np.ndarray, delta: np.ndarray) -> Fit:
                            population=_stratum_sizes(m, paired=False))
 
 
+def odd_observations(design: Design, y: np.ndarray,
+                     partner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, u, odd part, weight): one observation per complement pair, taken at its first row.
+
+    u = 2z − 1 of that row, odd part (v(S) − v(N∖S))/2, weight the pair's summed kernel weight.
+    """
+    first = np.flatnonzero(np.arange(len(partner)) < partner)
+    u = 2.0 * design.z[first] - 1.0
+    return first, u, (y[first] - y[partner[first]]) / 2.0, design.weight[first] + design.weight[partner[first]]
+
+
 def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *,
                  orders: tuple[tuple[int, float], ...], ridge: float, representers: int,
                  generator: "torch.Generator", adjacency: OddAdjacencyFeatures | None = None,
@@ -424,23 +437,20 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
     import torch
 
     m = design.z.shape[1]
-    first = np.flatnonzero(np.arange(len(partner)) < partner)
-    u = 2.0 * design.z[first] - 1.0
-    y_odd = (y[first] - y[partner[first]]) / 2.0
-    weight = design.weight[first] + design.weight[partner[first]]
+    first, u, y_odd, weight = odd_observations(design, y, partner)
     sizes = design.stratum[first]
     strata = np.where(design.pair[first] >= 0, np.minimum(sizes, m - sizes), -1)
     lam = ridge * design.weight.sum()
+    if orders and kernel is None:
+        kernel = OddInteractionKernel(m, orders)
     if dual is None:
         dual = len(u) <= representers
     if orders and dual:
-        kernel = OddInteractionKernel(m, orders) if kernel is None else kernel
         return kriging_fit(u, y_odd, weight, delta / 2.0, kernel=kernel, ridge=lam, adjacency=adjacency,
                            adjacency_weight=adjacency_weight, strata=strata, population=_stratum_sizes(m, paired=True))
     x, shapley, constraint = u, 2.0 * np.eye(m), np.ones(m)
     penalty = np.zeros(m)
     if orders:
-        kernel = OddInteractionKernel(m, orders) if kernel is None else kernel
         keep = np.sort(torch.randperm(len(u), generator=generator)[:representers].numpy())
         centres = np.concatenate([np.ones((1, m)), u[keep]])  # the grand coalition carries the constraint
         k_centres = kernel(centres, centres)
