@@ -11,8 +11,8 @@ import torch
 from explain_cli.engines.adjacency import (OddAdjacencyFeatures, brute_force_shapley, connected_sets,
                                             segment_adjacency)
 from explain_cli.engines.interactions import OddInteractionKernel, WeightedOddKernel
-from explain_cli.engines.kernelshap import (KernelShapParams, _complements, estimate, image_proxy, plan)
-from tests.test_kernelshap import Nonlinear, brute_force_shapley as model_shapley, run_shap
+from explain_cli.engines.kernelshap import KernelShapParams, _complements, estimate, plan
+from tests.test_kernelshap import Nonlinear, run_shap
 from tests.test_lime import make_problem
 
 
@@ -52,17 +52,6 @@ def test_weighted_kernel_is_the_weighted_monomial_sum_and_its_sections_have_exac
         np.testing.assert_allclose(kernel.shapley(a)[j], brute_force_shapley(game, m), atol=1e-10)
     flat = WeightedOddKernel(m, weights, np.ones(m))  # ρ = 1 is the generic kernel
     np.testing.assert_allclose(flat(a, b), OddInteractionKernel(m, weights)(a, b), atol=1e-9)
-
-
-def test_image_proxy_is_exact_when_every_coalition_is_present():
-    m = 8
-    problem = make_problem(Nonlinear().double(), n_segments=m, targets=(0, 1), dtype=torch.float64)
-    design = plan(m, 2**m - 2, allocation="kernel", exact=True, generator=torch.Generator())
-    f_b = problem.baseline_output().numpy()
-    y = problem.segment_outputs(torch.from_numpy(design.z).double()).numpy() - f_b
-    fit = image_proxy(design, y, problem.reference.numpy() - f_b, _complements(design.z), max_order=5,
-                      segments=problem.segments.numpy(), generator=torch.Generator())
-    np.testing.assert_allclose(fit.phi, model_shapley(problem, m), atol=1e-8)
 
 
 class NeighbourGame:

@@ -159,17 +159,23 @@ def test_sampled_strata_are_balanced():
         assert counts.max() - counts.min() <= 3, (s, counts)  # independent draws spread ~8 here
 
 
-def test_adjusted_fit_is_exact_when_every_coalition_is_present():
-    """The regression adjustment leaves no additive residual, so full enumeration stays exact."""
-    from explain_cli.engines.kernelshap import _complements, adjusted_fit
+@pytest.mark.parametrize("proxy", ["generic", "image"])
+def test_adjusted_fit_is_exact_when_every_coalition_is_present(proxy):
+    """The regression adjustment (either prior) leaves no additive residual, so full enumeration stays exact."""
+    from explain_cli.engines.kernelshap import _complements, adjusted_fit, image_proxy
 
     m = 8
     problem = make_problem(Nonlinear().double(), n_segments=m, targets=(0, 1), dtype=torch.float64)
     design = plan(m, 2**m - 2, allocation="kernel", exact=True, generator=torch.Generator())
     f_b = problem.baseline_output().numpy()
     y = problem.segment_outputs(torch.from_numpy(design.z).double()).numpy() - f_b
-    fit = adjusted_fit(design, y, problem.reference.numpy() - f_b, _complements(design.z),
-                       orders=((3, 1.0), (5, 0.1)), ridge=0.3, representers=1024, generator=torch.Generator())
+    delta, partner = problem.reference.numpy() - f_b, _complements(design.z)
+    if proxy == "image":
+        fit = image_proxy(design, y, delta, partner, max_order=5, segments=problem.segments.numpy(),
+                          generator=torch.Generator())
+    else:
+        fit = adjusted_fit(design, y, delta, partner, orders=((3, 1.0), (5, 0.1)), ridge=0.3, representers=1024,
+                           generator=torch.Generator())
     np.testing.assert_allclose(fit.phi, brute_force_shapley(problem, m), atol=1e-8)
 
 
