@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from explain_cli import __version__
+from explain_cli._version import __version__
 from explain_cli import options as schema
 from explain_cli.errors import ExplainError, OptionError
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from explain_cli import __version__
+from explain_cli._version import __version__
 from explain_cli.engines.base import Attribution
 from explain_cli.preprocess import Geometry
 from explain_cli.segmentation import Segmentation
