@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from explain_cli import options as schema
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import ExplainError, OptionError, suggest
 
 #: Keys a job has besides options.
 JOB_KEYS = ("name", "model", "inputs", "methods")
@@ -50,10 +50,8 @@ def read_yaml(path: Path) -> Any:
 
 
 def _unknown(key: str, allowed: set[str], where: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    return f"{where}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+    hint = suggest(key, sorted(allowed), quote=True)
+    return f"{where}: unknown key {key!r}" + (f"; {hint}" if hint else "")
 
 
 def _layer(data: Any, where: str, problems: list[str], *, extra: tuple[str, ...] = (), shared_ok: bool = True) -> dict:
@@ -210,10 +208,8 @@ def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None)
 
 
 def _method_problem(name: str, engines: Any) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(engines), n=1)
-    return f"must be one of {', '.join(engines)}, got {name!r}" + (f" (did you mean {close[0]}?)" if close else "")
+    hint = suggest(name, engines)
+    return f"must be one of {', '.join(engines)}, got {name!r}" + (f" ({hint})" if hint else "")
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:

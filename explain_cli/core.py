@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import RAISED_LINE, ExplainError, OptionError, one_line
 from explain_cli.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -217,30 +217,6 @@ class Evaluator:
             start = stop
 
 
-_RAISED = None
-
-
-def _first_line(text: str) -> str:
-    """An exception's own message on one line.
-
-    TorchScript wraps it in two tracebacks and ends with ``builtins.RuntimeError: message`` (the
-    message may span lines); eager messages are joined line by line.
-    """
-    import re
-
-    global _RAISED
-    if _RAISED is None:
-        _RAISED = re.compile(r"^(?:builtins\.)?[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b[^:]*: ")
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
-        starts = [i for i, line in enumerate(lines) if _RAISED.match(line)]
-        lines = lines[starts[-1]:] if starts else lines[-1:]
-        lines[0] = lines[0].removeprefix("builtins.")
-    return " ".join(lines)
-
-
 def _guarded(what: str, fn: Callable, arg: object) -> object:
     """Call the user's model or target callable; its failure becomes one line with its own message.
 
@@ -253,9 +229,9 @@ def _guarded(what: str, fn: Callable, arg: object) -> object:
     except (ExplainError, MemoryError, KeyboardInterrupt, torch.cuda.OutOfMemoryError):
         raise
     except Exception as exc:
-        first = _first_line(str(exc))
+        first = one_line(str(exc))
         shape = list(arg.shape) if hasattr(arg, "shape") else type(arg).__name__
-        said = first[:300] if first and _RAISED.match(first) else (
+        said = first[:300] if first and RAISED_LINE.match(first) else (
             type(exc).__name__ + (": " + first[:300] if first else ""))  # TorchScript's line names the real type
         raise ExplainError(f"the {what} failed on a batch of shape {shape}: {said}") from None
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Iterable
 
 
 class ExplainError(Exception):
@@ -50,3 +51,58 @@ def require_module(name: str, needed_for: str, extra: str) -> Any:
         return importlib.import_module(name)
     except ImportError:
         raise ExplainError(f"{needed_for}: {install_hint(extra)}") from None
+
+
+def suggest(word: str, choices: Iterable[Any], *, n: int = 1, quote: bool = False) -> str:
+    """``did you mean X?`` naming the choices closest to ``word`` (at most ``n``), or ``""``.
+
+    Case is ignored when matching; the choices are named as given (``quote``: as ``repr``).
+
+    >>> suggest("lyme", ["lime", "rise"])
+    'did you mean lime?'
+    >>> suggest("RDBU_R", ["RdBu_r", "inferno"], quote=True)
+    "did you mean 'RdBu_r'?"
+    >>> suggest("zzz", ["lime"])
+    ''
+    """
+    import difflib
+
+    names = [str(c) for c in choices]
+    by_folded: dict[str, str] = {}
+    for name in names:
+        by_folded.setdefault(name.casefold(), name)
+    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=n)
+    if not close:
+        return ""
+    shown = [repr(by_folded[c]) if quote else by_folded[c] for c in close]
+    return f"did you mean {', '.join(shown)}?"
+
+
+#: A line that names the exception it reports: ``RuntimeError: ...``, ``builtins.ValueError ...: ...``.
+RAISED_LINE = re.compile(r"^(?:builtins\.)?[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b[^:]*: ")
+
+
+def one_line(exc: BaseException | str) -> str:
+    """An exception's own message on one line (its type name when it has no message).
+
+    TorchScript wraps the message in two tracebacks and ends with ``builtins.RuntimeError:
+    message`` (which may span lines): that last raised line and what follows are kept. Other
+    messages are joined line by line, up to a C++ backtrace (``Exception raised from ...``).
+
+    >>> one_line(ValueError("bad\\n  header"))
+    'bad header'
+    >>> one_line(KeyError())
+    'KeyError'
+    """
+    text = str(exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
+        starts = [i for i, line in enumerate(lines) if RAISED_LINE.match(line)]
+        lines = lines[starts[-1]:] if starts else lines[-1:]
+        lines[0] = lines[0].removeprefix("builtins.")
+    else:
+        cut = next((i for i, line in enumerate(lines) if i and line.startswith("Exception raised from ")), len(lines))
+        lines = lines[:cut]
+    return " ".join(" ".join(line.split()) for line in lines)

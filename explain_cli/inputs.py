@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, one_line
 from explain_cli.fileio import read_error_reason, require_file, sha256_file
 
 if TYPE_CHECKING:
@@ -154,16 +154,16 @@ def _load_image(path: Path, channels: int, max_pixels: int) -> tuple["torch.Tens
         ) from None
     except Image.DecompressionBombError as exc:
         # Only above 2x Pillow's own limit (about 179 megapixels), which no option here raises.
-        raise ExplainError(f"input {path} is refused before decoding: {_one_line(exc)} Downscale it") from None
+        raise ExplainError(f"input {path} is refused before decoding: {one_line(exc)} Downscale it") from None
     except MemoryError:
         raise ExplainError(f"input {path} does not fit in memory once decoded; downscale it") from None
     except OSError as exc:
         if exc.errno is not None:  # a real I/O failure (permission, disk), not a decoder complaint
             raise ExplainError(f"input {path} cannot be read: {read_error_reason(exc)}") from None
-        raise ExplainError(f"input {path} is a damaged or truncated image: {_one_line(exc)}") from None
+        raise ExplainError(f"input {path} is a damaged or truncated image: {one_line(exc)}") from None
     except (SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, ZeroDivisionError) as exc:
         # Pillow's decoders report malformed headers with all of these.
-        raise ExplainError(f"input {path} is a damaged image: {_one_line(exc)}") from None
+        raise ExplainError(f"input {path} is a damaged image: {one_line(exc)}") from None
     # EXIF rotation can swap height and width; the limits were checked on the stored size.
     rgb = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     if rgb.shape[2] == 1:
@@ -193,10 +193,6 @@ def _claimed_format(path: Path) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -281,7 +277,7 @@ def image_to_float(img: "PILImage.Image", path: Path | str = "image") -> np.ndar
         return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except (ValueError, OSError) as exc:
         raise ExplainError(
-            f"input {path} has image mode {mode}, which cannot be converted to RGB ({_one_line(exc)}); "
+            f"input {path} has image mode {mode}, which cannot be converted to RGB ({one_line(exc)}); "
             f"save it as PNG or TIFF in RGB or grey"
         ) from None
 
@@ -424,7 +420,7 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             except Exception as exc:  # noqa: BLE001
                 # The header is a Python literal parsed by ast.literal_eval: a forged one can raise
                 # ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError, ...
-                raise ExplainError(f"input {path} has a damaged .npy header: {_one_line(exc)}") from None
+                raise ExplainError(f"input {path} has a damaged .npy header: {one_line(exc)}") from None
             offset = fh.tell()
     except ExplainError:
         raise
@@ -454,7 +450,7 @@ def _load_npy(path: Path, max_pixels: int) -> "torch.Tensor":
     except OSError as exc:
         raise ExplainError(f"input {path} cannot be read: {read_error_reason(exc)}") from None
     except (ValueError, EOFError) as exc:
-        raise ExplainError(f"input {path} is not a valid .npy file: {_one_line(exc)}") from None
+        raise ExplainError(f"input {path} is not a valid .npy file: {one_line(exc)}") from None
     if (array.dtype.kind == "u" and array.dtype.itemsize > 1) or (array.dtype.kind == "f" and array.dtype.itemsize > 8):
         # torch has no long double and few operations on uint16/32/64; the values are taken as
         # stored and end as float32 anyway, so convert now (this also fixes the byte order).
@@ -491,7 +487,7 @@ def _load_pt(path: Path, max_pixels: int) -> "torch.Tensor":
     except OSError as exc:
         if exc.errno is not None:
             raise ExplainError(f"input {path} cannot be read: {read_error_reason(exc)}") from None
-        raise ExplainError(f"input {path} is not a valid tensor file: {_one_line(exc)}") from None
+        raise ExplainError(f"input {path} is not a valid tensor file: {one_line(exc)}") from None
     except MemoryError:
         raise ExplainError(f"input {path} declares a tensor too large to load; crop or downscale it") from None
     except refused:
@@ -511,7 +507,7 @@ def _load_pt(path: Path, max_pixels: int) -> "torch.Tensor":
         try:
             tensor = tensor.to_dense()
         except RuntimeError as exc:
-            raise ExplainError(f"input {path} holds a {tensor.layout} tensor that cannot be made dense: {_one_line(exc)}") from None
+            raise ExplainError(f"input {path} holds a {tensor.layout} tensor that cannot be made dense: {one_line(exc)}") from None
     return tensor
 
 

@@ -18,12 +18,11 @@ Run ``python -m explain_cli.options`` to print the README's option table.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from explain_cli.errors import OptionError
+from explain_cli.errors import OptionError, suggest
 from explain_cli.params import check_value, field_type
 
 #: Help panels, in the order `explain run --help` shows them.
@@ -238,8 +237,8 @@ OPTIONS: dict[str, Option] = _build()
 
 def unknown(name: str, where: str = "option") -> OptionError:
     """An error for an unknown option name, with the closest known one."""
-    close = difflib.get_close_matches(name, list(OPTIONS), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; see `explain info` for the {len(OPTIONS)} options"
+    close = suggest(name, OPTIONS, quote=True)
+    hint = f"; {close}" if close else f"; see `explain info` for the {len(OPTIONS)} options"
     return OptionError(name, f"is not a known {where}{hint}")
 
 

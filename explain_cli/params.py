@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
-from explain_cli.errors import OptionError
+from explain_cli.errors import OptionError, suggest
 
 
 def param(
@@ -88,10 +88,8 @@ def check_value(name: str, value: Any, kind: type, meta: dict[str, Any]) -> Any:
             raise OptionError(name, f"must be at most {_fmt(hi)}, got {_fmt(value)}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = suggest(str(value), choices)
+        hint = f" ({hint})" if hint else ""
         raise OptionError(name, f"must be one of {', '.join(str(c) for c in choices)}, got {value!r}{hint}")
     return value
 

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import ExplainError, OptionError, suggest
 
 
 def load_labels(spec: str | None, model_labels: list[str] | None) -> tuple[list[str] | None, str]:
@@ -61,11 +61,9 @@ def _label_index(name: str, labels: list[str] | None) -> int:
     lowered = [v.lower() for v in labels]
     if name.lower() in lowered:
         return lowered.index(name.lower())
-    import difflib
-
-    close = difflib.get_close_matches(name.lower(), lowered, n=3)
+    close = suggest(name, labels, n=3, quote=True)
     if close:
-        hint = f"; did you mean {', '.join(repr(labels[lowered.index(c)]) for c in close)}?"
+        hint = f"; {close}"
     elif len(labels) <= 12:
         hint = f"; they are {', '.join(labels)}"
     else:

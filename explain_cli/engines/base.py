@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from explain_cli.errors import OptionError
+from explain_cli.errors import OptionError, suggest
 from explain_cli.params import check_params
 
 if TYPE_CHECKING:
@@ -65,10 +65,8 @@ ENGINES: dict[str, Engine] = _registry()
 def get_engine(name: str) -> Engine:
     """The engine called ``name``; an unknown name is an error naming the ``method`` option."""
     if name not in ENGINES:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(ENGINES), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = suggest(str(name), ENGINES)
+        hint = f" ({hint})" if hint else ""
         raise OptionError("method", f"must be one of {', '.join(ENGINES)}, got {name!r}{hint}")
     return ENGINES[name]
 

@@ -95,12 +95,6 @@ def resolve_device(name: str = "auto") -> "torch.device":
     return device
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text (torch often appends long C++ traces)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 # --------------------------------------------------------------------------- metadata
 
 

@@ -10,9 +10,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, one_line
 from explain_cli.fileio import sha256_file
-from explain_cli.models.base import METADATA_FILE, LoadedModel, first_line, metadata_fields, parse_metadata
+from explain_cli.models.base import METADATA_FILE, LoadedModel, metadata_fields, parse_metadata
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +40,7 @@ def load_torchscript(path: Path, device: "torch.device") -> LoadedModel:
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated", category=FutureWarning)
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError with long C++ traces
-        raise ExplainError(f"cannot load TorchScript model {path}: {first_line(exc)}") from None
+        raise ExplainError(f"cannot load TorchScript model {path}: {one_line(exc)}") from None
     metadata = parse_metadata(extra[METADATA_FILE], f"model {path}")
     module.eval()
     return LoadedModel(

@@ -40,10 +40,10 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
     arch = source[len(TORCHVISION_PREFIX) :]
     available = architectures()
     if arch not in available:
-        import difflib
+        from explain_cli.errors import suggest
 
-        close = difflib.get_close_matches(arch, available, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = suggest(arch, available, n=3)
+        hint = f"{hint} " if hint else ""
         raise ExplainError(
             f"unknown torchvision architecture {arch!r}; {hint}`explain info --models` lists all {len(available)}"
         )
