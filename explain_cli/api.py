@@ -343,8 +343,7 @@ class Explainer:
         items = inputs if _all_loaded(inputs) else as_inputs(inputs, channels=self.model.in_channels or 3,
                                                              max_pixels=cfg.max_pixels)
         engine = cfg.engine
-        if engine.batch and len(items) < 2:
-            raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
+        engine.check_inputs(len(items))
         bar = as_progress(progress if progress is not None else self.progress)
         groups = [items] if engine.batch else [[item] for item in items]
         return [self._explain_group(group, cfg, bar) for group in groups]

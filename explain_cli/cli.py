@@ -230,8 +230,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     cfg = settings(*layers)  # every option error before any loading
     engine = cfg.engine
     files_in = [Path(p) for p in paths]
-    if engine.batch and len(files_in) < 2:
-        raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
+    engine.check_inputs(len(files_in))
     out_dir = Path(cfg.out)
     names = ([cfg.name or "batch"] if engine.batch
              else check_unique_stems(files_in, "explain them into different --out folders"))

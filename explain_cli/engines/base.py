@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from explain_cli.errors import OptionError, suggest
+from explain_cli.errors import ExplainError, OptionError, suggest
 from explain_cli.params import check_params
 
 if TYPE_CHECKING:
@@ -48,6 +48,11 @@ class Engine:
     signed: bool = True  # signed scores (diverging colormap) or non-negative (sequential)
     batch: bool = False  # explains a batch of inputs together (permutation) rather than each alone
     uses_baseline: bool = True  # removed segments take the baseline (permutation takes other inputs)
+
+    def check_inputs(self, n: int) -> None:
+        """A batch engine swaps features between inputs, so it needs at least 2 (the rule's one home)."""
+        if self.batch and n < 2:
+            raise ExplainError(f"{self.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
 
 
 #: Engine modules in the order `explain info` and the help list them.
