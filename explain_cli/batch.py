@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from explain_cli.api import Explainer, Settings, settings
+from explain_cli.api import Explainer
 from explain_cli.config import Job, parse_config, read_yaml, summary_folder
 from explain_cli.engines import get_engine
 from explain_cli.errors import ExplainError
 from explain_cli.fileio import atomic_write_bytes
+from explain_cli.options.groups import Settings
+from explain_cli.options.settings import settings
 from explain_cli.result import check_unique_stems, output_paths
 
 
@@ -43,7 +45,7 @@ class Item:
         return f"{self.job.name}|{self.stem}|{self.method}"
 
     def outputs(self) -> dict[str, Path]:
-        return output_paths(Path(self.cfg.out), self.stem, self.method, self.cfg.save_map)
+        return output_paths(self.cfg.output.out, self.stem, self.method, self.cfg.output.save_map)
 
     def complete(self) -> bool:
         """Every output is a regular file (a folder or a fifo of the same name does not count)."""
@@ -85,7 +87,7 @@ def plan_items(jobs: list[Job]) -> list[Item]:
         for method, layers in job.methods:
             cfg = settings(*layers)
             if get_engine(method).batch:
-                items.append(Item(job, method, cfg, list(job.inputs), cfg.name or "batch"))
+                items.append(Item(job, method, cfg, list(job.inputs), cfg.output.name or "batch"))
                 continue
             # inputs are unique by resolved path already (config.expand_inputs)
             check_unique_stems(job.inputs, "put them in different jobs with different 'out'", where=f"job {job.name}: ")
@@ -268,7 +270,7 @@ def _run_job(items: list[Item], *, force: bool, emit: Callable[[dict], None], pr
     job = pending[0].job
     first = pending[0].cfg
     try:
-        explainer = Explainer(job.model, weights=first.weights, device=first.device, seed=first.seed)
+        explainer = Explainer(job.model, weights=first.model.weights, device=first.model.device, seed=first.seed)
     except Exception as exc:  # the whole job fails, the others go on
         return rows + [_finish(Row(job.name, _input_label(i), i.method, "failed", error=_message(exc)), emit, progress)
                        for i in pending]
@@ -282,14 +284,14 @@ def _run_job(items: list[Item], *, force: bool, emit: Callable[[dict], None], pr
             for p in item.inputs:
                 if p not in loaded:
                     try:
-                        loaded[p] = load_input(p, channels=explainer.model.in_channels or 3, max_pixels=item.cfg.max_pixels)
+                        loaded[p] = load_input(p, channels=explainer.model.in_channels or 3, max_pixels=item.cfg.input.max_pixels)
                     except Exception as exc:
                         loaded[p] = exc
                 if isinstance(loaded[p], Exception):
                     raise loaded[p]
             inputs = [loaded[p] for p in item.inputs]
             (expl,) = explainer.explain(inputs, **item.cfg.values)
-            files = expl.save(Path(item.cfg.out), item.stem)
+            files = expl.save(item.cfg.output.out, item.stem)
             _mark_done(row, files, expl.scores[0], expl.evaluations, expl.evaluation)
         except Exception as exc:
             row.error = _message(exc)

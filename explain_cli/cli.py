@@ -1,6 +1,6 @@
 """The `explain` command line: a thin Typer skin over :mod:`explain_cli.api`.
 
-Every explanation option is generated from :data:`explain_cli.options.OPTIONS` (flag, help,
+Every explanation option is generated from :data:`explain_cli.options.schema.OPTIONS` (flag, help,
 choices, default shown in the help); this module declares the commands and maps errors to one
 line and an exit code. stdout carries only the paths written (one per line), so scripts and
 Makefiles can use it; messages, warnings and progress go to stderr.
@@ -9,6 +9,7 @@ Makefiles can use it; messages, warnings and progress go to stderr.
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from explain_cli._version import __version__
-from explain_cli import options as schema
+from explain_cli.options import schema
 from explain_cli.errors import ExplainError, OptionError
 
 app = typer.Typer(
@@ -35,14 +36,21 @@ def _err(message: str) -> None:
 
 
 def _warn(message: str) -> None:
-    typer.echo(f"explain: warning: {message}", err=True)
+    typer.echo(f"explain: warning: {_flags(message)}", err=True)
+
+
+_OPTION_NAME = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def _flags(text: str) -> str:
+    """Option names the library wrote in backquotes (`max_pixels`), as this command line's flags."""
+    return _OPTION_NAME.sub(lambda m: schema.flag(m[1]) if m[1] in schema.OPTIONS else m[0], text)
 
 
 def _render(exc: ExplainError) -> str:
     """An error as the command line says it: options as flags, config problems one per line."""
-    if isinstance(exc, OptionError):
-        return exc.render("cli")
-    return str(exc).replace("\n", "\nexplain: error: ")
+    text = f"{schema.flag(exc.option)} {exc.problem}" if isinstance(exc, OptionError) else str(exc)
+    return _flags(text).replace("\n", "\nexplain: error: ")
 
 
 class _guard:
@@ -223,16 +231,18 @@ def run(*, model: str | None, inputs: list[str] | None, config: Path | None, deb
 
 def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, quiet: bool) -> Path:
     """Validate everything, then explain each input and write its files as soon as it is done."""
-    from explain_cli.api import Explainer, as_inputs, settings
+    from explain_cli.api import Explainer
     from explain_cli.fileio import check_output_dir
+    from explain_cli.inputs.memory import as_inputs
+    from explain_cli.options.settings import settings
     from explain_cli.result import check_unique_stems
 
     cfg = settings(*layers)  # every option error before any loading
     engine = cfg.engine
     files_in = [Path(p) for p in paths]
     engine.check_inputs(len(files_in))
-    out_dir = Path(cfg.out)
-    names = ([cfg.name or "batch"] if engine.batch
+    out_dir = cfg.output.out
+    names = ([cfg.output.name or "batch"] if engine.batch
              else check_unique_stems(files_in, "explain them into different --out folders"))
     check_output_dir(out_dir, [f"{n}.{engine.name}.{ext}" for n in names for ext in ("png", "json", "npy")])
     values = {k: v for layer in layers for k, v in layer.items()}
@@ -244,7 +254,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
             _warn(message)
 
     explainer = Explainer(source, progress=make_progress(quiet=quiet), on_warning=tell, **values)
-    loaded = as_inputs(paths, channels=explainer.model.in_channels or 3, max_pixels=cfg.max_pixels)
+    loaded = as_inputs(paths, channels=explainer.model.in_channels or 3, max_pixels=cfg.input.max_pixels)
     groups = [loaded] if engine.batch else [[item] for item in loaded]
     for group in groups:
         (expl,) = explainer.explain(group)
@@ -340,9 +350,11 @@ _SEG_MODEL = _param("model", Annotated[Optional[str], typer.Option(
 def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: Any) -> None:
     """Draw superpixel boundaries (OUT/NAME.segments.png) to choose segmentation parameters."""
     with _guard(debug):
-        from explain_cli.api import as_inputs, as_model, prepare, settings
+        from explain_cli.api import as_model
         from explain_cli.fileio import atomic_write_bytes, check_output_dir
-        from explain_cli.preprocess import map_to_original
+        from explain_cli.inputs.memory import as_inputs
+        from explain_cli.options.settings import settings
+        from explain_cli.preprocess import map_to_original, prepare
         from explain_cli.render import render_segments_png
 
         given = _given(opts)
@@ -351,11 +363,11 @@ def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: An
         stems = {p.stem for p in paths}
         if len(stems) < len(paths):
             raise ExplainError("two inputs share a file name, so their outputs would collide; segment them into different --out folders")
-        out_dir = Path(cfg.out)
+        out_dir = cfg.output.out
         check_output_dir(out_dir, [f"{s}.segments.png" for s in stems])
-        loaded_model = as_model(model, weights=cfg.weights, device=cfg.device) if model else None
+        loaded_model = as_model(model, weights=cfg.model.weights, device=cfg.model.device) if model else None
         items = as_inputs(paths, channels=(loaded_model.in_channels if loaded_model else None) or 3,
-                          max_pixels=cfg.max_pixels)
+                          max_pixels=cfg.input.max_pixels)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in items:
             prep = prepare(loaded_model, item, cfg)
@@ -381,20 +393,20 @@ _EXPORT_OUT = _param("out_path", Annotated[Path, typer.Argument(help="OUT.pt2 (t
 def export_cmd(*, model: str, out_path: Path, debug: bool, **opts: Any) -> None:
     """Write MODEL as OUT.pt2 (torch.export) or OUT.onnx, with its labels and preprocessing embedded."""
     with _guard(debug):
-        from explain_cli.api import as_model, settings
+        from explain_cli.api import as_model
         from explain_cli.models.export import export_model
-        from explain_cli.preprocess import parse_size
+        from explain_cli.options.settings import settings
         from explain_cli.targets import load_labels
 
         cfg = settings(_given(opts))
-        loaded = as_model(model, weights=cfg.weights, device=cfg.device)
-        if cfg.size:
-            h, w = parse_size(cfg.size)
+        loaded = as_model(model, weights=cfg.model.weights, device=cfg.model.device)
+        if cfg.input.size:
+            h, w = cfg.input.size
         elif loaded.preprocess is not None and (loaded.preprocess.crop or loaded.preprocess.size):
             h, w = loaded.preprocess.crop or loaded.preprocess.size
         else:
             raise OptionError("size", "is needed: this model declares no input size; pass --size H,W")
-        labels, _ = load_labels(cfg.labels, loaded.labels)
+        labels, _ = load_labels(cfg.targets.labels, loaded.labels)
         written = export_model(loaded, out_path, example_shape=(loaded.in_channels or 3, h, w), labels=labels)
         typer.echo(str(written))
 
@@ -410,7 +422,7 @@ _EVAL_JSONS = _param("files", Annotated[list[Path], typer.Argument(
 def evaluate_cmd(*, files: list[Path], model: str | None, debug: bool, **opts: Any) -> None:
     """Add faithfulness metrics to explanations already written (the JSON's evaluation block)."""
     with _guard(debug):
-        from explain_cli.faithfulness import evaluate_saved
+        from explain_cli.saved import evaluate_saved
 
         given = _given(opts)
         for path in files:

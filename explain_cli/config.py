@@ -2,11 +2,11 @@
 
 A config is ``defaults`` (any option) and ``jobs``; a job names a ``model``, its ``inputs``
 (files, folders, globs) and ``methods`` (a name, or a mapping with the method's own options),
-plus any option. Keys are the option names of :mod:`explain_cli.options`.
+plus any option. Keys are the option names of :mod:`explain_cli.options.schema`.
 
 Precedence, highest first: command line (``--set KEY=VALUE``, or ``explain run`` flags) >
 method entry > job > ``defaults`` > the declared defaults. :func:`layers_for` lists the layers
-in that order; :func:`explain_cli.options.merge` applies it.
+in that order; :func:`explain_cli.options.schema.merge` applies it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explain_cli import options as schema
+from explain_cli.options import schema
 from explain_cli.errors import ExplainError, OptionError, suggest
 
 #: Keys a job has besides options.
@@ -139,7 +139,7 @@ def expand_inputs(spec: Any, where: str, problems: list[str]) -> list[Path]:
 
 def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
     """Validate a whole config; every problem is reported with the file and its key path."""
-    from explain_cli.api import settings
+    from explain_cli.options.settings import settings
     from explain_cli.engines import ENGINES
 
     problems: list[str] = []

@@ -24,17 +24,9 @@ AUTO_BATCH = {"cuda": 128}
 DEFAULT_BATCH = 64
 
 
-def resolve_batch_size(value: "str | int", device: "torch.device") -> int:
-    """The batch size from the ``batch_size`` option: a positive integer, or auto by device (the one place)."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return AUTO_BATCH.get(device.type, DEFAULT_BATCH)
-    if not text.lstrip("-").isdigit():
-        raise OptionError("batch_size", f"must be a positive integer or auto, got {value!r}")
-    size = int(text)
-    if not 1 <= size <= 65536:
-        raise OptionError("batch_size", f"must be between 1 and 65536 (or auto), got {size}")
-    return size
+def resolve_batch_size(size: "int | str", device: "torch.device") -> int:
+    """The batch size on ``device``: the ``batch_size`` option as parsed (an integer, or ``"auto"``: by device)."""
+    return AUTO_BATCH.get(device.type, DEFAULT_BATCH) if size == "auto" else int(size)
 
 
 def compose_segments(x: "torch.Tensor", baseline: "torch.Tensor", segments: "torch.Tensor", z: "torch.Tensor") -> "torch.Tensor":
@@ -108,7 +100,8 @@ class Evaluator:
         self.forward_s = 0.0
         self.targets: "torch.Tensor | None" = None
 
-    def _autocast(self):
+    def autocast(self):
+        """The autocast context of the chosen precision (none for fp32)."""
         import torch
 
         if self.precision == "fp32":
@@ -160,7 +153,7 @@ class Evaluator:
         import torch
 
         start = time.perf_counter()
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             raw = _guarded("model", self.model, inputs)
             out = _guarded("target callable", self.head, raw) if self.head is not None else raw
         out = self._scores(out, len(inputs))

@@ -9,7 +9,9 @@ from typing import Any, Iterable
 class ExplainError(Exception):
     """Bad usage or bad input: shown as one line on stderr, exit code 2.
 
-    The message names the problem and, where there is one, the fix.
+    The message names the problem and, where there is one, the fix. It names options in the
+    library's words, in backquotes (``raise the limit with `max_pixels```), so that the command
+    line can show its flags instead (``--max-pixels``).
     """
 
     exit_code = 2
@@ -19,23 +21,13 @@ class OptionError(ExplainError):
     """A bad value for one option, named in the library's words (``samples``).
 
     Each interface renders the name its own way: the CLI as ``--samples``, YAML as the key
-    path, Python as ``samples=``. ``problem`` completes a sentence whose subject is the option.
+    path, Python as ``samples``. ``problem`` completes a sentence whose subject is the option.
     """
 
     def __init__(self, option: str, problem: str) -> None:
         self.option = option
         self.problem = problem
-        super().__init__(self.render("python"))
-
-    def render(self, style: str = "python") -> str:
-        """The message with the option named as ``style`` spells it: cli | yaml | python."""
-        if style == "cli":
-            name = "--" + self.option.replace("_", "-")
-        elif style == "yaml":
-            name = self.option
-        else:
-            name = f"{self.option}="
-        return f"{name} {self.problem}" if style != "python" else f"{self.option} {self.problem}"
+        super().__init__(f"{option} {problem}")
 
 
 def install_hint(extra: str) -> str:

@@ -1,7 +1,7 @@
 """How an engine declares its parameters: dataclass fields that carry their help, choices and range.
 
 An engine's parameters are a frozen dataclass whose fields are made with :func:`param`. The
-option schema (:mod:`explain_cli.options`) reads these fields, so the CLI flag, the YAML key,
+option schema (:mod:`explain_cli.options.schema`) reads these fields, so the CLI flag, the YAML key,
 the Python keyword, ``explain info`` and the README's option table all come from this one
 declaration, and :func:`check_params` validates every value the same way everywhere.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 from explain_cli.errors import OptionError, suggest
 
@@ -49,7 +49,7 @@ def param(
     )
 
 
-def check_value(name: str, value: Any, kind: type, meta: dict[str, Any]) -> Any:
+def check_value(name: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
     """Validate one value against its declaration; returns it converted (int → float where a float is declared).
 
     Raises

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from explain_cli import options as schema
+from explain_cli.options import schema
 from explain_cli.engines import ENGINES
-from explain_cli.options import OPTIONS
+from explain_cli.options.schema import OPTIONS
 from tests.conftest import ROOT
 
 
@@ -84,7 +84,7 @@ def _schema_defaults(method: str) -> dict:
 
 @pytest.mark.parametrize("method", list(ENGINES))
 def test_yaml_without_keys_gives_schema_defaults(method, tmp_path):
-    from explain_cli.api import settings
+    from explain_cli.options.settings import settings
     from explain_cli.config import load_job
 
     image = tmp_path / "x.npy"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError, one_line, require_module
+from explain_cli.errors import ExplainError, OptionError, one_line, require_module
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import METADATA_FILE, LoadedModel, metadata_fields, parse_metadata
 
@@ -82,9 +82,9 @@ def providers_for(device: "torch.device") -> list[str]:
     ort = require_onnxruntime()
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ExplainError(
-                "--device cuda with an ONNX model needs onnxruntime's CUDA provider: "
-                "pip install onnxruntime-gpu, or use --device cpu"
+            raise OptionError(
+                "device", "cuda with an ONNX model needs onnxruntime's CUDA provider: "
+                "pip install onnxruntime-gpu, or use `device` cpu",
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]

@@ -113,7 +113,7 @@ def select_runtime(
     if runtime == "onnxruntime":
         runner, problem = _onnx_candidate(model, probe, reference, cache)
         if runner is None:
-            raise OptionError("runtime", f"onnxruntime cannot run this model: {problem}; use --runtime eager or auto")
+            raise OptionError("runtime", f"onnxruntime cannot run this model: {problem}; use `runtime` eager or auto")
         return dataclasses.replace(model, module=runner, runtime="onnxruntime")
 
     # auto: time the applicable candidates and keep the fastest.
@@ -205,9 +205,9 @@ def _compiled(module: Callable, probe: "torch.Tensor", reference: "torch.Tensor"
         compiled = torch.compile(module)
         problem = _mismatch(compiled, probe, reference)  # the first call compiles
     except Exception as exc:  # inductor needs a C++ compiler on CPU; errors are long
-        raise OptionError("runtime", f"compile failed: {one_line(exc)[:160]}; use --runtime eager") from None
+        raise OptionError("runtime", f"compile failed: {one_line(exc)[:160]}; use `runtime` eager") from None
     if problem:
-        raise OptionError("runtime", f"compile changed the results ({problem}); use --runtime eager")
+        raise OptionError("runtime", f"compile changed the results ({problem}); use `runtime` eager")
     return compiled
 
 

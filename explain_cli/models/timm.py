@@ -104,7 +104,7 @@ def _pretrained(timm: Any, name: str) -> "torch.nn.Module":
         raise ExplainError(
             f"cannot fetch pretrained weights for timm:{name} ({one_line(exc)[:120]}); when offline, "
             f"populate the Hugging Face cache {cache} elsewhere (or set HF_HUB_OFFLINE=1 with a filled cache), "
-            "or pass --weights FILE (.safetensors or state dict)"
+            "or pass `weights` FILE (.safetensors or state dict)"
         ) from None
 
 

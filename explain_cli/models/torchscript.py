@@ -73,11 +73,11 @@ def refuse_torch_save(path: Path) -> None:
         raise ExplainError(
             f"model file {path} is a pickled Python object, which can run arbitrary code, so it is refused; "
             "export it with torch.export.save (.pt2), torch.onnx.export (.onnx) or torch.jit.script(model).save(PATH), "
-            "or save model.state_dict() and pass torchvision:ARCH --weights FILE"
+            "or save model.state_dict() and pass torchvision:ARCH with `weights` FILE"
         ) from None
     if isinstance(obj, dict):
         raise ExplainError(
             f"model file {path} is a state dict (weights only), not a model; pass the architecture too: "
-            f"explain run torchvision:ARCH --weights {path} (or timm:NAME --weights {path})"
+            f"torchvision:ARCH with `weights` {path} (or timm:NAME with `weights` {path})"
         )
     raise ExplainError(f"model file {path} holds a {type(obj).__name__}, not a model; export it to .pt2, .onnx or TorchScript")
