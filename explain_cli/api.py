@@ -157,7 +157,7 @@ class Explainer:
     def prepare(self, inputs: Any, **options: Any) -> list[PreparedInput]:
         """Each input as the model sees it with its superpixels (what ``explain segment`` draws)."""
         cfg = self.settings(**options)
-        return [prepare(self.model, item, cfg, cache=self._cache) for item in self._inputs(inputs, cfg)]
+        return [prepare(item, cfg, model_default=self.model.preprocess, cache=self._cache) for item in self._inputs(inputs, cfg)]
 
     def _inputs(self, inputs: Any, cfg: Settings) -> list[LoadedInput]:
         return as_inputs(inputs, channels=self.model.in_channels or 3, max_pixels=cfg.input.max_pixels)
@@ -167,7 +167,7 @@ class Explainer:
         import torch
 
         engine = cfg.engine
-        first = prepare(self.model, items[0], cfg, cache=self._cache)
+        first = prepare(items[0], cfg, model_default=self.model.preprocess, cache=self._cache)
         seg = first.segmentation
         assert seg is not None  # prepared with segments
         if engine.name == "kernelshap" and seg.n_segments < 2:  # before any evaluation, with the knob that helps
@@ -177,7 +177,7 @@ class Explainer:
                                "(see `explain segment`)")
         xs = [first.prepared.x]
         for item in items[1:]:
-            other = prepare(self.model, item, cfg, with_segments=False, cache=self._cache)
+            other = prepare(item, cfg, model_default=self.model.preprocess, with_segments=False, cache=self._cache)
             if other.prepared.x.shape != first.prepared.x.shape:
                 raise ExplainError(
                     f"{engine.name} needs inputs of one size after preprocessing: {items[0].path} gives "

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from explain_cli.errors import OptionError
+from explain_cli.options.parse import Baseline
 from explain_cli.preprocess import Preprocess, normalize_pixels
 
 if TYPE_CHECKING:
@@ -14,46 +14,6 @@ if TYPE_CHECKING:
 BASELINES = ("zero", "mean", "blur", "value:R,G,B")
 BASELINE_HELP = ("What a removed superpixel becomes: zero (in model input space), mean (the image's channel means), "
                  "blur (Gaussian blur), or value:R,G,B (a 0-255 colour).")
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A parsed ``baseline`` option."""
-
-    kind: str  # zero | mean | blur | value
-    values: tuple[float, ...]  # the colour, for ``value`` only
-    spec: str  # the option's text, as the JSON records it
-
-
-def parse_baseline(spec: str) -> Baseline:
-    """The ``baseline`` option's parse hook: checks a spec before any work.
-
-    Raises
-    ------
-    OptionError
-        Unknown kind, or values that are not finite numbers.
-
-    Examples
-    --------
-    >>> parse_baseline("value:128,128,128")
-    Baseline(kind='value', values=(128.0, 128.0, 128.0), spec='value:128,128,128')
-    """
-    import math
-
-    text = (spec or "zero").strip().lower()
-    if text in ("zero", "mean", "blur"):
-        return Baseline(text, (), spec)
-    if text.startswith("value:"):
-        try:
-            values = tuple(float(v) for v in text[len("value:"):].split(","))
-        except ValueError:
-            values = ()
-        if not values or len(values) > 4:
-            raise OptionError("baseline", f"value: takes 1 or 3 comma-separated numbers, e.g. value:128,128,128; got {spec!r}")
-        if not all(math.isfinite(v) for v in values):
-            raise OptionError("baseline", f"value: numbers must be finite, got {spec!r}")
-        return Baseline("value", values, spec)
-    raise OptionError("baseline", f"must be zero, mean, blur or value:R,G,B, got {spec!r}")
 
 
 def make_baseline(baseline: Baseline, x: "torch.Tensor", preprocess: Preprocess, *, input_kind: str = "image") -> "torch.Tensor":

@@ -261,7 +261,6 @@ if TYPE_CHECKING:
     from collections import OrderedDict
 
     from explain_cli.inputs import LoadedInput
-    from explain_cli.models import LoadedModel
     from explain_cli.options.groups import Settings
     from explain_cli.segmentation import Segmentation
 
@@ -275,10 +274,11 @@ class PreparedInput:
     segmentation: "Segmentation | None"
 
 
-def prepare(model: "LoadedModel | None", item: "LoadedInput", cfg: "Settings", *, with_segments: bool = True,
-            cache: "OrderedDict | None" = None) -> PreparedInput:
+def prepare(item: "LoadedInput", cfg: "Settings", *, model_default: Preprocess | None = None,
+            with_segments: bool = True, cache: "OrderedDict | None" = None) -> PreparedInput:
     """Preprocess one input and segment the image the model sees; ``explain segment`` uses this too.
 
+    ``model_default`` is the preprocessing the model declares (``LoadedModel.preprocess``).
     ``cache`` (if given) memoises by everything that changes the result: the input's content, the
     preprocessing, the segmenter and its parameters, and the user's label map.
     """
@@ -288,8 +288,7 @@ def prepare(model: "LoadedModel | None", item: "LoadedInput", cfg: "Settings", *
     from explain_cli.segmentation import segment, to_segmentation_space
 
     opts, seg_opts = cfg.input, cfg.segmentation
-    spec = resolve_preprocess(opts.preprocess, model_default=model.preprocess if model else None,
-                              input_kind=item.kind, size=opts.size, mean=opts.mean, std=opts.std)
+    spec = resolve_preprocess(opts.preprocess, model_default=model_default, input_kind=item.kind, size=opts.size, mean=opts.mean, std=opts.std)
     key = None
     if cache is not None:
         label_key = hashlib.sha256(seg_opts.label_map.tobytes()).hexdigest() if seg_opts.label_map is not None else None

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from explain_cli import explain
-from explain_cli.baselines import make_baseline, parse_baseline
+from explain_cli.baselines import make_baseline
+from explain_cli.options.parse import parse_baseline
 from explain_cli.preprocess import PRESETS
 from tests.conftest import SAMPLE_IMAGES, SAMPLE_MODEL, make_linear
 

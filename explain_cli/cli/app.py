@@ -215,7 +215,7 @@ def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: An
                           max_pixels=cfg.input.max_pixels)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in items:
-            prep = prepare(loaded_model, item, cfg)
+            prep = prepare(item, cfg, model_default=loaded_model.preprocess if loaded_model else None)
             seg = prep.segmentation
             full = map_to_original(seg.labels[None], prep.prepared.geometry, nearest=True)[0]
             h, w = prep.prepared.geometry.model

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-    from explain_cli.baselines import Baseline
+    from explain_cli.options.parse import Baseline
     from explain_cli.engines.base import Engine
     from explain_cli.render import Scale
 

@@ -2,16 +2,17 @@
 
 Each function here is declared as the ``parse`` hook of its option in
 :mod:`explain_cli.options.schema`; :func:`explain_cli.options.settings.settings` calls it on the
-merged value, so the typed groups hold ``(224, 160)``, not ``"224,160"``. The hooks that need a
-domain's own types live with that domain and are declared the same way: ``baseline``
-(:func:`explain_cli.baselines.parse_baseline`), ``scale`` (:func:`explain_cli.render.parse_scale`)
-and the ``segments`` label-map file (:func:`explain_cli.inputs.maps.load_label_map`).
+merged value, so the typed groups hold ``(224, 160)``, not ``"224,160"``. Two hooks live with
+their domain and are declared the same way: ``scale`` (:func:`explain_cli.render.parse_scale`,
+whose ``Scale`` the renderer draws with) and the ``segments`` label-map file
+(:func:`explain_cli.inputs.maps.parse_segments`, which reads it).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 from explain_cli.errors import OptionError
@@ -88,3 +89,41 @@ def check_name(name: str) -> str:
     if not _PLAIN_NAME.match(name) or name in (".", ".."):
         raise OptionError("name", f"must be a plain file name (no folders), got {name!r}")
     return name
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A parsed ``baseline`` option."""
+
+    kind: str  # zero | mean | blur | value
+    values: tuple[float, ...]  # the colour, for ``value`` only
+    spec: str  # the option's text, as the JSON records it
+
+
+def parse_baseline(spec: str) -> Baseline:
+    """The ``baseline`` option's parse hook: checks a spec before any work.
+
+    Raises
+    ------
+    OptionError
+        Unknown kind, or values that are not finite numbers.
+
+    Examples
+    --------
+    >>> parse_baseline("value:128,128,128")
+    Baseline(kind='value', values=(128.0, 128.0, 128.0), spec='value:128,128,128')
+    """
+    text = (spec or "zero").strip().lower()
+    if text in ("zero", "mean", "blur"):
+        return Baseline(text, (), spec)
+    if text.startswith("value:"):
+        try:
+            values = tuple(float(v) for v in text[len("value:"):].split(","))
+        except ValueError:
+            values = ()
+        if not values or len(values) > 4:
+            raise OptionError("baseline", f"value: takes 1 or 3 comma-separated numbers, e.g. value:128,128,128; got {spec!r}")
+        if not all(math.isfinite(v) for v in values):
+            raise OptionError("baseline", f"value: numbers must be finite, got {spec!r}")
+        return Baseline("value", values, spec)
+    raise OptionError("baseline", f"must be zero, mean, blur or value:R,G,B, got {spec!r}")

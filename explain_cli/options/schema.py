@@ -127,14 +127,14 @@ def _show(value: Any) -> str:
 def _general() -> list[Option]:
     from pathlib import Path
 
-    from explain_cli.baselines import BASELINE_HELP, parse_baseline
+    from explain_cli.baselines import BASELINE_HELP
     from explain_cli.colormaps import NAMES as CMAPS
     from explain_cli.core import OUTPUT_SPACES, PRECISIONS
     from explain_cli.engines import ENGINES
     from explain_cli.inputs.limits import MAX_PIXELS, MIN_SIDE
     from explain_cli.inputs.maps import parse_segments
     from explain_cli.models.runtime import RUNTIMES
-    from explain_cli.options.parse import check_name, parse_batch_size, parse_mean, parse_size, parse_std
+    from explain_cli.options.parse import check_name, parse_baseline, parse_batch_size, parse_mean, parse_size, parse_std
     from explain_cli.preprocess import PRESET_NAMES
     from explain_cli.render import DEFAULT_ALPHA, DEFAULT_SCALE, DEFAULT_STYLE, STYLES, parse_scale
     from explain_cli.segmentation import DEFAULT_N_SEGMENTS, SEGMENTERS
