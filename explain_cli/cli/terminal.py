@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from explain_cli.cli.flags import flags, render
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, one_line
 
 
 def err(message: str) -> None:
@@ -40,7 +40,7 @@ class guard:
         if isinstance(exc, OSError) and exc.filename:
             err(f"cannot access {exc.filename}: {exc.strerror or exc}")
             raise typer.Exit(code=2) from None
-        text = " ".join(str(exc).split())
+        text = one_line(str(exc))
         err(f"internal error: {type(exc).__name__}: {text[:300]} (run with --debug for the traceback)")
         raise typer.Exit(code=1) from None
 

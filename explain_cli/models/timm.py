@@ -70,7 +70,7 @@ def load_timm(source: str, weights: str | None, device: "torch.device", seed: in
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            problem = " ".join(str(exc).split())
+            problem = one_line(str(exc))
             raise ExplainError(f"weights {path} do not fit timm:{name}: {problem[:300]}; check the model name") from None
         sha = sha256_file(path)
     module.eval()

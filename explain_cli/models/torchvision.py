@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import ExplainError, OptionError, one_line
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
 from explain_cli.models.weights import head_width, read_state_dict
@@ -77,7 +77,7 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            problem = " ".join(str(exc).split())
+            problem = one_line(str(exc))
             raise ExplainError(
                 f"weights {path} do not fit torchvision:{arch}: {problem[:300]}; check the architecture name"
             ) from None
