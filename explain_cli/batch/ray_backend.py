@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from explain_cli.batch.plan import Item
 from explain_cli.batch.rows import Emit, Row, error_message, finish, mark_done
@@ -178,7 +178,7 @@ def run_pending(jobs: list[list[Item]], *, address: str | None, workers: int | N
     finally:
         if started_here:
             ray.shutdown()
-    return [list(job_rows) for job_rows in rows]  # every slot is filled: each item ends done or failed
+    return [list(cast("list[Row]", job_rows)) for job_rows in rows]  # every slot is filled: each item ends done or failed
 
 
 def _init(ray: Any, address: str | None, cpus: int) -> None:

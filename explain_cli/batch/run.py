@@ -55,12 +55,10 @@ def run_batch(
     check_collisions(items)
     summary_dir = summary_folder(data, config, overrides)
     if dry_run:
-        rows = []
-        for item in items:
-            status = "skip" if item.complete() and not force else "write"
-            rows.append(Row(item.job.name, item.input_label, item.method, f"planned-{status}",
-                            outputs=[str(p) for p in item.outputs().values()]))
-        return rows, None
+        planned = [Row(item.job.name, item.input_label, item.method,
+                       "planned-skip" if item.complete() and not force else "planned-write",
+                       outputs=[str(p) for p in item.outputs().values()]) for item in items]
+        return planned, None
     from explain_cli.fileio import ensure_writable_dir
 
     ensure_writable_dir(summary_dir)
