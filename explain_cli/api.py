@@ -495,7 +495,7 @@ class Explainer:
         import torch
 
         from explain_cli.core import Evaluator, Problem
-        from explain_cli.faithfulness import evaluate
+        from explain_cli.metrics.suite import run_metrics as evaluate
         from explain_cli.preprocess import map_to_original
 
         seg = first.segmentation
