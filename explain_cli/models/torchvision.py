@@ -124,6 +124,7 @@ def _preprocess_from_weights(weights: object) -> Preprocess | None:
             crop=(int(crop[0]), int(crop[-1])),
             mean=tuple(float(v) for v in t.mean),
             std=tuple(float(v) for v in t.std),
+            interpolation=t.interpolation.value,  # bicubic for e.g. EfficientNet-B2..B7
         )
     except (AttributeError, TypeError, IndexError):
         return Preprocess("model", resize=256, crop=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
