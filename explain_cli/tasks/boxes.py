@@ -18,8 +18,9 @@ BOX_FORM = "X1,Y1,X2,Y2 or X1,Y1,X2,Y2,LABEL (pixels, LABEL a class name or inde
 
 def is_box(item: Any) -> bool:
     """True for a box target: a 4- or 5-item tuple/list of numbers (+ label), or a comma-separated string."""
-    if isinstance(item, str):
-        return item.count(",") >= 3
+    if isinstance(item, str):  # "X1,..." : a comma and a number first (class names may hold commas)
+        first = item.split(",")[0].strip()
+        return "," in item and first.replace(".", "", 1).lstrip("-").isdigit()
     return isinstance(item, (tuple, list)) and len(item) in (4, 5) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[:4])
 

@@ -302,8 +302,8 @@ def _assemble(images: list[dict[str, "torch.Tensor"]], size: tuple[int, int]) ->
     for i, d in enumerate(images):
         bad = _bad_box(d["boxes"].double(), h, w)
         if bad is not None:
-            raise ExplainError(f"the detector's output for image {i}: box {bad[0]} {bad[1]} of the {w}x{h} "
-                               "input; boxes must be x1, y1, x2, y2 in the model input's pixels")
+            raise ExplainError(f"the detector's output for image {i}: box {bad[0]} {bad[1]}; boxes must be "
+                               f"x1, y1, x2, y2 in the pixels of the {w}x{h} model input")
     boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
                          boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
     cat = (lambda key, dtype: torch.cat([d[key].to(device, dtype) for d in images]) if key in images[0] else None)
@@ -321,7 +321,7 @@ def _bad_box(boxes: "torch.Tensor", h: int, w: int) -> "tuple[list[float], str] 
         return None
     reversed_ = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     outside = (boxes[:, 0] > w) | (boxes[:, 1] > h) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
-    for mask, why in ((reversed_, "has x2 < x1 or y2 < y1"), (outside, "lies entirely outside")):
+    for mask, why in ((reversed_, "has x2 < x1 or y2 < y1"), (outside, f"lies entirely outside the {w}x{h} input")):
         if bool(mask.any()):
             row = int(torch.nonzero(mask)[0])
             return [round(float(v), 2) for v in boxes[row]], why
