@@ -406,3 +406,15 @@ def test_task_registry_and_options():
     params = DetectionTask().params()
     assert "IoU" in params["similarity"] and set(params["fallbacks"]) >= {"probs", "objectness"}
     assert DetectionTask.engine_defaults["rise"]["grid"] == 16 and math.isclose(DetectionTask().min_score, 0.5)
+
+
+def test_zero_area_detections_overlap_nothing_and_are_never_targets():
+    task, fx = fx_of(([4, 4, 4, 9], 1, 0.99), ([0, 0, 8, 8], 1, 0.6))
+    (target,) = task.targets(fx, TargetRequest(size=SIZE))
+    assert target.detection == 1
+    flat = one([[4, 4, 4, 9], [4, 4, 4, 9]], [1, 1])
+    assert task.scorer([target], SIZE)([flat]).item() == 0.0
+    from explain_cli.tasks.drise import box_scores, make_references
+
+    refs = make_references(torch.tensor([[4.0, 4, 4, 9]]), torch.tensor([1]), None, ["none"])
+    assert box_scores(refs, task.decode([flat], SIZE)).item() == 0.0  # 0/0 IoU of two flat boxes is 0, not NaN

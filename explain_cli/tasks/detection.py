@@ -122,7 +122,9 @@ class DetectionTask(Task):
 
         det = fx.of_image(0)
         size = request.size or _size_from(request)
-        order = torch.argsort(det.scores, descending=True, stable=True).tolist()
+        area = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
+        ranked = torch.argsort(det.scores, descending=True, stable=True).tolist()
+        order = [j for j in ranked if float(area[j]) > 0]  # a zero-area box overlaps nothing: never a target
         detected: list[BoxTarget] = []  # from auto and class items: capped at top_k
         named: list[BoxTarget] = []  # boxes the user named: always kept
         seen: set[Any] = set()

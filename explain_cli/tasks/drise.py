@@ -97,7 +97,8 @@ def pair_scores(refs: References, det: "Detections") -> "torch.Tensor":
 
     if det.boxes.shape[0] == 0:
         return det.boxes.new_zeros((refs.boxes.shape[0], 0))
-    return box_iou(refs.boxes, det.boxes) * class_term(refs, det) * weight_term(refs, det)
+    iou = box_iou(refs.boxes, det.boxes).nan_to_num_(0.0)  # two zero-area boxes: 0/0, no overlap
+    return iou * class_term(refs, det) * weight_term(refs, det)
 
 
 def box_scores(refs: References, det: "Detections") -> "torch.Tensor":
