@@ -317,6 +317,7 @@ def bad(**changes):
     (bad(scores=torch.tensor([0.9, -0.2])), "negative"),
     (bad(labels=torch.tensor([1.5, 2.0])), "integers"),
     (bad() + [one([0, 0, 4, 4], [1])], "image 1 has no probs but image 0 has"),
+    (bad() + [one([[0, 0, 4, 4], [1, 1, 2, float("inf")]], [1, 1], probs=[P, P])], "image 1: boxes has NaN or inf"),
     ([torch.zeros(2, 4)], "not detections"),
     ({"boxes": torch.zeros(2, 3, 4), "scores": torch.zeros(2, 2), "labels": torch.zeros(2, 3)}, "padded scores"),
 ])

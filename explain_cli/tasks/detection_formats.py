@@ -245,7 +245,7 @@ def _first_of_group(sorted_ids: "torch.Tensor") -> "torch.Tensor":
 
 
 def _image_fields(d: dict, i: int) -> dict[str, "torch.Tensor"]:
-    """One image's detection fields, checked for presence, type, shape and values."""
+    """One image's detection fields, checked for presence, type and shape (values: :func:`_assemble`)."""
     import torch
 
     where = f"the detector's output for image {i}"
@@ -269,23 +269,11 @@ def _image_fields(d: dict, i: int) -> dict[str, "torch.Tensor"]:
     if "probs" in out and (out["probs"].dim() != 2 or out["probs"].shape[0] != n):
         raise ExplainError(f"{where}: probs has shape {list(out['probs'].shape)}; it must be (N, classes) "
                            f"with one row per box ({n})")
-    for key, value in out.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ExplainError(f"{where}: {key} has NaN or infinite values; check the input's scale and preprocessing")
-    labels = out["labels"]
-    if labels.is_floating_point():
-        if not bool((labels == labels.round()).all()):
-            raise ExplainError(f"{where}: labels must be class indices (integers), got {labels[:3].tolist()}")
-    for key in ("scores", "probs", "objectness"):
-        if key in out and bool((out[key] < 0).any()):
-            raise ExplainError(f"{where}: {key} has negative values; a detector's {key} must be confidences in [0, 1]")
-    if bool((labels < 0).any()):
-        raise ExplainError(f"{where}: labels has negative values; labels must be class indices")
     return out
 
 
 def _assemble(images: list[dict[str, "torch.Tensor"]], size: tuple[int, int]) -> Detections:
-    """Concatenate checked per-image fields; boxes are checked against the image and clipped to it."""
+    """Concatenate shape-checked per-image fields, check their values in one pass, clip boxes to the image."""
     import torch
 
     for key in ("probs", "objectness"):
@@ -297,32 +285,43 @@ def _assemble(images: list[dict[str, "torch.Tensor"]], size: tuple[int, int]) ->
     if len(widths) > 1:
         raise ExplainError(f"the detector's probs have {sorted(widths)} classes in different images; give one width")
     device = images[0]["boxes"].device
-    boxes = torch.cat([d["boxes"].to(device, torch.float64).reshape(-1, 4) for d in images])
-    h, w = size
-    for i, d in enumerate(images):
-        bad = _bad_box(d["boxes"].double(), h, w)
-        if bad is not None:
-            raise ExplainError(f"the detector's output for image {i}: box {bad[0]} {bad[1]}; boxes must be "
-                               f"x1, y1, x2, y2 in the pixels of the {w}x{h} model input")
-    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
-                         boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
-    cat = (lambda key, dtype: torch.cat([d[key].to(device, dtype) for d in images]) if key in images[0] else None)
+    cat = (lambda key: torch.cat([d[key].to(device, torch.float64) for d in images]) if key in images[0] else None)
+    fields = {key: cat(key) for key in (*REQUIRED, "probs", "objectness")}
     image = torch.cat([torch.full((d["boxes"].shape[0],), i, dtype=torch.long, device=device)
                        for i, d in enumerate(images)])
-    return Detections(boxes, cat("scores", torch.float64), cat("labels", torch.float64).round().long(), image,
-                      len(images), cat("probs", torch.float64), cat("objectness", torch.float64))
+    _check_values(fields, image, size)
+    h, w = size
+    boxes = fields["boxes"]
+    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
+                         boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
+    return Detections(boxes, fields["scores"], fields["labels"].round().long(), image, len(images),
+                      fields["probs"], fields["objectness"])
 
 
-def _bad_box(boxes: "torch.Tensor", h: int, w: int) -> "tuple[list[float], str] | None":
-    """The first malformed box and why, or None: reversed corners, or entirely outside the image."""
+def _check_values(fields: dict[str, "torch.Tensor | None"], image: "torch.Tensor", size: tuple[int, int]) -> None:
+    """Every value check over the whole batch at once; the error names the first offending image."""
     import torch
 
-    if boxes.numel() == 0:
-        return None
-    reversed_ = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    outside = (boxes[:, 0] > w) | (boxes[:, 1] > h) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
-    for mask, why in ((reversed_, "has x2 < x1 or y2 < y1"), (outside, f"lies entirely outside the {w}x{h} input")):
-        if bool(mask.any()):
-            row = int(torch.nonzero(mask)[0])
-            return [round(float(v), 2) for v in boxes[row]], why
-    return None
+    h, w = size
+    boxes, labels = fields["boxes"], fields["labels"]
+    if len(boxes) == 0:
+        return
+    rows = lambda t: t if t.dim() == 1 else t.any(dim=1)  # noqa: E731  (N, C) -> (N,)
+    checks = [(rows(~torch.isfinite(v)), f"{k} has NaN or infinite values; check the input's scale and preprocessing")
+              for k, v in fields.items() if v is not None]
+    checks += [
+        (labels != labels.round(), "labels must be class indices (integers)"),
+        (labels < 0, "labels has negative values; labels must be class indices"),
+        *[(rows(fields[k] < 0), f"{k} has negative values; a detector's {k} must be confidences in [0, 1]")
+          for k in ("scores", "probs", "objectness") if fields[k] is not None],
+        ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), "box {box} has x2 < x1 or y2 < y1"),
+        ((boxes[:, 0] > w) | (boxes[:, 1] > h) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0),
+         f"box {{box}} lies entirely outside the {w}x{h} input; boxes must be x1, y1, x2, y2 in the model input's pixels"),
+    ]
+    bad = torch.stack([mask for mask, _ in checks])
+    if not bool(bad.any()):  # one device sync for the whole batch
+        return
+    which = int(torch.nonzero(bad.any(dim=1))[0])
+    row = int(torch.nonzero(bad[which])[0])
+    box = [round(float(v), 2) for v in boxes[row]]
+    raise ExplainError(f"the detector's output for image {int(image[row])}: " + checks[which][1].format(box=box))
