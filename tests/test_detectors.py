@@ -100,3 +100,49 @@ def test_a_weights_file_sets_the_class_count_and_is_hashed(tmp_path):
 def test_unknown_detector_names_suggest_the_supported_ones():
     with pytest.raises(ExplainError, match="did you mean fasterrcnn_resnet50_fpn_v2"):
         load_detector("torchvision:fasterrcnn_resnet50_fpn", None, CPU, 0)
+
+
+class TinyYolo(torch.nn.Module):
+    """A YOLOv8-style raw head on 32 x 32 inputs: (B, 4 + 2, 16) anchors of cx, cy, w, h and two class scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 6, kernel_size=8, stride=8)
+        centres = (torch.arange(4.0) * 8 + 4)
+        self.register_buffer("cy", centres[:, None].expand(4, 4).reshape(-1))
+        self.register_buffer("cx", centres[None, :].expand(4, 4).reshape(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv(x).flatten(2)  # (B, 6, 16)
+        cx, cy = self.cx + 2 * torch.tanh(f[:, 0]), self.cy + 2 * torch.tanh(f[:, 1])
+        w, h = 6 + 4 * torch.sigmoid(f[:, 2]), 6 + 4 * torch.sigmoid(f[:, 3])
+        return torch.cat([torch.stack([cx, cy, w, h], dim=1), torch.sigmoid(f[:, 4:])], dim=1)
+
+
+@pytest.mark.slow
+def test_a_yolo_style_raw_onnx_model_runs_through_the_yolo_decoder(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from explain_cli.models.onnx import load_onnx
+    from explain_cli.models.runtime import export_onnx_bytes
+
+    eager = TinyYolo().eval()
+    path = tmp_path / "yolo.onnx"
+    path.write_bytes(export_onnx_bytes(eager, (2, 3, 32, 32)))
+    model = load_onnx(path, CPU)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    task = DetectionTask(decoder="yolo", min_score=0.3)
+    with torch.inference_mode():
+        from_onnx, from_eager = task.decode(model.module(x), (32, 32)), task.decode(eager(x), (32, 32))
+    torch.testing.assert_close(from_onnx.boxes, from_eager.boxes, rtol=0, atol=1e-4)
+    assert from_onnx.labels.tolist() == from_eager.labels.tolist() and len(from_onnx.labels) > 0
+    evaluator = Evaluator(model.module, CPU, batch_size=4)
+    targets, reference = reference_targets(task, evaluator, x, TargetRequest(size=(32, 32)))
+    assert targets and all(t.weight == "objectness" for t in targets)  # the top class score, as YOLO gives no other
+    half = torch.arange(32) // 16
+    problem = Problem(x=x[0], baseline=torch.zeros_like(x[0]), segments=(half[:, None] * 2 + half[None, :]).long(),
+                      evaluator=evaluator, reference=reference[0])
+    engine = get_engine("kernelshap")
+    result = engine.run(problem, build_params(engine, {"samples": 16, "exact": True}), torch.Generator().manual_seed(0))
+    assert result.extra["exact"]
+    assert result.scores.sum(axis=1) == pytest.approx(reference[0].numpy() - result.baseline_score, abs=1e-9)
