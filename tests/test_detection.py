@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -355,6 +356,8 @@ def test_default_targets_are_detections_above_min_score_highest_first_capped_by_
     assert [t.detection for t in cats] == [0]
     described = targets[0].describe()
     assert described["box"] == [8.0, 8.0, 16.0, 16.0] and described["index"] == 2 and described["source"] == "detection"
+    assert json.loads(json.dumps(described)) == described
+    assert targets[0].caption() == "dog: box score 0.95, detector 0.95"
 
 
 def test_no_detection_above_min_score_names_the_highest_score():
@@ -396,6 +399,9 @@ def test_boxes_in_original_pixels_go_through_resize_and_crop():
     task, fx = fx_of(([5, 0, 25, 20], 1, 0.9))
     (target,) = task.targets(fx, TargetRequest(target=("70,10,110,50",), size=(40, 40), geometry=geometry))
     assert target.box == pytest.approx((5, 0, 25, 20)) and target.score == pytest.approx(0.9)
+    assert target.box_original == pytest.approx((70, 10, 110, 50))
+    assert target.describe()["box_original"] == pytest.approx([70, 10, 110, 50])
+    assert target.overlay()["box"] == target.box_original
 
 
 def test_task_registry_and_options():

@@ -44,6 +44,10 @@ def test_each_detector_builds_with_random_weights_and_runs_through_the_task(name
     targets, reference = reference_targets(task_all, evaluator, x, request)
     assert targets[-1].source == "box" and targets[-1].label == "person"
     assert targets[0].source == "detection" and targets[0].score > 0
+    if "probs" in out[0]:  # two-stage: the class vector carries the confidence, O_j = 1, s(t, t) = 1
+        assert targets[0].weight == "none" and targets[0].score == pytest.approx(1.0, abs=1e-12)
+    else:  # one-hot fallback: the detector's score is O_j
+        assert targets[0].weight == "score" and targets[0].score == pytest.approx(targets[0].detector_score)
     problem = Problem(x=x[0], baseline=torch.zeros_like(x[0]), segments=_quadrants(), evaluator=evaluator,
                       reference=reference[0])
     engine = get_engine("ablation")

@@ -138,8 +138,8 @@ class DetectionTask(Task):
             if request.top_k < 1:
                 raise OptionError("top_k", f"must be at least 1, got {request.top_k}")
             detected = detected[: request.top_k]
-        chosen = detected + named
-        return self._scored(chosen, det)
+        chosen = self._scored(detected + named, det)
+        return with_original_boxes(chosen, request.geometry) if request.geometry is not None else chosen
 
     def _resolve(self, item: Any, det: Detections, order: list[int], request: TargetRequest,
                  size: tuple[int, int]) -> list[BoxTarget]:
@@ -176,9 +176,9 @@ class DetectionTask(Task):
 
     def _detected(self, j: int, det: Detections, labels: list[str] | None) -> BoxTarget:
         label = int(det.labels[j])
-        vector = None if det.probs is None else tuple(float(v) for v in det.probs[j])
+        vector = None if det.probs is None else tuple(det.probs[j].tolist())
         return BoxTarget(label=_label(label, labels), index=label, score=float("nan"),
-                         box=tuple(float(v) for v in det.boxes[j]), source="detection",
+                         box=tuple(det.boxes[j].tolist()), source="detection",
                          class_vector=vector, weight=self._weight(det, agnostic=False), detection=j)
 
     def _user_box(self, item: Any, det: Detections, request: TargetRequest, size: tuple[int, int]) -> BoxTarget:
