@@ -198,7 +198,7 @@ def _num_classes(arch_name: str, arch: DetectorArch, state: dict) -> int | None:
     return int(weight.shape[0]) // anchors
 
 
-def _load_state(model: Any, state: dict, arch_name: str, weights: str) -> None:
+def _load_state(model: Any, state: dict, arch_name: str, weights: str | None) -> None:
     """Load strictly except for BatchNorm counters (weights saved from frozen-BN models lack them)."""
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -112,7 +112,7 @@ class Task(ABC):
                                "it must return one output per input")
 
     @abstractmethod
-    def targets(self, fx: Any, request: TargetRequest) -> list[Target]:
+    def targets(self, fx: Any, request: TargetRequest) -> Sequence[Target]:
         """The targets to explain, chosen from f(x)'s decoded output (all inputs) and ``request``.
 
         Raises
@@ -190,7 +190,7 @@ def reference_targets(task: Task, evaluator: "Evaluator", x: "torch.Tensor",
     if len(fx) != len(x):
         raise ExplainError(f"the model returned outputs for {len(fx)} inputs given {len(x)}; "
                            "it must return one output per input")
-    targets = task.targets(fx, request)
+    targets = list(task.targets(fx, request))
     evaluator.head = task.scorer(targets, size)
     reference = task.score(fx, targets, size).detach().to("cpu", torch.float64)
     return targets, reference
