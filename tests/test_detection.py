@@ -404,6 +404,13 @@ def test_boxes_in_original_pixels_go_through_resize_and_crop():
     assert target.overlay()["box"] == target.box_original
 
 
+def test_box_mask_covers_the_pixels_whose_centres_are_inside():
+    from explain_cli.tasks.boxes import box_mask
+
+    mask = box_mask((1.0, 2.0, 4.0, 3.0), (5, 6))
+    assert mask.sum() == 3 and mask[2, 1:4].all() and not mask[2, 4] and not mask[3].any()
+
+
 def test_task_registry_and_options():
     assert get_task("detection", min_score=0.3).min_score == 0.3
     with pytest.raises(OptionError, match="did you mean detection"):

@@ -8,9 +8,12 @@ records the window of the original the model sees; these functions carry boxes b
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from explain_cli.errors import OptionError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Box = tuple[float, float, float, float]
 BOX_FORM = "X1,Y1,X2,Y2 or X1,Y1,X2,Y2,LABEL (pixels, LABEL a class name or index)"
@@ -93,3 +96,17 @@ def box_to_original(box: Box, geometry: Any) -> Box:
     sx, sy = width / w, height / h
     x1, y1, x2, y2 = box
     return (left + x1 * sx, top + y1 * sy, left + x2 * sx, top + y2 * sy)
+
+
+def box_mask(box: Box, size: tuple[int, int]) -> "np.ndarray":
+    """(H, W) bool mask of the pixels whose centres lie inside ``box`` (model-input pixels).
+
+    The default mask of pointing and energy-in-box for a detection target.
+    """
+    import numpy as np
+
+    h, w = size
+    x1, y1, x2, y2 = box
+    cols = np.arange(w) + 0.5
+    rows = np.arange(h) + 0.5
+    return ((rows >= y1) & (rows <= y2))[:, None] & ((cols >= x1) & (cols <= x2))[None, :]
