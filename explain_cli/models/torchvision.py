@@ -38,7 +38,11 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
     import torchvision
 
     arch = source[len(TORCHVISION_PREFIX) :]
-    available = architectures()
+    from explain_cli.models.detectors import DETECTORS, load_detector  # detection task (issue 21)
+
+    if arch in DETECTORS:
+        return load_detector(source, weights, device, seed)
+    available = architectures() + sorted(DETECTORS)
     if arch not in available:
         import difflib
 
