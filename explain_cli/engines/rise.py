@@ -120,9 +120,7 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
     cap = max(1, params.max_samples - 2) if automatic else params.masks
     n = min(cap, 500) if automatic else params.masks
     plan = plan_masks(n, (h, w), params.grid, params.p1, generator)
-    ev.progress.start(cap + 2, "rise")
-    ev.progress.advance(1)
-    f_b = problem.baseline_output().numpy()
+    _, f_b = problem.begin("rise", cap + 2)
     labels_t = problem.segments.reshape(-1).to(ev.device).long()
     m = problem.n_segments
     area_t = torch.bincount(labels_t, minlength=m).double().clamp(min=1)

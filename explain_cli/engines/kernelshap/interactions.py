@@ -8,7 +8,7 @@ A coalition is coded u ∈ {−1, +1}^M (u = 2z − 1). The monomials u^S = Π_{
 
 (e_d the elementary symmetric polynomial) spans all such monomials at the orders chosen, yet
 costs one matrix product to evaluate: e_d of a ±1 vector depends only on how many entries are
-+1. Kernel SHAP's regression adjustment (:mod:`explain_cli.engines.kernelshap`) fits a game's odd
++1. Kernel SHAP's regression adjustment (:mod:`explain_cli.engines.kernelshap.fit`) fits a game's odd
 part with it and reads Shapley values off the fit.
 """
 
