@@ -19,6 +19,7 @@ from explain_cli.errors import OptionError
 if TYPE_CHECKING:
     import torch
 
+
 @dataclass
 class Design:
     """The coalitions to evaluate and how the estimator weighs them."""
@@ -239,7 +240,6 @@ def _balanced_picks(m: int, pools: dict[int, np.ndarray],
 def _key(row: np.ndarray, s: int, m: int) -> bytes:
     """A subset's identity; for s = M/2 a subset and its complement are one."""
     return row.tobytes() if 2 * s != m else min(row.tobytes(), (~row).tobytes())
-
 
 
 def complements(z: np.ndarray) -> np.ndarray | None:
