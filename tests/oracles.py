@@ -76,7 +76,7 @@ def exact_shapley_of_problem(problem: "Problem") -> np.ndarray:
     with torch.no_grad():
         v = torch.cat([ev.model(compose_segments(problem.x.double(), problem.baseline.double(), problem.segments,
                                                  z[i:i + 256])) for i in range(0, len(z), 256)]).double().numpy()
-    return exact_shapley(v[:, list(ev.targets.tolist())])
+    return exact_shapley(v if ev.targets is None else v[:, ev.targets.cpu().numpy()])
 
 
 def exact_owen(v: Callable[[np.ndarray], np.ndarray], tree: "Hierarchy") -> np.ndarray:

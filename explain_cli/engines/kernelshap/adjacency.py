@@ -28,7 +28,7 @@ def connected_sets(adj: np.ndarray, size: int, limit: int | None = None) -> np.n
     """
     m = len(adj)
     neighbours = [np.flatnonzero(adj[i]) for i in range(m)]
-    level = {(i,) for i in range(m)}
+    level: set[tuple[int, ...]] = {(i,) for i in range(m)}
     for _ in range(size - 1):
         grown = set()
         for s in level:

@@ -16,7 +16,7 @@ import numpy as np
 
 from explain_cli.engines.kernelshap.adjacency import OddAdjacencyFeatures
 from explain_cli.engines.kernelshap.design import Design
-from explain_cli.engines.kernelshap.interactions import OddInteractionKernel, WeightedOddKernel
+from explain_cli.engines.kernelshap.interactions import InteractionKernel, OddInteractionKernel, WeightedOddKernel
 
 if TYPE_CHECKING:
     import torch
@@ -132,7 +132,8 @@ def odd_observations(design: Design, y: np.ndarray,
 def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *,
                  orders: tuple[tuple[int, float], ...], ridge: float, representers: int,
                  generator: "torch.Generator", adjacency: OddAdjacencyFeatures | None = None,
-                 adjacency_weight: float = 1.0, kernel: object | None = None, dual: bool | None = None) -> Fit:
+                 adjacency_weight: float = 1.0, kernel: InteractionKernel | None = None,
+                 dual: bool | None = None) -> Fit:
     """Kernel SHAP with a regression adjustment by odd interactions, on a design closed under complement.
 
     The Shapley value depends only on the game's odd part (v(S) − v(N∖S))/2, so each coalition
@@ -154,16 +155,18 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
     sizes = design.stratum[first]
     strata = np.where(design.pair[first] >= 0, np.minimum(sizes, m - sizes), -1)
     lam = ridge * design.weight.sum()
-    if orders and kernel is None:
+    if not orders:
+        kernel = None  # no interactions: plain Kernel SHAP on the odd part
+    elif kernel is None:
         kernel = OddInteractionKernel(m, orders)
     if dual is None:
         dual = len(u) <= representers
-    if orders and dual:
+    if kernel is not None and dual:
         return kriging_fit(u, y_odd, weight, delta / 2.0, kernel=kernel, ridge=lam, adjacency=adjacency,
                            adjacency_weight=adjacency_weight, strata=strata, population=_stratum_sizes(m, paired=True))
     x, shapley, constraint = u, 2.0 * np.eye(m), np.ones(m)
     penalty = np.zeros(m)
-    if orders:
+    if kernel is not None:
         keep = np.sort(torch.randperm(len(u), generator=generator)[:representers].numpy())
         centres = np.concatenate([np.ones((1, m)), u[keep]])  # the grand coalition carries the constraint
         k_centres = kernel(centres, centres)
@@ -182,7 +185,7 @@ def adjusted_fit(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.n
                            penalty=penalty, strata=strata, population=_stratum_sizes(m, paired=True))
 
 
-def kriging_fit(u: np.ndarray, y: np.ndarray, weight: np.ndarray, target: np.ndarray, *, kernel: object,
+def kriging_fit(u: np.ndarray, y: np.ndarray, weight: np.ndarray, target: np.ndarray, *, kernel: InteractionKernel,
                 ridge: float, adjacency: OddAdjacencyFeatures | None, adjacency_weight: float, strata: np.ndarray,
                 population: dict[int, int]) -> Fit:
     """The regression adjustment solved in its dual: f(u) = u·β + g(u), g in the interaction kernel's span.

@@ -17,8 +17,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
+
+
+class InteractionKernel(Protocol):
+    """What the regression adjustment needs of a kernel over ±1 coalitions."""
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(len(a), len(b)) kernel matrix."""
+
+    def shapley(self, r: np.ndarray) -> np.ndarray:
+        """(len(r), M): row j holds the Shapley values of the game u ↦ k(r_j, u)."""
 
 
 def elementary_symmetric(length: int, max_order: int) -> np.ndarray:
