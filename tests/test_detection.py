@@ -388,10 +388,10 @@ def test_bad_boxes_are_option_errors(box, message):
 
 
 def test_boxes_in_original_pixels_go_through_resize_and_crop():
-    from explain_cli.preprocess import Preprocess, geometry_for
+    from explain_cli.preprocess import Geometry, Preprocess
     from explain_cli.tasks.boxes import box_to_model, box_to_original
 
-    _, geometry = geometry_for((100, 200), Preprocess("t", resize=50, crop=(40, 40)))  # 50x100, crop at left 30
+    geometry = Geometry.plan((100, 200), Preprocess("t", resize=50, crop=(40, 40)))  # 50x100, crop at left 30
     assert box_to_model((70, 10, 110, 50), geometry) == pytest.approx((5, 0, 25, 20))
     assert box_to_original((5, 0, 25, 20), geometry) == pytest.approx((70, 10, 110, 50))
     with pytest.raises(OptionError, match="crops it away"):
