@@ -282,7 +282,7 @@ class Explainer:
         import torch
 
         from explain_cli.core import Evaluator
-        from explain_cli.faithfulness import evaluate
+        from explain_cli.metrics.suite import run_metrics
         from explain_cli.preprocess import map_to_original
 
         seg = first.segmentation
@@ -300,7 +300,7 @@ class Explainer:
             again = dataclasses.replace(problem, evaluator=other, reference=reference)
             return cfg.engine.run(again, cfg.params, torch.Generator().manual_seed(seed)).scores
 
-        return evaluate(problem, attribution.scores, maps, pixel_maps, cfg.evaluation, rerun,
+        return run_metrics(problem, attribution.scores, maps, pixel_maps, cfg.evaluation, rerun,
                         eager_module=self.model.module)
 
 

@@ -16,7 +16,7 @@ from explain_cli.errors import ExplainError
 from explain_cli.render import _font
 
 if TYPE_CHECKING:
-    from explain_cli.evaluation import Curve
+    from explain_cli.metrics.curves import Curve
 
 # Okabe-Ito: distinguishable for colour-blind readers and in greyscale print.
 PALETTE = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (230, 159, 0), (0, 0, 0)]

@@ -31,9 +31,9 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     import torch
 
     from explain_cli.api import as_model, make_evaluator, make_problem
-    from explain_cli.faithfulness import evaluate
     from explain_cli.fileio import atomic_write_bytes
     from explain_cli.inputs import load_input
+    from explain_cli.metrics.suite import run_metrics
     from explain_cli.options.settings import settings
     from explain_cli.preprocess import Preprocess, PreparedInput, apply_preprocess
 
@@ -70,7 +70,7 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
                           "explanation")
 
     scores = np.array([[s["score"] for s in t["segments"]] for t in doc["targets"]])
-    block, curves = evaluate(problem, scores, maps, full, cfg.evaluation, no_rerun)
+    block, curves = run_metrics(problem, scores, maps, full, cfg.evaluation, no_rerun)
     doc["evaluation"] = block
     atomic_write_bytes(json_path, json.dumps(doc, indent=2, allow_nan=False).encode() + b"\n")
     from explain_cli.curves_png import render_curves_png

@@ -49,13 +49,14 @@ def resolve_targets(requested: Sequence[Any], top_k: int, outputs: np.ndarray, l
             if not 0 <= index < n:
                 raise OptionError("target", f"{index} is out of range: the model has {n} outputs (0..{n - 1})")
         else:
-            index = _label_index(item, labels)
+            index = label_index(item, labels)
         if index not in chosen:
             chosen.append(index)
     return chosen
 
 
-def _label_index(name: str, labels: list[str] | None) -> int:
+def label_index(name: str, labels: list[str] | None) -> int:
+    """The index of the label ``name`` (case ignored); an OptionError naming ``target`` suggests close labels."""
     if labels is None:
         raise OptionError("target", f"{name!r} is a name but the model has no labels; pass labels FILE or an index")
     lowered = [v.lower() for v in labels]

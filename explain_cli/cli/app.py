@@ -142,7 +142,8 @@ def batch(
     with guard(debug):
         import json
 
-        from explain_cli.batch import parse_shard, run_batch
+        from explain_cli.batch.plan import parse_shard
+        from explain_cli.batch.run import run_batch
         from explain_cli.config import parse_overrides
         from explain_cli.progress import NullProgress
 

@@ -49,8 +49,7 @@ def run(problem: "Problem", params: PermutationParams, generator: "torch.Generat
     ENGINE.check_inputs(x.shape[0] if x.dim() == 4 else 1)
     n, m, k = x.shape[0], problem.n_segments, problem.n_targets
     ev = problem.evaluator
-    ev.progress.start(n * (1 + params.repeats * m), "permutation")
-    ev.progress.advance(n)
+    _, f_b = problem.begin("permutation", n * (1 + params.repeats * m), baseline=False)
     reference = problem.reference.to(ev.device)  # (N, K)
     attributions = torch.empty((params.repeats, m, n, k), dtype=torch.float64, device=ev.device)
     groups_per_batch = max(1, ev.batch_size // n)
@@ -70,7 +69,7 @@ def run(problem: "Problem", params: PermutationParams, generator: "torch.Generat
     return Attribution(
         scores=global_by_repeat.mean(axis=0),
         base_value=mean_ref,
-        baseline_score=np.full(k, np.nan),
+        baseline_score=f_b,  # NaN: removed groups take other inputs' values, not a baseline
         std=std,
         per_example=per_example,
     )

@@ -1,33 +1,30 @@
-"""Faithfulness and plausibility metrics for a saliency map, on the same batched core.
+"""Deletion and insertion curves of a saliency map, on the same batched core.
 
-Deletion and insertion curves (Petsiuk et al. 2018, RISE) rank the pixels of a model-resolution
+The curves (Petsiuk et al. 2018, RISE) rank the pixels of a model-resolution
 map and move them a step at a time; every step image is composed with
 :func:`explain_cli.core.compose_pixels` from a batch of masks and scored in batches, never one
 forward at a time. Deletion can replace pixels by a baseline tensor, a blurred copy, or ROAD's
-noisy linear imputation (Rong et al. 2022), which keeps deleted regions in-distribution so that
-scattered deleted pixels are not rewarded for being out-of-distribution rather than important.
-
-Localisation (pointing game, energy in mask), stability over seeds (top-k Jaccard) and the model
-randomisation sanity check (Adebayo et al. 2018) need only maps, masks and score vectors.
-
-Library functions only: the CLI wires flags and JSON. Heavy imports live inside functions.
+noisy linear imputation (:mod:`explain_cli.metrics.road`), which keeps deleted regions
+in-distribution so that scattered deleted pixels are not rewarded for being out-of-distribution
+rather than important.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
 
 from explain_cli.errors import ExplainError, OptionError
+from explain_cli.metrics.road import ROAD_NOISE, road_impute
 
 if TYPE_CHECKING:
     import torch
 
     from explain_cli.core import Evaluator
+
 
 #: Ways a deleted pixel is replaced: the given baseline tensor, a blurred copy of the input, or
 #: ROAD's noisy linear imputation from the pixels still present.
@@ -38,13 +35,6 @@ REPLACEMENTS = ("road", "blur", "baseline")
 #: with blur (0.38 vs 0.40): scattered replaced pixels break the model faster than the object's
 #: removal. With ROAD the map beat random on 12/12 (0.36 vs 0.71), and so did the mask itself.
 DEFAULT_REPLACEMENT = "road"
-#: ROAD's neighbour weights (Rong et al. 2022): 1/6 for the 4 direct, 1/12 for the 4 diagonal.
-ROAD_NEIGHBOURS = (
-    (-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
-    (-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12),
-)
-#: ROAD's noise standard deviation, in model input units (the paper's value on normalised input).
-ROAD_NOISE = 0.01
 
 ScoreFn = Callable[["torch.Tensor"], "torch.Tensor"]
 Scorer = Union["Evaluator", ScoreFn]
@@ -77,8 +67,6 @@ class Curve:
             "evaluations": self.evaluations,
         }
 
-
-# --------------------------------------------------------------------------- curves
 
 
 def trapezoid_auc(fractions: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -157,80 +145,6 @@ def gaussian_blur(x: "torch.Tensor", sigma: float | None = None) -> "torch.Tenso
     # Reflect padding needs a kernel narrower than the image; clip to the largest odd size that fits.
     size = min(size, 2 * (min(h, w) // 2) - 1) if min(h, w) > 2 else 1
     return tv_blur(x.unsqueeze(0), [size, size], [sigma, sigma])[0].contiguous()
-
-
-def road_impute(x: "torch.Tensor", deleted: np.ndarray, *, noise: float = ROAD_NOISE,
-                generator: "torch.Generator | None" = None) -> "torch.Tensor":
-    """ROAD's noisy linear imputation: deleted pixels become the weighted mean of their neighbours.
-
-    Every deleted pixel ``i`` satisfies ``v_i = Σ_j w_ij v_j / Σ_j w_ij`` over its 8 neighbours
-    inside the image (weights 1/6 direct, 1/12 diagonal), where a neighbour's ``v_j`` is the
-    input when it is kept and the unknown when it is deleted. The sparse system is solved once
-    per channel; then Gaussian noise of std ``noise`` is added to the imputed pixels only.
-
-    Parameters
-    ----------
-    x : (C, H, W) tensor
-        The model input (any device); not modified.
-    deleted : (H, W) bool array
-        True where a pixel is removed.
-    noise : float
-        Standard deviation of the added noise, in model input units (ROAD: 0.01).
-    generator : torch.Generator, optional
-        Draws the noise; required when ``noise > 0`` for reproducible results.
-
-    Returns
-    -------
-    (C, H, W) tensor on the device and dtype of ``x``: ``x`` with the deleted pixels imputed.
-    """
-    import torch
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import splu
-
-    c, h, w = x.shape
-    deleted = np.asarray(deleted, dtype=bool)
-    if deleted.shape != (h, w):
-        raise ExplainError(f"road_impute: mask of shape {deleted.shape} does not match the input's {(h, w)}")
-    values = x.detach().to("cpu", torch.float64).reshape(c, -1).numpy()
-    out = values.copy()  # the caller's tensor is never written
-    unknown = np.flatnonzero(deleted)
-    n = unknown.size
-    if n == 0:
-        return x.clone()
-    index = np.full(h * w, -1, dtype=np.int64)
-    index[unknown] = np.arange(n)
-    uy, ux = np.divmod(unknown, w)
-    rows, cols, data = [], [], []
-    diag = np.zeros(n)
-    rhs = np.zeros((n, c))
-    for dy, dx, weight in ROAD_NEIGHBOURS:
-        ny, nx = uy + dy, ux + dx
-        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-        eq = np.flatnonzero(inside)
-        nb = ny[eq] * w + nx[eq]
-        diag[eq] += weight
-        unknown_nb = index[nb] >= 0
-        rows.append(eq[unknown_nb])
-        cols.append(index[nb[unknown_nb]])
-        data.append(np.full(int(unknown_nb.sum()), -weight))
-        np.add.at(rhs, eq[~unknown_nb], weight * values[:, nb[~unknown_nb]].T)
-    # A deleted region with no kept pixel around it (e.g. 100% deleted) leaves the system
-    # singular; a vanishing pull towards the kept pixels' mean fixes such regions to that colour
-    # and changes the others by ~1e-9.
-    eps = 1e-9
-    kept = ~deleted.reshape(-1)
-    fallback = values[:, kept].mean(axis=1) if kept.any() else values.mean(axis=1)
-    diag += eps
-    rhs += eps * fallback[None, :]
-    rows.append(np.arange(n))
-    cols.append(np.arange(n))
-    data.append(diag)
-    a = coo_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsc()
-    solved = splu(a).solve(rhs)  # (n, C)
-    if noise > 0:
-        solved = solved + noise * torch.randn((n, c), generator=generator, dtype=torch.float64).numpy()
-    out[:, unknown] = solved.T
-    return torch.from_numpy(out.reshape(c, h, w)).to(device=x.device, dtype=x.dtype)
 
 
 def probability_fn(evaluator: "Evaluator") -> ScoreFn:
@@ -471,191 +385,3 @@ def random_deletion_auc(model: Scorer, x: "torch.Tensor", **options: Any) -> np.
 def random_insertion_auc(model: Scorer, x: "torch.Tensor", **options: Any) -> np.ndarray:
     """(K,) insertion AUCs of a random order; options as :func:`random_insertion_curve`."""
     return random_insertion_curve(model, x, **options).auc
-
-
-# --------------------------------------------------------------------------- localisation
-
-
-def _map_and_mask(saliency: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    m = np.asarray(saliency, dtype=np.float64)
-    k = np.asarray(mask)
-    if m.ndim != 2 or m.shape != k.shape:
-        raise ExplainError(
-            f"{name}: map {m.shape} and mask {k.shape} must be 2-D and of one size; resample the map to the mask's "
-            "resolution first (e.g. preprocess.map_to_original)"
-        )
-    mask_bool = k > (127 if k.dtype == np.uint8 else 0)  # 0/255 PNG masks and 0/1 or bool masks alike
-    if not mask_bool.any():
-        raise ExplainError(f"{name}: the mask is empty; it must mark the object with non-zero pixels")
-    return m, mask_bool
-
-
-def pointing_hit(saliency: np.ndarray, mask: np.ndarray, tolerance_px: float = 0.0) -> bool:
-    """Pointing game: does the map's maximum lie within ``tolerance_px`` of the object?
-
-    Both arrays share one resolution; the tolerance is in its pixels (Zhang et al. use 15 px
-    at about 224 px). NaN pixels (outside the model's view) are ignored. When several pixels
-    share the maximum (a segment-level map), it is a hit if any of them is within tolerance; a
-    constant map points nowhere and is a miss.
-
-    Parameters
-    ----------
-    saliency : (H, W) float array
-    mask : (H, W) bool, 0/1 or 0/255 array
-        The object.
-    tolerance_px : float
-        Largest allowed Euclidean distance from the maximum to the nearest object pixel.
-
-    Examples
-    --------
-    >>> m = np.zeros((8, 8)); m[0, 0] = 1.0
-    >>> mask = np.zeros((8, 8), bool); mask[0, 3:] = True
-    >>> pointing_hit(m, mask, 2), pointing_hit(m, mask, 3)
-    (False, True)
-    """
-    from scipy.ndimage import distance_transform_edt
-
-    m, obj = _map_and_mask(saliency, mask, "pointing_hit")
-    if tolerance_px < 0:
-        raise OptionError("tolerance_px", f"must be >= 0, got {tolerance_px}")
-    finite = np.isfinite(m)
-    if not finite.any():
-        return False
-    top = np.nanmax(m)
-    if top == np.nanmin(m):
-        return False
-    distance = distance_transform_edt(~obj)  # 0 inside the object, Euclidean distance outside
-    return bool(np.any(distance[finite & (m == top)] <= tolerance_px + 1e-9))
-
-
-def energy_in_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
-    """Share of the positive attribution that lies inside the object: Σ_mask max(s, 0) / Σ max(s, 0).
-
-    Negative values and NaN are ignored (evidence against a class is not "energy" for it). NaN
-    when the map has no positive value, so the caller can write null.
-    """
-    m, obj = _map_and_mask(saliency, mask, "energy_in_mask")
-    positive = np.where(np.isfinite(m), np.maximum(m, 0.0), 0.0)
-    total = positive.sum()
-    return float(positive[obj].sum() / total) if total > 0 else float("nan")
-
-
-# --------------------------------------------------------------------------- stability
-
-
-def topk_jaccard(score_vectors: Sequence[np.ndarray], k: int) -> float:
-    """Mean pairwise Jaccard index of the top-``k`` segment sets of several runs (e.g. seeds).
-
-    1 means every run picks the same k segments. Ties are broken by the lower segment id.
-
-    Parameters
-    ----------
-    score_vectors : sequence of (M,) arrays, at least two
-    k : int, 1 <= k <= M
-    """
-    vectors = [np.asarray(v, dtype=np.float64).reshape(-1) for v in score_vectors]
-    if len(vectors) < 2:
-        raise ExplainError(f"topk_jaccard needs at least 2 score vectors (runs), got {len(vectors)}")
-    m = vectors[0].size
-    if any(v.size != m for v in vectors):
-        raise ExplainError("topk_jaccard: every score vector must have the same number of segments")
-    if not 1 <= k <= m:
-        raise OptionError("k", f"must be between 1 and the number of segments {m}, got {k}")
-    sets = [set(np.argsort(-v, kind="stable")[:k].tolist()) for v in vectors]
-    pairs = [len(a & b) / len(a | b) for a, b in itertools.combinations(sets, 2)]
-    return float(np.mean(pairs))
-
-
-# --------------------------------------------------------------------------- sanity check
-
-
-@dataclass
-class SanityResult:
-    """Model randomisation test: maps of the real and a re-initialised model must differ."""
-
-    correlation: float  # Spearman rank correlation of the two maps
-    threshold: float  # |correlation| at or above this fails the check
-    passed: bool  # True when the explanation depends on the model's weights
-
-    def to_json(self) -> dict[str, Any]:
-        return {"spearman": self.correlation, "threshold": self.threshold, "passed": self.passed}
-
-
-def randomized_copy(model: "torch.nn.Module", *, seed: int = 0) -> "torch.nn.Module":
-    """A copy of ``model`` with every weight re-initialised from ``seed``; the caller's model is untouched.
-
-    Works for eager ``nn.Module`` and TorchScript modules alike, since it only walks
-    ``named_parameters`` and ``named_buffers``: weights with ≥ 2 dims get He-normal values
-    (std √(2 / fan_in), which keeps a ReLU network's activations from vanishing, so the copy still
-    responds to its input); 1-D ``weight`` parameters (normalisation scales) become 1, other
-    1-D/0-D parameters (biases, shifts) 0; normalisation running statistics are reset to mean 0,
-    variance 1. Deterministic: the same seed gives the same copy on any device.
-    """
-    import copy
-
-    import torch
-
-    clone = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        for name, p in clone.named_parameters():
-            if p.dim() >= 2:
-                fan_in = p[0].numel()
-                values = torch.randn(p.shape, generator=generator, dtype=torch.float64) * math.sqrt(2.0 / fan_in)
-            elif name.rsplit(".", 1)[-1] == "weight":
-                values = torch.ones(p.shape, dtype=torch.float64)
-            else:
-                values = torch.zeros(p.shape, dtype=torch.float64)
-            p.copy_(values.to(device=p.device, dtype=p.dtype))
-        for name, b in clone.named_buffers():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "running_mean":
-                b.zero_()
-            elif leaf == "running_var":
-                b.fill_(1.0)
-    return clone
-
-
-def rank_correlation(map_a: np.ndarray, map_b: np.ndarray, *, absolute: bool = False) -> float:
-    """Spearman rank correlation of two maps of one shape (ties get average ranks; NaN pixels dropped).
-
-    ``absolute`` compares |values|, as Adebayo et al. also report. 0.0 when either map is constant.
-    """
-    from scipy.stats import rankdata
-
-    a = np.asarray(map_a, dtype=np.float64).reshape(-1)
-    b = np.asarray(map_b, dtype=np.float64).reshape(-1)
-    if a.shape != b.shape:
-        raise ExplainError(f"rank_correlation: maps have {a.size} and {b.size} values; compare maps of one shape")
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    if absolute:
-        a, b = np.abs(a), np.abs(b)
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    ra, rb = rankdata(a), rankdata(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    return float(np.dot(ra, rb) / math.sqrt(np.dot(ra, ra) * np.dot(rb, rb)))
-
-
-def sanity_check(explain: Callable[["torch.nn.Module"], np.ndarray], model: "torch.nn.Module", *, seed: int = 0,
-                 threshold: float = 0.5, absolute: bool = False) -> SanityResult:
-    """Model randomisation test (Adebayo et al. 2018): explain the model and a re-initialised copy.
-
-    Parameters
-    ----------
-    explain : callable model -> array
-        Runs the explainer on a model and returns its map (any shape, the same for both calls:
-        a (H, W) map or (K, M) segment scores).
-    model : nn.Module or TorchScript module
-        The real model; not modified.
-    seed : int
-        Seeds the re-initialisation.
-    threshold : float
-        The check fails when |Spearman| >= threshold: the map barely depends on the weights.
-    """
-    real = np.asarray(explain(model))
-    randomized = np.asarray(explain(randomized_copy(model, seed=seed)))
-    rho = rank_correlation(real, randomized, absolute=absolute)
-    return SanityResult(correlation=rho, threshold=threshold, passed=abs(rho) < threshold)

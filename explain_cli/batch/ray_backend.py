@@ -1,4 +1,4 @@
-"""`explain batch --backend ray`: the items of a batch on Ray actors, one model load per worker and job.
+"""`explain batch --backend ray`: the pending items on Ray actors, one model load per worker and job.
 
 Each worker is an actor holding one :class:`explain_cli.api.Explainer` per job, created on the
 job's first item that reaches it and reused for the rest. Items are handed out as actors free
@@ -9,7 +9,9 @@ JSON keeps the original paths), and sends back the output files as bytes
 local backend does. A worker that dies loses only its current item: that item is retried once
 on a fresh actor, then recorded as failed.
 
-Planning, skipping complete items, the summary and its rows are :mod:`explain_cli.batch`'s.
+Planning, skipping complete items, the summary and its rows are shared with the local backend
+(:mod:`explain_cli.batch.run`, :mod:`explain_cli.batch.rows`). The module is not named ``ray``
+so that ``import ray`` reads as the library everywhere.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import tempfile
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
-from explain_cli.batch import Item, Row, _finish, _input_label, _mark_done, _message
+from explain_cli.batch.plan import Item
+from explain_cli.batch.rows import Emit, Row, error_message, finish, mark_done
 from explain_cli.errors import ExplainError, require_module
 
 RETRIES = 1  # a worker that dies takes its item with it; the item gets one more try on a new actor
@@ -60,7 +63,7 @@ class Worker:
         except _Failed as failed:
             return {"error": failed.message, "time_s": time.perf_counter() - start}
         except Exception as exc:  # the item fails, the worker goes on
-            return {"error": self._restore(_message(exc)), "time_s": time.perf_counter() - start}
+            return {"error": self._restore(error_message(exc)), "time_s": time.perf_counter() - start}
 
     def _explainer(self, task: dict[str, Any]) -> Any:
         job = task["job"]
@@ -74,7 +77,7 @@ class Worker:
                 explainer.model.source = spec  # the JSON names the model as the config does
                 self.explainers[job] = explainer
             except Exception as exc:  # every item of the job fails with this message, as locally
-                self.explainers[job] = self._restore(_message(exc))
+                self.explainers[job] = self._restore(error_message(exc))
         found = self.explainers[job]
         if isinstance(found, str):
             raise _Failed(found)
@@ -93,7 +96,7 @@ class Worker:
                 loaded = load_input(local, channels=channels, max_pixels=task["values"]["max_pixels"])
                 self.inputs[key] = dataclasses.replace(loaded, path=Path(path))  # the JSON keeps the driver's path
             except Exception as exc:
-                self.inputs[key] = self._restore(_message(exc))
+                self.inputs[key] = self._restore(error_message(exc))
             finally:
                 shutil.rmtree(Path(local).parent, ignore_errors=True)  # loaded into memory; the copy is done with
             while len(self.inputs) > 32:
@@ -123,14 +126,8 @@ class _Failed(Exception):
         self.message = message
 
 
-def run_pending(
-    jobs: list[list[Item]],
-    *,
-    address: str | None,
-    workers: int | None,
-    emit: Callable[[dict], None],
-    progress: Any,
-) -> list[list[Row]]:
+def run_pending(jobs: list[list[Item]], *, address: str | None, workers: int | None, emit: Emit,
+                progress: Any) -> list[list[Row]]:
     """Run every job's pending items on Ray; one list of rows per job, in the order the items were given.
 
     Starts a local Ray (``workers`` CPUs, no dashboard, workers' output not forwarded) unless
@@ -158,7 +155,7 @@ def run_pending(
                 actor = free.pop()
                 item = jobs[j][k]
                 if progress is not None:
-                    progress.describe(f"{item.job.name}: {Path(_input_label(item)).name} · {item.method}")
+                    progress.describe(f"{item.job.name}: {Path(item.input_label).name} · {item.method}")
                 running[actor.run.remote(tasks[j][k])] = (actor, (j, k, attempt), time.perf_counter())
             (ref,), _ = ray.wait(list(running), num_returns=1)
             actor, (j, k, attempt), submitted = running.pop(ref)
@@ -177,11 +174,11 @@ def run_pending(
                 result = {"error": f"internal error: {type(exc).__name__}: {exc}", "time_s": time.perf_counter() - submitted}
             else:
                 free.append(actor)
-            rows[j][k] = _finish(_row(item, result), emit, progress)
+            rows[j][k] = finish(_row(item, result), emit, progress)
     finally:
         if started_here:
             ray.shutdown()
-    return [list(job_rows) for job_rows in rows]  # every slot is filled: each item ends done or failed
+    return [list(cast("list[Row]", job_rows)) for job_rows in rows]  # every slot is filled: each item ends done or failed
 
 
 def _init(ray: Any, address: str | None, cpus: int) -> None:
@@ -200,7 +197,7 @@ def _init(ray: Any, address: str | None, cpus: int) -> None:
                            "start one with `ray start --head`, or leave --address out for a local Ray") from None
 
 
-def _ship(ray: Any, jobs: list[list[Item]], rows: list[list[Row | None]], emit: Callable[[dict], None],
+def _ship(ray: Any, jobs: list[list[Item]], rows: list[list[Row | None]], emit: Emit,
           progress: Any) -> list[list[dict[str, Any] | None]]:
     """Each item's task; each model and input file is read once on the driver and put in the object store.
 
@@ -235,7 +232,7 @@ def _ship(ray: Any, jobs: list[list[Item]], rows: list[list[Row | None]], emit: 
             refs = [(p, put(p, "input", _INPUT_HINT)) for p in item.inputs]
             failed = next((ref for _, ref in refs if isinstance(ref, str)), None)
             if failed is not None:
-                rows[j][k] = _finish(_row(item, {"error": failed, "time_s": 0.0}), emit, progress)
+                rows[j][k] = finish(_row(item, {"error": failed, "time_s": 0.0}), emit, progress)
                 continue
             # refs are nested in the task so a worker fetches them only when it has not loaded them yet
             tasks[j][k] = {"job": j, "model": model, "load": load, "values": item.cfg.values,
@@ -248,15 +245,15 @@ def _row(item: Item, result: dict[str, Any]) -> Row:
     from explain_cli.result import output_paths, write_files
 
     start = time.perf_counter()
-    row = Row(item.job.name, _input_label(item), item.method, "failed", error=result.get("error"))
+    row = Row(item.job.name, item.input_label, item.method, "failed", error=result.get("error"))
     if row.error is None:
         try:
             files = result["files"]
             out = item.cfg.output.out
             paths = output_paths(out, item.stem, item.method, item.cfg.output.save_map, "curves" in files)
-            _mark_done(row, write_files(out, paths, files), result["scores"], result["evaluations"],
+            mark_done(row, write_files(out, paths, files), result["scores"], result["evaluations"],
                        result.get("evaluation"))
         except Exception as exc:
-            row.error = _message(exc)
+            row.error = error_message(exc)
     row.time_s = round(result["time_s"] + time.perf_counter() - start, 3)
     return row
