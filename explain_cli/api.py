@@ -25,17 +25,18 @@ from explain_cli.inputs import LoadedInput
 from explain_cli.inputs.memory import as_inputs
 from explain_cli.models import LoadedModel, load_model, resolve_device
 from explain_cli.options.groups import Settings
-from explain_cli.options.settings import settings
+from explain_cli.options.settings import for_task, settings
 from explain_cli.preprocess import PreparedInput, prepare
 from explain_cli.progress import NullProgress, Progress, as_progress
 from explain_cli.result import Explanation
 from explain_cli.segmentation import few_segments_advice
-from explain_cli.targets import check_callable_target, load_labels, resolve_targets
+from explain_cli.targets import check_callable_target, load_labels
 
 if TYPE_CHECKING:
     import torch
 
     from explain_cli.core import Evaluator, Problem
+    from explain_cli.tasks import Target, Task
 
 SMALL_SEGMENT_COUNT = 8
 
@@ -55,13 +56,18 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
     if weights is not None:
         raise OptionError("weights", "applies to torchvision:NAME models; a Python model carries its own weights")
     if isinstance(model, torch.nn.Module):
+        from explain_cli.models.detectors import as_detector
+
         params = [p for p in model.parameters()] + [b for b in model.buffers()]
         here = params[0].device if params else torch.device("cpu")
         dev = here if device in (None, "auto") else resolve_device(device)
         if dev != here:
             model = model.to(dev)  # the caller asked for this device explicitly
         kind = "torchscript" if isinstance(model, torch.jit.ScriptModule) else "module"
-        return LoadedModel(module=model, source=type(model).__name__, kind=kind, sha256=None, weights=None, device=dev)
+        module = as_detector(model)  # a torchvision detector: its list of dicts, with per-box probs where it can
+        task = "classification" if module is model else "detection"
+        return LoadedModel(module=module, source=type(model).__name__, kind=kind, sha256=None, weights=None, device=dev,
+                           task=task, in_channels=3 if task == "detection" else None)
     if callable(model):
         dev = torch.device("cpu") if device in (None, "auto") else resolve_device(device)
         name = getattr(model, "__name__", type(model).__name__)
@@ -71,7 +77,10 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
 
 def make_evaluator(model: LoadedModel, cfg: Settings, *, progress: Progress | None = None,
                    head: Callable[[Any], Any] | None = None) -> "Evaluator":
-    """The evaluator that runs ``model`` as the options ask: batch size (auto: by device), output space, precision."""
+    """The evaluator that runs ``model`` as the options ask: batch size (auto: by device), output space, precision.
+
+    Without ``head`` it gives every raw output column; :func:`choose_targets` makes it score the targets.
+    """
     from explain_cli.core import Evaluator, resolve_batch_size
 
     return Evaluator(model.module, model.device, batch_size=resolve_batch_size(cfg.model.batch_size, model.device),
@@ -97,6 +106,37 @@ def make_problem(cfg: Settings, x: "torch.Tensor", first: PreparedInput, evaluat
                 else torch.zeros(one.shape[1:], dtype=torch.long))
     return Problem(x=x, baseline=baseline.to(device), segments=segments.to(device), evaluator=evaluator,
                    reference=reference)
+
+
+def choose_targets(cfg: Settings, model: LoadedModel, evaluator: "Evaluator", x: "torch.Tensor",
+                   first: PreparedInput) -> tuple["Task | None", list["Target"] | None, list[str | None], "torch.Tensor"]:
+    """Evaluate f(x) once (counted), pick the targets, and make ``evaluator`` score them from now on.
+
+    ``cfg`` has its task settled (:func:`~explain_cli.options.settings.for_task`). Returns the
+    task (None for a Python ``target`` callable), its targets (None likewise), each target's
+    label, and f(x) for every target, (N, K) float64 on the CPU.
+    """
+    import torch
+
+    from explain_cli.tasks import TargetRequest, get_task, reference_targets
+
+    if check_callable_target(cfg.targets.target):
+        head = cfg.targets.target[0]
+        evaluator.head = head
+        fx = torch.cat([evaluator(x[a:b].clone()).cpu() for a, b in evaluator.chunks(len(x))])
+        return None, None, [getattr(head, "__name__", "target")] * fx.shape[1], fx
+    name = cfg.targets.task or model.task
+    task = get_task(name).from_options(cfg.targets)
+    labels, source = load_labels(cfg.targets.labels, model.labels)
+    wanted = tuple(cfg.targets.target)
+    if cfg.targets.box:  # named boxes join the targets; alone, they replace the default `auto`
+        wanted = (wanted if "target" in cfg.given else ()) + tuple(cfg.targets.box)
+    request = TargetRequest(target=wanted, top_k=cfg.targets.top_k, labels=labels, labels_source=source,
+                            model_source=model.source, geometry=first.prepared.geometry)
+    targets, reference = reference_targets(task, evaluator, x, request)
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    evaluator.curve_head = task.probability_scorer(targets, size)
+    return task, targets, [t.label for t in targets], reference
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,6 +175,11 @@ class Explainer:
 
         runtime = cfg.model.runtime
         key = (runtime, tuple(x.shape[1:]))
+        if cfg.targets.task != "classification" and runtime not in (None, "eager", "auto", self.model.runtime):
+            raise OptionError("runtime", f"{runtime} runs classifiers; task {cfg.targets.task} runs its model as loaded "
+                                         "(eager, or onnxruntime for ONNX files): use eager or auto")
+        if cfg.targets.task != "classification":
+            return self.model  # the runtimes' probes and exports compare tensors, not detections
         if key not in self._runtimes:
             self._runtimes[key] = (self.model if runtime is None or runtime == self.model.runtime
                                    else select_runtime(self.model, x[0], runtime))
@@ -192,18 +237,17 @@ class Explainer:
     def _explain_group(self, items: Sequence[LoadedInput], cfg: Settings, progress: Progress) -> "Explanation":
         import torch
 
+        cfg = for_task(cfg, self.model.task)
         engine = cfg.engine
         started = time.perf_counter()
         first, x = self._batch(items, cfg)
         model = self._runtime(cfg, x)
-        callable_target = check_callable_target(cfg.targets.target)
-        head = cfg.targets.target[0] if callable_target else None
-        evaluator = make_evaluator(model, cfg, progress=progress, head=head)
-        chosen_targets: list[int] = []
+        evaluator = make_evaluator(model, cfg, progress=progress)
+        n_targets: list[int] = [0]
         early: list[str] = []  # warnings known before the engine's first evaluation
 
         def announce(total: int) -> None:
-            message = long_run_warning(total, seconds_per_eval, cfg, len(chosen_targets),
+            message = long_run_warning(total, seconds_per_eval, cfg, n_targets[0],
                                        lambda: probe_cost(model.module, x[0], evaluator))
             if message is not None:
                 early.append(message)
@@ -211,51 +255,45 @@ class Explainer:
 
         with eval_mode(self.model.module if self.model.kind == "module" else None):
             evaluator.progress = NullProgress()  # f(x) comes before the engine starts the bar (it counts it)
-            all_outputs = np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
+            task, details, labels, fx = choose_targets(cfg, self.model, evaluator, x, first)
             for note in evaluator.warnings:
                 self._emit(note)
             seconds_per_eval = evaluator.forward_s / max(1, evaluator.evaluations)
             evaluator.progress = OnStart(progress, announce)
-            labels: list[str] | None
-            if callable_target:
-                labels, targets = [getattr(head, "__name__", "target")] * all_outputs.shape[1], list(range(all_outputs.shape[1]))
-            else:
-                labels, source = load_labels(cfg.targets.labels, self.model.labels)
-                targets = resolve_targets(cfg.targets.target, cfg.targets.top_k, all_outputs.mean(axis=0), labels, source,
-                                          model_source=self.model.source)
-                evaluator.select_targets(targets)
-            chosen_targets[:] = targets
-            chosen = all_outputs[:, targets]
+            chosen = fx.numpy()
+            n_targets[0] = chosen.shape[1]
             reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
             problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, reference)
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
             evaluations, forward_s, explained_s = evaluator.evaluations, evaluator.forward_s, time.perf_counter() - started
-            evaluation, curves = self._evaluate(problem, attribution, first, cfg)  # counts its own evaluations
+            evaluation, curves = self._evaluate(problem, attribution, first, cfg, details)  # counts its own evaluations
         progress.stop()
         seg = first.segmentation
         assert seg is not None  # prepared with segments
         warnings = list(model.notes) + evaluator.warnings + early + list(attribution.warnings)
         from explain_cli.result import MAX_PANELS
 
-        if len(targets) > MAX_PANELS:
-            warnings.append(f"the PNG draws the first {MAX_PANELS} of the {len(targets)} targets; the JSON has them all")
+        if chosen.shape[1] > MAX_PANELS:
+            warnings.append(f"the PNG draws the first {MAX_PANELS} of the {chosen.shape[1]} targets; the JSON has them all")
         if seg.n_segments < SMALL_SEGMENT_COUNT and engine.name != "rise":
             warnings.append(f"only {seg.n_segments} superpixels; the map will be coarse: "
                             f"{few_segments_advice(seg.algorithm)} (see `explain segment`)")
         return Explanation(
             method=engine.name,
-            params=dict(cfg.params.__dict__),
+            params={**cfg.params.__dict__, **({"task": task.params()} if task and task.name != "classification" else {})},
             seed=cfg.seed,
-            output_space="callable" if callable_target else cfg.targets.output,
+            output_space="callable" if task is None else task.output_space,
             baseline=cfg.baseline.spec if cfg.baseline is not None else None,
             model=model.describe(),
             input=items[0].describe(),
             preprocess=first.spec.to_dict(),
             geometry=first.prepared.geometry,
             segmentation=seg,
-            targets=targets,
-            labels=[labels[t] if labels else None for t in targets],
+            targets=list(range(chosen.shape[1])) if details is None else [t.index for t in details],
+            labels=labels,
             target_scores=chosen.mean(axis=0),
+            task="callable" if task is None else task.name,
+            details=details,
             attribution=attribution,
             evaluations=evaluations,
             timing={"total_s": explained_s, "forward_s": forward_s,
@@ -273,8 +311,12 @@ class Explainer:
             curves=curves,
         )
 
-    def _evaluate(self, problem: "Problem", attribution: Any, first: PreparedInput, cfg: Settings) -> tuple[dict, list]:
-        """The evaluation block (faithfulness metrics) the options ask for: more batches on the same core."""
+    def _evaluate(self, problem: "Problem", attribution: Any, first: PreparedInput, cfg: Settings,
+                  details: list["Target"] | None) -> tuple[dict, list]:
+        """The evaluation block (faithfulness metrics) the options ask for: more batches on the same core.
+
+        Targets with a box (detection) are their own pointing and energy masks unless `mask` names one.
+        """
         if not cfg.evaluation.any() or cfg.engine.batch:
             return {}, []
         import dataclasses
@@ -300,8 +342,22 @@ class Explainer:
             again = dataclasses.replace(problem, evaluator=other, reference=reference)
             return cfg.engine.run(again, cfg.params, torch.Generator().manual_seed(seed)).scores
 
+        boxes = [(t.overlay() or {}).get("box") for t in details or ()]
+        masks = ([box_pixels(b, first.prepared.geometry.original) for b in boxes]
+                 if boxes and all(b is not None for b in boxes) else None)
         return run_metrics(problem, attribution.scores, maps, pixel_maps, cfg.evaluation, rerun,
-                        eager_module=self.model.module)
+                           eager_module=self.model.module, masks=masks)
+
+
+def box_pixels(box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
+    """(H, W) mask of a box in image pixels: the pixels whose centres it holds, else the pixel of its centre."""
+    from explain_cli.tasks.boxes import box_mask
+
+    mask = box_mask(tuple(box), size)
+    if not mask.any():  # a box thinner than a pixel
+        h, w = size
+        mask[min(h - 1, int((box[1] + box[3]) / 2)), min(w - 1, int((box[0] + box[2]) / 2))] = True
+    return mask
 
 
 class eval_mode:

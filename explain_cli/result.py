@@ -80,6 +80,8 @@ class Explanation:
     render_options: OutputOptions = field(default_factory=lambda: _default_output())  # how it is drawn and saved
     evaluation: dict[str, Any] = field(default_factory=dict)  # faithfulness metrics, when asked for
     curves: list[Any] = field(default_factory=list)  # deletion/insertion curves behind `evaluation`
+    task: str = "classification"  # what a target is (explain_cli.tasks), or 'callable' (a Python target function)
+    details: list[Any] | None = None  # the task's Target per row (a detection's box, its detector score)
 
     @property
     def scores(self) -> np.ndarray:
@@ -97,9 +99,16 @@ class Explanation:
         return self.segmentation.labels
 
     def _target_row(self, target: int | str | None) -> int:
-        """The row 0..K-1 of a target given as an explained class index or label; None is the first."""
+        """The row 0..K-1 of a target given as an explained class index or label; None is the first.
+
+        Detection targets are boxes, several of one class: an int is the row itself.
+        """
         if target is None:
             return 0
+        if self.task == "detection" and isinstance(target, int) and not isinstance(target, bool):
+            if not 0 <= target < len(self.targets):
+                raise KeyError(f"box {target} was not explained; explained: boxes 0..{len(self.targets) - 1}")
+            return target
         if isinstance(target, str):
             if target not in self.labels:
                 raise KeyError(f"{target!r} was not explained; explained: {self.labels}")
@@ -121,7 +130,7 @@ class Explanation:
         return map_to_original(self.segment_maps(), self.geometry)
 
     def pixel_map(self, target: int | str | None = None) -> np.ndarray:
-        """(H0, W0) map of one target (an explained class index or label; None: the first) at the input's resolution."""
+        """(H0, W0) map of one target (an explained class index or label, a box's row; None: the first) at the input's resolution."""
         return self.pixel_maps()[self._target_row(target)]
 
     def top(self, k: int = 5, target: int | str | None = None) -> list[tuple[int, float]]:
@@ -236,9 +245,10 @@ class Explanation:
                 if a.std is not None:
                     entry["std"] = float(a.std[k, g])
                 segments.append(entry)
+            described = ({"index": int(index), "label": self.labels[k]} if self.details is None
+                         else self.details[k].describe())  # a task's fields: a detection's box, its detector score
             target: dict[str, Any] = {
-                "index": int(index),
-                "label": self.labels[k],
+                **described,
                 "score": float(self.target_scores[k]),
                 "baseline_score": _number(a.baseline_score[k]),
                 "intercept": _number(a.base_value[k]),

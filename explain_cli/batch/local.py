@@ -54,7 +54,7 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
                 if isinstance(loaded[p], Exception):
                     raise loaded[p]
             inputs = [loaded[p] for p in item.inputs]
-            (expl,) = explainer.explain(inputs, **item.cfg.values)
+            (expl,) = explainer.explain(inputs, **item.cfg.given)
             files = expl.save(item.cfg.output.out, item.stem)
             mark_done(row, files, expl.scores[0], expl.evaluations, expl.evaluation)
         except Exception as exc:

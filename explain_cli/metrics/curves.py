@@ -151,11 +151,18 @@ def probability_fn(evaluator: "Evaluator") -> ScoreFn:
     """A score function giving the evaluator's target *probabilities*, whatever its output space.
 
     Deletion and insertion are defined on probabilities (RISE); an evaluator set to logits is
-    softmaxed here. Forwards are counted by the evaluator as usual.
+    softmaxed here, and one with a ``curve_head`` (a task's probability scorer) scores with it.
+    Forwards are counted by the evaluator as usual.
     """
     import torch
 
     def score(batch: "torch.Tensor") -> "torch.Tensor":
+        if evaluator.curve_head is not None:
+            head, evaluator.head = evaluator.head, evaluator.curve_head
+            try:
+                return evaluator.forward(batch)
+            finally:
+                evaluator.head = head
         out = evaluator.forward(batch)
         if evaluator.output == "logits":
             out = torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)

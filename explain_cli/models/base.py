@@ -3,8 +3,10 @@
 Embedded metadata is the ``explain_cli.json`` document a model file may carry (a TorchScript
 extra file, an ONNX ``metadata_props`` entry, a ``.pt2`` extra file)::
 
-    {"labels": ["circle", ...], "in_channels": 3,
+    {"labels": ["circle", ...], "in_channels": 3, "task": "classification",
      "preprocess": {"size": [64, 64], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+
+``task`` (default ``classification``) is what the outputs are; it is the ``task`` option's default.
 
 It is validated like a config file: a bad value is a one-line error naming the file and the key.
 """
@@ -63,6 +65,8 @@ class LoadedModel:
             "device": str(self.device),
             "runtime": self.runtime,
         }
+        if self.task != "classification":
+            info["task"] = self.task
         if self.notes:
             info["notes"] = list(self.notes)
         return info
@@ -143,6 +147,11 @@ def validate_metadata(data: Any, origin: str) -> dict:
     if "in_channels" in data and data["in_channels"] is not None:
         if not _positive_int(data["in_channels"]):
             raise ExplainError(f"{where}: in_channels: must be a positive integer, got {_short(data['in_channels'])}")
+    if data.get("task") is not None:
+        from explain_cli.tasks import TASKS
+
+        if data["task"] not in TASKS:
+            raise ExplainError(f"{where}: task: must be one of {', '.join(TASKS)}, got {_short(data['task'])}")
     pre = data.get("preprocess")
     if pre is not None:
         if not isinstance(pre, dict):
@@ -178,12 +187,13 @@ def _validate_preprocess(pre: dict, where: str) -> dict:
 
 
 def metadata_fields(metadata: dict) -> dict:
-    """The LoadedModel fields a validated metadata dict provides: labels, preprocess, in_channels."""
+    """The LoadedModel fields a validated metadata dict provides: labels, preprocess, in_channels, task."""
     pre = metadata.get("preprocess")
     return {
         "labels": list(metadata["labels"]) if metadata.get("labels") else None,
         "preprocess": Preprocess.from_dict(pre) if pre else None,
         "in_channels": metadata.get("in_channels"),
+        "task": metadata.get("task") or "classification",
     }
 
 

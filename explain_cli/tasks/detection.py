@@ -92,7 +92,7 @@ class DetectionTask(Task):
     """
 
     name = "detection"
-    options = ("min_score", "decoder", "objectness", "box")
+    options = ("min_score", "box", "decoder", "objectness", "yolo_conf", "nms_iou", "max_det")
     engine_defaults = {"rise": {"grid": 16, "p1": 0.5}}  # D-RISE's published settings
     per_image = True
 
@@ -107,6 +107,11 @@ class DetectionTask(Task):
         self.decoder = decoder
         self.objectness = objectness
         self.yolo = yolo
+
+    @classmethod
+    def from_options(cls, options: Any) -> "DetectionTask":
+        return cls(min_score=options.min_score, decoder=options.decoder, objectness=options.objectness,
+                   yolo=YoloSettings(conf=options.yolo_conf, iou=options.nms_iou, max_det=options.max_det))
 
     def decode(self, raw: object, size: tuple[int, int]) -> Detections:
         return decode_detections(raw, size, self.decoder, self.yolo)
