@@ -60,7 +60,7 @@ class ClassificationTask(Task):
 
         if looks_like_detections(raw):
             raise OptionError("task", "is classification, but the model returned detections (boxes, scores, labels); "
-                                      "use task detection")
+                                      "use `task` detection")
         if isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], torch.Tensor):
             raw = raw[0]  # e.g. (logits, aux)
         if not isinstance(raw, torch.Tensor):

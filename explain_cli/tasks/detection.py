@@ -173,11 +173,11 @@ class DetectionTask(Task):
         what = "" if label is None else f" of {_name(label, labels)}"
         if not rows:
             return ExplainError(f"the detector found no object{what} in the input; name one with "
-                                "box X1,Y1,X2,Y2[,LABEL] to explain why it was missed")
+                                "`box` X1,Y1,X2,Y2[,LABEL] to explain why it was missed")
         best = max(rows, key=lambda j: float(det.scores[j]))
         return OptionError("min_score", f"is {self.min_score:g} but the highest detection score{what} is "
                                         f"{float(det.scores[best]):.3g} ({_name(int(det.labels[best]), labels)}); "
-                                        "lower min_score, or name a box")
+                                        "lower `min_score`, or name a `box`")
 
     def _detected(self, j: int, det: Detections, labels: list[str] | None) -> BoxTarget:
         label = int(det.labels[j])

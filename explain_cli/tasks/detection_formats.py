@@ -138,10 +138,12 @@ def decode_detections(raw: object, size: tuple[int, int], decoder: str = "auto",
     if decoder == "yolo" or (decoder == "auto" and isinstance(raw, torch.Tensor)):
         if decoder == "auto":
             shape = list(raw.shape)
-            what = "a classifier's scores" if raw.dim() == 2 else "a raw tensor"
-            raise ExplainError(f"task detection: the model returned {what} of shape {shape}, not detections; "
-                               "for a YOLO-style raw output (batch, 4 + classes, anchors) pass decoder yolo, for a "
-                               f"classifier use task classification; {FORMAT_HINT}")
+            if raw.dim() == 2:
+                raise ExplainError(f"task detection: the model returned a classifier's scores of shape {shape}, not "
+                                   "detections; use `task` classification")
+            raise ExplainError(f"task detection: the model returned a raw tensor of shape {shape}, not detections; "
+                               "for a YOLO-style raw output (batch, 4 + classes, anchors) pass `decoder` yolo; "
+                               f"{FORMAT_HINT}")
         return decode_yolo(raw, size, yolo)
     if isinstance(raw, dict) and decoder in ("auto", "padded"):
         return decode_padded(raw, size)
