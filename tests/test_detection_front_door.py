@@ -15,6 +15,7 @@ from explain_cli.errors import ExplainError, OptionError
 from explain_cli.options import schema
 from explain_cli.tasks import TASKS
 from tests.conftest import ROOT
+from tests.test_json_schema import _check, validator  # noqa: F401  (a fixture)
 from tests.test_detection import BOX, SIZE, exact_contributions, grid_segments, image, make_detector
 
 DETECTOR = ROOT / "sample_models" / "shapes_detector.pt"
@@ -48,18 +49,21 @@ def test_known_answer_through_explain_sums_to_the_box_score_difference():
     assert doc["params"]["task"]["similarity"].startswith("max_j IoU")
 
 
-def test_a_named_box_tuple_is_one_target_and_rows_address_the_maps():
+def test_a_named_box_tuple_is_one_target_and_rows_address_the_maps(validator):
     model = make_detector("score", k=2)
     x = image().float()
     (e,) = explain(model, x, task="detection", method="ablation", segments="grid", n_segments=16,
                    target=(*BOX, 1))
     assert len(e.targets) == 1 and e.details[0].source == "box" and e.targets == [1]
     (both,) = explain(model, x, task="detection", method="ablation", segments="grid", n_segments=16,
-                      target=["auto"], box=["14,2,30,12", "0,20,12,31,3"], min_score=0.3)
+                      target=["auto"], box=["14,2,30,12,2", "0,20,12,31"], min_score=0.3)
     assert [t.source for t in both.details] == ["detection", "detection", "box", "box"]
     assert both.pixel_map(3).shape == SIZE and both.top(3, target=2)[0][0] == both.top(3, target=2)[0][0]
     with pytest.raises(KeyError, match="box 4 was not explained"):
         both.pixel_map(4)
+    doc = both.to_dict()
+    assert doc["targets"][3]["index"] is None and doc["targets"][3]["source"] == "box"  # class-agnostic
+    _check(validator, doc)
     assert both.render().size[0] > 0
 
 
@@ -129,10 +133,11 @@ def test_classification_curves_stay_on_probabilities_with_logits():
 # ------------------------------------------------------------------ the command line and YAML
 
 
-def test_sample_detector_end_to_end_from_the_command_line(cli, tmp_path):
+def test_sample_detector_end_to_end_from_the_command_line(cli, tmp_path, validator):
     r = cli("run", DETECTOR, SCENE, *FAST, "--evaluate", "--eval-step", "0.05", "--out", tmp_path)
     assert r.exit_code == 0, r.stderr
     doc = json.loads((tmp_path / "scene_00.ablation.json").read_text())
+    _check(validator, doc)
     assert doc["output_space"] == "detection" and doc["model"]["task"] == "detection"
     assert {"box", "label", "score", "detector_score", "segments"} <= set(doc["targets"][0])
     assert all(t["score"] == pytest.approx(1.0, abs=1e-9) for t in doc["targets"])  # probs given: s(t, t) = 1
