@@ -13,14 +13,15 @@ from explain_cli.tasks.base import Target, TargetRequest, Task, reference_target
 from explain_cli.tasks.classification import ClassificationTask, ClassTarget
 from explain_cli.tasks.detection import BoxTarget, DetectionTask
 from explain_cli.tasks.segmentation import RegionTarget, SegmentationTask
+from explain_cli.tasks.similarity import SimilarityTarget, SimilarityTask
 
 __all__ = ["TASKS", "BoxTarget", "ClassTarget", "ClassificationTask", "DetectionTask", "RegionTarget",
-           "SegmentationTask", "Target", "TargetRequest", "Task", "get_task",
+           "SegmentationTask", "SimilarityTarget", "SimilarityTask", "Target", "TargetRequest", "Task", "get_task",
            "reference_targets"]
 
 #: Task name -> class.
 TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "detection": DetectionTask,
-                                "segmentation": SegmentationTask}
+                                "segmentation": SegmentationTask, "similarity": SimilarityTask}
 
 
 def get_task(name: str, **options: Any) -> Task:
