@@ -277,11 +277,14 @@ def test_regions_that_do_not_fit_the_input_or_the_map_are_clear_errors(region, g
 def test_bad_outputs_options_and_targets_are_one_line_errors():
     task = SegmentationTask()
     for raw, match in ((torch.zeros(2, 3), "not \\(batch, classes, height, width\\)"),
-                       ({"aux": torch.zeros(1, 3, 4, 4)}, "dict with keys \\['aux'\\]"),
+                       ({"aux": torch.zeros(1, 3, 4, 4), "x": torch.zeros(1)}, "dict with keys \\['aux', 'x'\\]"),
                        ([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}], "use task detection"),
                        ([torch.zeros(1, 3)], "not \\(batch, classes, height, width\\)")):
         with pytest.raises(ExplainError, match=match):
             task.decode(raw, SIZE)
+    one = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    for raw in ({"logits": one, "hidden": one * 0}, {"map": one}, (one, one * 0)):
+        torch.testing.assert_close(task.decode(raw, SIZE), torch.softmax(one, dim=1), rtol=0, atol=0)
     with pytest.raises(OptionError, match="min_area must be a fraction"):
         SegmentationTask(min_area=0)
     with pytest.raises(OptionError, match="applies to task segmentation, not classification"):

@@ -116,10 +116,13 @@ class SegmentationTask(Task):
     def decode(self, raw: object, size: tuple[int, int]) -> "torch.Tensor":
         """(B, C, H', W') float64 class maps in the output space.
 
+        The map is the output itself, a dict's ``out`` (torchvision), ``logits`` (Hugging Face)
+        or only tensor, or a tuple's first item.
+
         Raises
         ------
         ExplainError
-            Unless the output (or its ``out`` entry, or first item) is a 4-D tensor.
+            Unless that map is a 4-D tensor.
         """
         import torch
 
@@ -128,11 +131,13 @@ class SegmentationTask(Task):
         if looks_like_detections(raw):
             raise OptionError("task", "is segmentation, but the model returned detections (boxes, scores, labels); "
                                       "use task detection")
-        if isinstance(raw, dict):
-            if "out" not in raw:
+        if isinstance(raw, dict):  # torchvision's {"out", "aux"}; Hugging Face's outputs carry "logits"
+            tensors = [k for k, v in raw.items() if isinstance(v, torch.Tensor)]
+            key = "out" if "out" in raw else "logits" if "logits" in raw else tensors[0] if len(tensors) == 1 else None
+            if key is None:
                 raise ExplainError(f"the model returned a dict with keys {sorted(map(str, raw))[:5]}; a segmenter "
-                                   "must return a (batch, classes, height, width) tensor or torchvision's {'out': ...}")
-            raw = raw["out"]
+                                   "must return a (batch, classes, height, width) tensor, or a dict with it as 'out'")
+            raw = raw[key]
         elif isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], torch.Tensor):
             raw = raw[0]  # e.g. (out, aux)
         if not isinstance(raw, torch.Tensor):
