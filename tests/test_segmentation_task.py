@@ -252,6 +252,7 @@ def test_nearest_resampling_takes_the_pixel_under_each_cell_centre():
     (np.full(SIZE, 0.5), "fractional"),
     (-np.ones(SIZE), "negative ids"),
     (np.ones((2, 3, 4)), "2-D mask"),
+    ("mask.png", "is a path: the front door reads the file"),
 ])
 def test_malformed_regions_are_refused_when_the_task_is_built(region, match):
     with pytest.raises(OptionError, match=match) as info:
@@ -278,7 +279,8 @@ def test_bad_outputs_options_and_targets_are_one_line_errors():
     task = SegmentationTask()
     for raw, match in ((torch.zeros(2, 3), "not \\(batch, classes, height, width\\)"),
                        ({"aux": torch.zeros(1, 3, 4, 4), "x": torch.zeros(1)}, "dict with keys \\['aux', 'x'\\]"),
-                       ([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}], "use task detection"),
+                       ([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}],
+                        "use task detection"),
                        ([torch.zeros(1, 3)], "not \\(batch, classes, height, width\\)")):
         with pytest.raises(ExplainError, match=match):
             task.decode(raw, SIZE)

@@ -58,8 +58,8 @@ def test_weights_files_load_with_their_head_and_the_aux_head_is_dropped(tmp_path
     torch.manual_seed(3)
     import torchvision
 
-    source = torchvision.models.get_model("deeplabv3_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=5,
-                                          aux_loss=True).eval()
+    source = torchvision.models.get_model("deeplabv3_mobilenet_v3_large", weights=None, weights_backbone=None,
+                                          num_classes=5, aux_loss=True).eval()
     path = tmp_path / "deeplab.pt"
     torch.save(source.state_dict(), path)
     model = load_segmenter("torchvision:deeplabv3_mobilenet_v3_large", str(path), CPU, 0)

@@ -169,6 +169,7 @@ def test_reference_image_thumbnail_reaches_the_panel_and_the_model_labels_never_
     (torch.ones(2, 3, 4), "must be a \\(D,\\) embedding or \\(K, D\\) prompt embeddings"),
     (np.array([1.0, np.nan]), "NaN or infinite"),
     (None, "is required for task similarity"),
+    ("prompts.npy", "is a path: the front door reads it"),
 ])
 def test_bad_references_are_refused(reference, match):
     with pytest.raises(OptionError, match=match) as info:

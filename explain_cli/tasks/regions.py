@@ -54,6 +54,9 @@ def region_ids(region: Any, option: str = "region") -> np.ndarray:
     OptionError
         For a non-2-D array, fractional, negative or non-finite values, or a region with no pixel.
     """
+    if isinstance(region, (str, bytes)) or hasattr(region, "__fspath__"):
+        raise OptionError(option, f"{str(region)!r} is a path: the front door reads the file (PNG or .npy) into an "
+                                  "array; a task takes the array")
     if hasattr(region, "detach"):  # a torch tensor, on any device
         region = region.detach().cpu().numpy()
     arr = np.asarray(region)

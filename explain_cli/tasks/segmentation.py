@@ -165,7 +165,7 @@ class SegmentationTask(Task):
         if self.region is None:
             chosen = self._predicted(maps, request, labels, tuple(size))
         else:
-            chosen = self._in_regions(maps, request, labels, tuple(size))
+            chosen = self._in_regions(self.region, maps, request, labels, tuple(size))
         scores = self.score(fx[:1], chosen, tuple(size))[0].tolist()  # the very numbers the engines get as f(x)
         return [dataclasses.replace(t, score=float(s)) for t, s in zip(chosen, scores)]
 
@@ -207,12 +207,12 @@ class SegmentationTask(Task):
         return OptionError("min_area", f"is {self.min_area:g} but the largest class, {_name(best, labels)}, covers "
                                        f"{counts[best] / counts.sum():.3g} of the map; lower min_area, or name a class")
 
-    def _in_regions(self, maps: "torch.Tensor", request: TargetRequest, labels: list[str] | None,
+    def _in_regions(self, ids: np.ndarray, maps: "torch.Tensor", request: TargetRequest, labels: list[str] | None,
                     size: tuple[int, int]) -> list[RegionTarget]:
-        """Targets over the user's regions: for each id, the named classes or the top classes over it."""
+        """Targets over the user's regions (``ids``): for each id, the named classes or the top classes over it."""
         import torch
 
-        ids, geometry = self.region, request.geometry
+        geometry = request.geometry
         if geometry is not None:
             check_region_size(ids, tuple(geometry.original), "input image")
             model_ids = ids_to_model(ids, geometry)
@@ -237,7 +237,7 @@ class SegmentationTask(Task):
             weights = torch.as_tensor(grid, dtype=maps.dtype, device=maps.device)
             means = ((maps * weights).sum(dim=(1, 2)) / weights.sum()).cpu().numpy()
             for c in self._region_classes(means, request, labels):
-                original = (ids == r) if geometry is not None else None
+                original: np.ndarray | None = np.equal(ids, r) if geometry is not None else None
                 out.append(self._target(c, labels, grid, mask, original, request, region=r))
         return out
 
@@ -276,7 +276,7 @@ class SegmentationTask(Task):
         """(K,) class indices and (K, H', W') float64 masks normalised to sum 1."""
         import torch
 
-        grids = [getattr(t, "grid", None) for t in targets]
+        grids: list[Any] = [getattr(t, "grid", None) for t in targets]
         if any(g is None for g in grids):
             raise ExplainError("the segmentation task scores RegionTargets only (build them with task.targets)")
         if any(tuple(g.shape) != tuple(out_size) for g in grids):
@@ -288,7 +288,8 @@ class SegmentationTask(Task):
         return classes.to(device), weights.to(device)
 
     def score(self, decoded: "torch.Tensor", targets: Sequence[Target], size: tuple[int, int]) -> "torch.Tensor":
-        classes, weights = self._weights(targets, tuple(decoded.shape[-2:]), decoded.device)
+        out_size = (int(decoded.shape[-2]), int(decoded.shape[-1]))
+        classes, weights = self._weights(targets, out_size, decoded.device)
         return _region_means(decoded, classes, weights)
 
     def scorer(self, targets: Sequence[Target], size: tuple[int, int]):
@@ -298,9 +299,10 @@ class SegmentationTask(Task):
 
         def head(raw: object) -> "torch.Tensor":
             decoded = self.decode(raw, size)
-            key = (str(decoded.device), tuple(decoded.shape[-2:]))
+            out_size = (int(decoded.shape[-2]), int(decoded.shape[-1]))
+            key = (str(decoded.device), out_size)
             if key not in cache:
-                cache[key] = self._weights(targets, key[1], decoded.device)
+                cache[key] = self._weights(targets, out_size, decoded.device)
             return _region_means(decoded, *cache[key])
 
         head.__name__ = "segmentation_scores"

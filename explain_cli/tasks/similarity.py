@@ -157,8 +157,9 @@ class SimilarityTask(Task):
         out = _embeddings(raw, "the input")
         if out.shape[1] != self.reference.shape[1]:
             what = "the prompt embeddings have" if self.zero_shot else "the reference has"
-            raise OptionError("reference", f"has the wrong dimension: {what} {self.reference.shape[1]} values but the "
-                                           f"model's embeddings have {out.shape[1]}; embed the reference with this model")
+            raise OptionError("reference", f"has the wrong dimension: {what} {self.reference.shape[1]} values but "
+                                           f"the model's embeddings have {out.shape[1]}; embed the reference with "
+                                           "this model")
         return out
 
     def cosines(self, decoded: "torch.Tensor") -> "torch.Tensor":
@@ -268,6 +269,9 @@ def _reference_matrix(reference: Any) -> "torch.Tensor":
     if reference is None:
         raise OptionError("reference", "is required for task similarity: a reference image, a (D,) embedding, or "
                                        "(K, D) prompt embeddings with labels")
+    if isinstance(reference, (str, bytes)) or hasattr(reference, "__fspath__"):
+        raise OptionError("reference", f"{str(reference)!r} is a path: the front door reads it (an image is embedded "
+                                       "with the model, a .npy is a vector); a task takes the array")
     if isinstance(reference, torch.Tensor):
         ref = reference.detach().to("cpu", torch.float64)
     else:
