@@ -343,9 +343,9 @@ def _class_index(text: str, labels: list[str] | None, n: int) -> int:
         if not 0 <= c < n:
             raise OptionError("target", f"{c} is out of range: the model's map has {n} classes (0..{n - 1})")
         return c
-    from explain_cli.targets import _label_index
+    from explain_cli.targets import label_index
 
-    return _label_index(text, labels)
+    return label_index(text, labels)
 
 
 def _is_background(c: int, labels: list[str] | None) -> bool:
