@@ -199,13 +199,13 @@ def _init(ray: Any, address: str | None, cpus: int) -> None:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats notice on start
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
+    if address is None:
+        ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+        return
+    probe_address(address)  # Ray itself retries an address where nothing listens for minutes
     try:
-        if address is None:
-            ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
-        else:
-            probe_address(address)  # Ray itself retries an address where nothing listens for minutes
-            ray.init(address=address, **quiet)
-    except (ConnectionError, ValueError) as exc:
+        ray.init(address=address, **quiet)
+    except (ConnectionError, ValueError) as exc:  # ValueError: ray:// without ray[client]
         raise _unreachable(address, str(exc)) from None
 
 
@@ -246,7 +246,7 @@ def _auto_address() -> str | None:
         return None
 
 
-def _unreachable(address: str | None, reason: str) -> ExplainError:
+def _unreachable(address: str, reason: str) -> ExplainError:
     reason = " ".join(reason.split())[:200]
     return ExplainError(f"--address {address}: cannot reach a Ray cluster there ({reason}); "
                         "start one with `ray start --head`, or leave --address out for a local Ray")
