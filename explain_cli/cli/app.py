@@ -164,6 +164,9 @@ def batch(
             for row in rows:
                 for path in row.outputs:
                     typer.echo(f"{row.status.removeprefix('planned-')} {path}")
+            if summary is not None:  # the summary (and report) the run would write
+                for listed in [summary, summary.with_suffix(".csv"), summary.parent / "report.html"][: 3 if report else 2]:
+                    typer.echo(f"write {listed}")
             typer.echo(f"explain: dry run: {len(rows)} items, nothing written", err=True)
             return
         for row in rows:
