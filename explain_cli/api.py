@@ -131,7 +131,7 @@ def settings(*layers: dict[str, Any]) -> Settings:
             parse_floats(values[key], key)
     if values["name"] is not None and (not _PLAIN_NAME.match(values["name"]) or values["name"] in (".", "..")):
         raise OptionError("name", f"must be a plain file name (no folders), got {values['name']!r}")
-    from explain_cli.render import parse_scale
+    from explain_cli.render.scale import parse_scale
 
     parse_scale(values["scale"])
     seg = values["segments"]
