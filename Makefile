@@ -35,8 +35,9 @@ $(OUT)/explained/%.json: sample_models/images/%.png | install
 	mv $(OUT)/explained/.tmp-$*/$*.lime.json $@
 	rmdir $(OUT)/explained/.tmp-$*
 
-## test: the whole test suite (a few minutes on 2 cores)
+## test: the type check, then the whole test suite and the doctests (a few minutes on 2 cores)
 test: install
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -18,7 +18,7 @@ Peer rows (benchmarks/quality_peers.py) need the optional ``bench`` extra (``pip
 captum-kernelshap and lime-pkg get about 1000 evaluations, captum-ablation one per superpixel,
 all on explain_cli's SLIC superpixels and baseline; scorecam and ablationcam (pytorch-grad-cam,
 last conv layer of the rebuilt ShapesCNN) cost one forward per channel. Their maps go through
-the same explain_cli.evaluation functions, options and seeds as explain_cli's own rows.
+the same explain_cli.metrics functions, options and seeds as explain_cli's own rows.
 
     python benchmarks/quality.py                          # all 45 images, every method, seed 0
     python benchmarks/quality.py --limit 12 --methods kernelshap,rise --seeds 0,1
@@ -178,14 +178,14 @@ _PEER_STATE: dict = {}
 
 def peer_row(explainer: Explainer, method: str, seed: int, item: dict, extra: dict) -> dict:
     """One peer's map for the image's class, scored exactly like explain_cli's ``evaluate=True`` and
-    ``mask=`` block (explain_cli.faithfulness.evaluate): same Evaluator output space, deletion
+    ``mask=`` block (explain_cli.metrics.suite.run_metrics): same Evaluator output space, deletion
     replacement, step, seed, baseline, pointing tolerance."""
     import torch
 
-    from explain_cli import evaluation as ev
     from explain_cli.baselines import make_baseline
     from explain_cli.core import Evaluator, resolve_batch_size
-    from explain_cli.faithfulness import load_mask
+    from explain_cli.metrics import curves
+    from explain_cli.metrics.localisation import energy_in_mask, load_mask, pointing_hit
     from quality_peers import Case, Counted, run_peer
 
     if "net" not in _PEER_STATE:
@@ -201,27 +201,28 @@ def peer_row(explainer: Explainer, method: str, seed: int, item: dict, extra: di
     case = Case(x=x, baseline=baseline, segments=first.segmentation.labels, target=target, seed=seed)
     saliency, evals = run_peer(method, net, case)
     device = explainer.model.device
-    evaluator = Evaluator(explainer.model.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
-                          output=cfg.output)
+    evaluator = Evaluator(explainer.model.module, device, batch_size=resolve_batch_size(cfg.model.batch_size, device),
+                          output=cfg.targets.output)
     evaluator.select_targets([target])
     maps = torch.from_numpy(saliency[None].astype(np.float32))
     xd, bd = x.to(device), baseline.to(device)
-    opts = {"step": cfg.eval_step, "seed": cfg.seed}
+    metrics = cfg.evaluation
+    opts = {"step": metrics.eval_step, "seed": metrics.seed}
     with torch.inference_mode():
-        dele = ev.deletion_curve(evaluator, xd, maps, replacement=cfg.deletion, baseline=bd, **opts)
-        ins = ev.insertion_curve(evaluator, xd, maps, **opts)
-        rdel = ev.random_deletion_curve(evaluator, xd, replacement=cfg.deletion, baseline=bd, **opts)
-        rins = ev.random_insertion_curve(evaluator, xd, **opts)
+        dele = curves.deletion_curve(evaluator, xd, maps, replacement=metrics.deletion, baseline=bd, **opts)
+        ins = curves.insertion_curve(evaluator, xd, maps, **opts)
+        rdel = curves.random_deletion_curve(evaluator, xd, replacement=metrics.deletion, baseline=bd, **opts)
+        rins = curves.random_insertion_curve(evaluator, xd, **opts)
     mask = load_mask(str(EVAL / item["mask"]))
     if mask.shape != saliency.shape:  # the set is 64×64 like the model; pixel maps are the model maps
         raise SystemExit(f"{item['mask']} is {mask.shape}, the model sees {saliency.shape}")
     return {
         "method": method, "seed": seed, "image": item["image"], "label": item["label"], "evals": evals,
-        "pointing": float(ev.pointing_hit(saliency, mask, cfg.tolerance)),
-        "energy": float(ev.energy_in_mask(saliency, mask)),
+        "pointing": float(pointing_hit(saliency, mask, metrics.tolerance)),
+        "energy": float(energy_in_mask(saliency, mask)),
         "deletion": float(dele.auc[0]), "random_deletion": float(rdel.auc[0]),
         "insertion": float(ins.auc[0]), "random_insertion": float(rins.auc[0]),
-        "seconds": time.perf_counter() - start, "deletion_mode": cfg.deletion,
+        "seconds": time.perf_counter() - start, "deletion_mode": metrics.deletion,
     }
 
 

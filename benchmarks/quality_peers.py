@@ -2,7 +2,7 @@
 
 Each peer turns one image into a (H, W) map at the model's resolution for one class, and says
 how many model evaluations it spent (images pushed through the model, counted by a forward
-pre-hook). quality.py then scores the map with the same explain_cli.evaluation code as its own
+pre-hook). quality.py then scores the map with the same explain_cli.metrics code as its own
 rows. Perturbation peers get explain_cli's SLIC superpixels and its baseline (blur by default);
 the model they see outputs softmax probabilities, like explain_cli's default ``output probs``.
 """

@@ -26,14 +26,13 @@ import torch
 from _common import ROOT, SAMPLE_MODEL, build_problem  # noqa: E402
 
 from explain_cli.engines import build_params, get_engine  # noqa: E402
-from explain_cli.evaluation import (  # noqa: E402
+from explain_cli.metrics.curves import (  # noqa: E402
     deletion_curve,
-    energy_in_mask,
     insertion_curve,
-    pointing_hit,
     random_deletion_curve,
     random_insertion_curve,
 )
+from explain_cli.metrics.localisation import energy_in_mask, pointing_hit  # noqa: E402
 
 EVAL = ROOT / "sample_models" / "eval"
 MODES = ("road", "blur", "baseline")

@@ -29,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explain_cli.batch import run_batch  # noqa: E402
+from explain_cli.batch.run import run_batch  # noqa: E402
 
 
 def make_config(folder: Path, items: int, method: str, samples: int) -> Path:

@@ -11,7 +11,7 @@ import torch
 from explain_cli.engines import build_params, get_engine
 from explain_cli.engines.lime import kernel_weights, sandwich_stderr
 from explain_cli.errors import OptionError
-from explain_cli.surrogate import fit_linear
+from explain_cli.engines.surrogate import fit_linear
 from tests.conftest import PixelLinear, make_linear
 from tests.test_lime import exact_contributions, make_problem
 
@@ -149,7 +149,7 @@ def test_cli_refuses(cli, linear_script, small_image, tmp_path, args, needle):
 
 
 def test_python_errors_name_the_option():
-    from explain_cli.api import settings
+    from explain_cli.options.settings import settings
 
     with pytest.raises(OptionError) as err:
         settings({"method": "partition", "samples": "auto"})

@@ -10,24 +10,20 @@ import torch
 
 from explain_cli.core import Evaluator, Problem
 from explain_cli.errors import ExplainError
-from explain_cli.evaluation import (
-    ROAD_NEIGHBOURS,
+from explain_cli.metrics.curves import (
     deletion_curve,
-    energy_in_mask,
     insertion_curve,
-    pointing_hit,
     random_deletion_auc,
     random_deletion_curve,
     random_insertion_auc,
-    randomized_copy,
-    rank_correlation,
     rank_pixels,
-    road_impute,
-    sanity_check,
     step_counts,
-    topk_jaccard,
     trapezoid_auc,
 )
+from explain_cli.metrics.localisation import energy_in_mask, pointing_hit
+from explain_cli.metrics.road import ROAD_NEIGHBOURS, road_impute
+from explain_cli.metrics.sanity import randomized_copy, rank_correlation, sanity_check
+from explain_cli.metrics.stability import topk_jaccard
 from tests.conftest import SAMPLE_MODEL
 
 H = W = 10

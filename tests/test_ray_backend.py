@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from explain_cli import batch_ray
-from explain_cli.batch import run_batch
+from explain_cli.batch import ray_backend
+from explain_cli.batch.run import run_batch
 from tests.conftest import ROOT
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the ray extra: pip install 'explain_cli[ray]'")
@@ -47,8 +47,8 @@ def rows_without_time(rows) -> list[dict]:
 
 def test_missing_extra_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
-    with pytest.raises(batch_ray.ExplainError, match=r"pip install 'explain_cli\[ray\]'"):
-        batch_ray.require_ray()
+    with pytest.raises(ray_backend.ExplainError, match=r"pip install 'explain_cli\[ray\]'"):
+        ray_backend.require_ray()
 
 
 @pytest.mark.slow
@@ -92,7 +92,7 @@ def test_same_numbers_and_summary_as_local_and_force(local_ray, tmp_path, linear
     assert [r["status"] for r in json.loads(summary.read_text())["rows"]] == ["done"] * 9
 
 
-class DyingWorker(batch_ray.Worker):
+class DyingWorker(ray_backend.Worker):
     """A worker process that exits on ``die.npy`` always, and on ``flaky.npy`` the first time."""
 
     def run(self, task):
@@ -109,7 +109,7 @@ class DyingWorker(batch_ray.Worker):
 
 @pytest.mark.slow
 def test_dead_worker_loses_only_its_item_retried_once(local_ray, tmp_path, linear_script, monkeypatch):
-    monkeypatch.setattr(batch_ray, "Worker", DyingWorker)
+    monkeypatch.setattr(ray_backend, "Worker", DyingWorker)
     out = tmp_path / "out"
     config = write_config(tmp_path, linear_script, out, n_inputs=3, methods=[{"method": "lime", "samples": 20}])
     for name in ("die.npy", "flaky.npy"):  # before the run, so the config's folder picks them up

@@ -24,7 +24,7 @@ def batch_dir(tmp_path_factory) -> Iterator[Path]:
     """Two inputs (one with a hostile name) × ablation and RISE, evaluated, maps saved; tiny budgets."""
     import torch
 
-    from explain_cli.batch import run_batch
+    from explain_cli.batch.run import run_batch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # this tiny CNN runs 10x faster on one thread than on busy shared cores

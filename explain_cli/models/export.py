@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, one_line
 from explain_cli.fileio import atomic_write_bytes
-from explain_cli.models.base import METADATA_FILE, LoadedModel, first_line, validate_metadata
+from explain_cli.models.base import METADATA_FILE, LoadedModel, validate_metadata
 from explain_cli.models.runtime import export_onnx_bytes
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def _pt2_bytes(module: "torch.nn.Module", shape: tuple[int, ...], meta: dict, de
     try:
         program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:
-        raise ExplainError(f"torch.export could not trace the model: {first_line(exc)[:200]}") from None
+        raise ExplainError(f"torch.export could not trace the model: {one_line(exc)[:200]}") from None
     # The sample inputs are stored as a tensor pickle; a one-row example keeps the file small.
     program.example_inputs = ((example[:1].cpu().clone(),), {})  # clone: a view would save both rows
     buffer = io.BytesIO()

@@ -28,8 +28,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.errors import ExplainError, OptionError, install_hint, require_module
-from explain_cli.models.base import LoadedModel, first_line
+from explain_cli.errors import ExplainError, OptionError, install_hint, one_line, require_module
+from explain_cli.models.base import LoadedModel
 
 if TYPE_CHECKING:
     import torch
@@ -113,7 +113,7 @@ def select_runtime(
     if runtime == "onnxruntime":
         runner, problem = _onnx_candidate(model, probe, reference, cache)
         if runner is None:
-            raise OptionError("runtime", f"onnxruntime cannot run this model: {problem}; use --runtime eager or auto")
+            raise OptionError("runtime", f"onnxruntime cannot run this model: {problem}; use `runtime` eager or auto")
         return dataclasses.replace(model, module=runner, runtime="onnxruntime")
 
     # auto: time the applicable candidates and keep the fastest.
@@ -205,9 +205,9 @@ def _compiled(module: Callable, probe: "torch.Tensor", reference: "torch.Tensor"
         compiled = torch.compile(module)
         problem = _mismatch(compiled, probe, reference)  # the first call compiles
     except Exception as exc:  # inductor needs a C++ compiler on CPU; errors are long
-        raise OptionError("runtime", f"compile failed: {first_line(exc)[:160]}; use --runtime eager") from None
+        raise OptionError("runtime", f"compile failed: {one_line(exc)[:160]}; use `runtime` eager") from None
     if problem:
-        raise OptionError("runtime", f"compile changed the results ({problem}); use --runtime eager")
+        raise OptionError("runtime", f"compile changed the results ({problem}); use `runtime` eager")
     return compiled
 
 
@@ -280,7 +280,7 @@ def export_onnx_bytes(module: Any, shape: tuple[int, ...], metadata: dict[str, s
     except ExplainError:
         raise
     except Exception as exc:
-        raise ExplainError(f"ONNX export failed: {first_line(exc)[:200]}") from None
+        raise ExplainError(f"ONNX export failed: {one_line(exc)[:200]}") from None
     data = buffer.getvalue()
     if metadata:
         import onnx
@@ -308,5 +308,5 @@ def _onnx_candidate(model: LoadedModel, probe: "torch.Tensor", reference: "torch
     except ExplainError as exc:
         return None, str(exc)
     except Exception as exc:  # onnxruntime rejecting the exported graph
-        return None, f"onnxruntime rejected the export: {first_line(exc)[:160]}"
+        return None, f"onnxruntime rejected the export: {one_line(exc)[:160]}"
     return (None, problem) if problem else (runner, None)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, OptionError, one_line
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
 from explain_cli.models.weights import head_width, read_state_dict
@@ -38,12 +38,20 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
     import torchvision
 
     arch = source[len(TORCHVISION_PREFIX) :]
-    available = architectures()
-    if arch not in available:
-        import difflib
+    from explain_cli.models.detectors import DETECTORS, load_detector  # detection task (issue 21)
 
-        close = difflib.get_close_matches(arch, available, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+    if arch in DETECTORS:
+        return load_detector(source, weights, device, seed)
+    from explain_cli.models.segmenters import SEGMENTERS, load_segmenter  # segmentation task (issue 22)
+
+    if arch in SEGMENTERS:
+        return load_segmenter(source, weights, device, seed)
+    available = architectures() + sorted(DETECTORS) + sorted(SEGMENTERS)
+    if arch not in available:
+        from explain_cli.errors import suggest
+
+        hint = suggest(arch, available, n=3)
+        hint = f"{hint} " if hint else ""
         raise ExplainError(
             f"unknown torchvision architecture {arch!r}; {hint}`explain info --models` lists all {len(available)}"
         )
@@ -63,7 +71,7 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         notes.append(RANDOM_WEIGHTS_NOTE)
     elif weights.upper() == "DEFAULT":
         if default_weights is None:
-            raise ExplainError(f"torchvision has no pretrained weights for {arch}; pass --weights FILE")
+            raise OptionError("weights", f"DEFAULT: torchvision has no pretrained weights for {arch}; pass `weights` FILE")
         module = torchvision.models.get_model(arch, weights=None)
         module.load_state_dict(_download_weights(default_weights, arch))
         weights = f"DEFAULT ({default_weights})"
@@ -77,7 +85,7 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            problem = " ".join(str(exc).split())
+            problem = one_line(str(exc))
             raise ExplainError(
                 f"weights {path} do not fit torchvision:{arch}: {problem[:300]}; check the architecture name"
             ) from None
@@ -124,6 +132,7 @@ def _preprocess_from_weights(weights: object) -> Preprocess | None:
             crop=(int(crop[0]), int(crop[-1])),
             mean=tuple(float(v) for v in t.mean),
             std=tuple(float(v) for v in t.std),
+            interpolation=t.interpolation.value,  # bicubic for e.g. EfficientNet-B2..B7
         )
     except (AttributeError, TypeError, IndexError):
         return Preprocess("model", resize=256, crop=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -143,5 +152,5 @@ def _download_weights(default_weights: object, arch: str) -> dict:
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise ExplainError(
             f"cannot download pretrained weights for {arch} from {url} ({getattr(exc, 'reason', exc)}); "
-            f"when offline, fetch that file elsewhere and put it in {cache}, or pass --weights FILE"
+            f"when offline, fetch that file elsewhere and put it in {cache}, or pass `weights` FILE"
         ) from None

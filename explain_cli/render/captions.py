@@ -26,7 +26,7 @@ def printable(text: str) -> str:
 
 def score_word(output_space: str | None, *, mean: bool = False) -> str:
     """``prob``, ``logit`` or ``score`` (``mean prob`` ... for a batch method's mean over its inputs)."""
-    word = SPACE_WORDS.get(output_space, "score")
+    word = SPACE_WORDS.get(output_space or "", "score")
     return f"mean {word}" if mean else word
 
 

@@ -17,7 +17,7 @@ from explain_cli.render.layout import load_font
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-    from explain_cli.evaluation import Curve
+    from explain_cli.metrics.curves import Curve
 
 # Okabe-Ito: distinguishable for colour-blind readers and in greyscale print.
 PALETTE = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (230, 159, 0), (0, 0, 0)]
@@ -125,4 +125,4 @@ def render_curves_image(curves: Sequence["Curve"], title: str, *, labels: Sequen
             colour = PALETTE[k % len(PALETTE)]
             draw.line([(x0, ly + font_px * s // 2), (x0 + 16 * s, ly + font_px * s // 2)], fill=colour, width=3 * s)
             draw.text((x0 + 20 * s, ly), f"{names[k]}: {', '.join(legend[k])}", fill=(20, 20, 20), font=font)
-    return canvas.resize((width // s, height), Image.LANCZOS)
+    return canvas.resize((width // s, height), Image.Resampling.LANCZOS)

@@ -94,7 +94,8 @@ def compose(title: str, grid: Sequence[Sequence[Cell | None]], bars: Sequence[Ba
     gap = max(8, font_px // 2 + 4)
     margin = gap
     n_cols = max(len(r) for r in grid)
-    col_w = [max((r[c].image.width for r in grid if c < len(r) and r[c] is not None), default=0) for c in range(n_cols)]
+    col_w = [max((cell.image.width for r in grid if c < len(r) and (cell := r[c]) is not None), default=0)
+             for c in range(n_cols)]
     col_x = [margin + sum(col_w[:c]) + gap * c for c in range(n_cols)]
     width = col_x[-1] + col_w[-1] + margin
     bar_h = _bar_height(font_px, None)

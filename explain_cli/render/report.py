@@ -206,8 +206,7 @@ def write_report(out_dir: str | Path, *, extra: Iterable[str | Path] = (), name:
     base = Path(out_dir)
     if not base.is_dir():
         raise ExplainError(f"{base} is not a folder; pass the --out folder of `explain run` or `explain batch`")
-    extra = [Path(p) for p in extra]
-    records = read_explanations([base, *[p for p in extra if p.exists()]])
+    records = read_explanations([base, *[p for p in map(Path, extra) if p.exists()]])
     if not records:
         raise ExplainError(f"no explanation JSON under {base}; run `explain run ... --out {base}` first")
     page = report_html(records, base, title=f"Explanations in {base.resolve().name or base}",

@@ -111,7 +111,7 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
     return ticks
 
 
-def format_ticks(ticks: Sequence[float]) -> list[str]:
+def format_ticks(ticks: Sequence[float] | np.ndarray) -> list[str]:
     """Labels for evenly spaced ticks: as few decimals as the step needs, ``0`` for zero, no ``+``.
 
     Scientific notation (``2.5e-5``) only when fixed notation would need more than four

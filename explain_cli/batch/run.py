@@ -1,0 +1,120 @@
+"""`explain batch`'s runner: plan, skip what is complete, run the rest on a backend, write the summary.
+
+Finished items (their files are regular files; the JSON is written last and atomically) are
+skipped unless ``force``: they are split off here, before a backend sees the pending ones, so
+both backends share planning, skipping, failure rows and the summary. A summary folder is
+locked while a run writes into it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from explain_cli.batch import local, ray_backend
+from explain_cli.batch.plan import Item, check_collisions, in_shard, plan_items
+from explain_cli.batch.rows import Emit, Row, finish, skipped_row, write_summary
+from explain_cli.config import parse_config, read_yaml, summary_folder
+from explain_cli.errors import ExplainError
+
+#: Where items run: this process, or Ray actors (``explain_cli[ray]``).
+BACKENDS = ("local", "ray")
+
+
+def run_batch(
+    config: Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    shard: tuple[int, int] | None = None,
+    emit: Emit = lambda event: None,
+    progress: Any = None,
+    backend: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+) -> tuple[list[Row], Path | None]:
+    """Run (or with ``dry_run`` only plan) every item of ``config`` in this shard.
+
+    ``backend`` runs the items in this process (``local``) or on Ray actors (``ray``: a local Ray
+    with ``workers`` actors, or the cluster at ``address``; see :mod:`explain_cli.batch.ray_backend`).
+    Returns the summary rows and where the summary was written (None for a dry run).
+    """
+    if backend not in BACKENDS:
+        raise ExplainError(f"--backend {backend!r}: must be one of {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ExplainError(f"--workers must be at least 1, got {workers}")
+    if backend == "local" and (address is not None or workers is not None):
+        raise ExplainError("--address and --workers apply to --backend ray")
+    if backend == "ray" and not dry_run:
+        ray_backend.require_ray()  # a missing extra is one line before any work
+    data = read_yaml(config)
+    jobs = parse_config(data, config, overrides)
+    items = [i for i in plan_items(jobs) if in_shard(i, shard)]
+    check_collisions(items)
+    summary_dir = summary_folder(data, config, overrides)
+    if dry_run:
+        planned = [Row(item.job.name, item.input_label, item.method,
+                       "planned-skip" if item.complete() and not force else "planned-write",
+                       outputs=[str(p) for p in item.outputs().values()]) for item in items]
+        return planned, None
+    from explain_cli.fileio import ensure_writable_dir
+
+    ensure_writable_dir(summary_dir)
+    run_pending = local.run_pending if backend == "local" else ray_backend.run_pending
+    with folder_lock(summary_dir, "explain batch"):
+        rows: list[Row] = []
+        emit({"event": "start", "items": len(items), "config": str(config), "shard": list(shard) if shard else None})
+        if progress is not None:
+            progress.start(len(items), "batch")
+        by_job: dict[int, list[Item]] = {}
+        for item in items:
+            by_job.setdefault(item.job.index, []).append(item)
+        split = [_split_complete(job_items, force=force, emit=emit, progress=progress) for job_items in by_job.values()]
+        ran = run_pending([pending for _, pending in split], address=address, workers=workers, emit=emit,
+                          progress=progress)
+        for (skipped, _), job_rows in zip(split, ran):
+            rows += skipped + job_rows
+        if progress is not None:
+            progress.stop()
+        summary = write_summary(rows, summary_dir, shard)
+    emit({"event": "end", "done": sum(r.status == "done" for r in rows), "skipped": sum(r.status == "skipped" for r in rows),
+          "failed": sum(r.status == "failed" for r in rows), "summary": str(summary)})
+    return rows, summary
+
+
+def _split_complete(items: list[Item], *, force: bool, emit: Emit, progress: Any) -> tuple[list[Row], list[Item]]:
+    """The rows of one job's complete items (reported now) and the items still to run."""
+    pending = [i for i in items if force or not i.complete()]
+    rows = [finish(skipped_row(item), emit, progress) for item in items if item not in pending]
+    return rows, pending
+
+
+class folder_lock:
+    """An exclusive lock on a batch's summary folder: a second run there is refused with a clear line.
+
+    ``flock`` is released by the kernel when the process dies, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, folder: Path, what: str) -> None:
+        self.path = Path(folder) / ".explain-batch.lock"
+        self.what = what
+        self.fd: int | None = None
+
+    def __enter__(self) -> "folder_lock":
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise ExplainError(f"another {self.what} is running with summary folder {self.path.parent}; "
+                               "wait for it, or give this run another out folder") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
