@@ -44,7 +44,7 @@ class Row:
     energy_in_mask: float | None = None
 
     def add_metrics(self, evaluation: dict[str, Any] | None) -> None:
-        from explain_cli.report import first_metrics
+        from explain_cli.render.records import first_metrics
 
         for key, value in first_metrics(evaluation).items():
             setattr(self, key, value)
