@@ -42,7 +42,11 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
 
     if arch in DETECTORS:
         return load_detector(source, weights, device, seed)
-    available = architectures() + sorted(DETECTORS)
+    from explain_cli.models.segmenters import SEGMENTERS, load_segmenter  # segmentation task (issue 22)
+
+    if arch in SEGMENTERS:
+        return load_segmenter(source, weights, device, seed)
+    available = architectures() + sorted(DETECTORS) + sorted(SEGMENTERS)
     if arch not in available:
         from explain_cli.errors import suggest
 
