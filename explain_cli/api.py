@@ -343,7 +343,7 @@ class Explainer:
             return cfg.engine.run(again, cfg.params, torch.Generator().manual_seed(seed)).scores
 
         boxes = [(t.overlay() or {}).get("box") for t in details or ()]
-        masks = ([box_pixels(b, first.prepared.geometry.original) for b in boxes]
+        masks = ([box_pixels(b, first.prepared.geometry.original) for b in boxes if b is not None]
                  if boxes and all(b is not None for b in boxes) else None)
         return run_metrics(problem, attribution.scores, maps, pixel_maps, cfg.evaluation, rerun,
                            eager_module=self.model.module, masks=masks)
@@ -353,7 +353,8 @@ def box_pixels(box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
     """(H, W) mask of a box in image pixels: the pixels whose centres it holds, else the pixel of its centre."""
     from explain_cli.tasks.boxes import box_mask
 
-    mask = box_mask(tuple(box), size)
+    x1, y1, x2, y2 = box
+    mask = box_mask((x1, y1, x2, y2), size)
     if not mask.any():  # a box thinner than a pixel
         h, w = size
         mask[min(h - 1, int((box[1] + box[3]) / 2)), min(w - 1, int((box[0] + box[2]) / 2))] = True

@@ -63,7 +63,7 @@ class Explanation:
     preprocess: dict[str, Any]
     geometry: Geometry
     segmentation: Segmentation
-    targets: list[int]
+    targets: list[int | None]  # class index per row (None: a box named without a class; boxes may share one)
     labels: list[str | None]
     target_scores: np.ndarray  # (K,) f(x) per target
     attribution: Attribution

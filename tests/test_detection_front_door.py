@@ -245,3 +245,14 @@ def test_bad_detection_input_is_one_line_exit_2_and_writes_nothing(case, cli, ba
     assert r.exit_code == 2, (r.stdout, r.stderr)
     assert message in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not out.exists()
+
+
+def test_model_files_declare_a_task_in_their_metadata(tmp_path):
+    from explain_cli.models import load_model
+    from explain_cli.models.base import MODEL_TASKS, validate_metadata
+
+    assert MODEL_TASKS == tuple(TASKS)
+    assert load_model(str(DETECTOR), device="cpu").task == "detection"
+    assert load_model(str(CLASSIFIER), device="cpu").task == "classification"
+    with pytest.raises(ExplainError, match="task: must be one of classification, detection"):
+        validate_metadata({"task": "detector"}, "model m.pt")

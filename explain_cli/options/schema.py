@@ -167,11 +167,12 @@ def _general() -> list[Option]:
                short="-k", minimum=1, maximum=100_000),
         Option("labels", "str", None, "Class names: a text file (one per line), a JSON list, or 'imagenet'.",
                "Targets", shared=True, metavar="FILE"),
+        # segmentation and similarity (explain_cli.tasks) join the choices with their options' declarations
         Option("task", "str", None, "What the model's outputs are: class scores, or boxes (torchvision's format; "
                "each box scored by D-RISE's similarity). [default: the model's declared task, else classification]",
-               "Targets", shared=True, choices=tuple(TASKS)),
+               "Targets", shared=True, choices=("classification", "detection")),
         Option("output", "str", "probs", "Explain logits or softmax probabilities.", "Targets", choices=OUTPUT_SPACES,
-               tasks=("classification",)),
+               tasks=tuple(n for n, task in TASKS.items() if "output" in task.options)),
         Option("min_score", "float", 0.5, "Explain the detections scoring at least this (with target auto or a class).",
                "Targets", minimum=0.0, maximum=1.0, tasks=det),
         Option("box", "list", [], f"A box to explain, {BOX_FORM.replace('pixels', 'pixels of the input image')}; "
@@ -345,12 +346,12 @@ def used_by(method: str) -> list[Option]:
 
 def misplaced_for_task(values: dict[str, Any], task: str) -> list[str]:
     """Names of task options that are set but that ``task`` does not read."""
-    return [n for n, v in values.items() if v is not None and OPTIONS[n].tasks and task not in OPTIONS[n].tasks]
+    return [n for n, v in values.items() if v is not None and task not in (OPTIONS[n].tasks or (task,))]
 
 
 def task_error(name: str, task: str) -> OptionError:
     """The one-line refusal of option ``name`` under ``task``."""
-    owners = " or ".join(OPTIONS[name].tasks or ())
+    owners = " or ".join(t for t in OPTIONS[name].tasks or () if t in (OPTIONS["task"].choices or ()))
     return OptionError(name, f"applies to task {owners}, not {task}")
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from explain_cli.errors import ExplainError, OptionError
 from explain_cli.tasks.base import Target, TargetRequest, Task
@@ -202,8 +202,9 @@ class DetectionTask(Task):
                 raise OptionError(option, f"label {label!r} is class {index} but the detector's probs have "
                                           f"{width} classes (0..{width - 1})")
             vector = tuple(1.0 if c == index else 0.0 for c in range(width))
+        x1, y1, x2, y2 = (float(v) for v in model_box)
         return BoxTarget(label=None if index is None else _label(index, request.labels), index=index,
-                         score=float("nan"), box=tuple(float(v) for v in model_box), source="box",
+                         score=float("nan"), box=(x1, y1, x2, y2), source="box",
                          class_vector=vector, weight=self._weight(det, agnostic=index is None))
 
     def _weight(self, det: Detections, *, agnostic: bool) -> str:
@@ -232,6 +233,7 @@ class DetectionTask(Task):
         """The targets as tensors; class vectors when any target has one (the model gives probs)."""
         import torch
 
+        targets = cast("Sequence[BoxTarget]", targets)  # this task's own targets
         boxes = torch.tensor([t.box for t in targets], dtype=torch.float64, device=device).reshape(-1, 4)
         labels = torch.tensor([-1 if t.index is None else t.index for t in targets], dtype=torch.long, device=device)
         rows = [getattr(t, "class_vector", None) for t in targets]
