@@ -256,3 +256,37 @@ def test_model_files_declare_a_task_in_their_metadata(tmp_path):
     assert load_model(str(CLASSIFIER), device="cpu").task == "classification"
     with pytest.raises(ExplainError, match="task: must be one of classification, detection"):
         validate_metadata({"task": "detector"}, "model m.pt")
+
+
+# ------------------------------------------------------------------ pictures, report and compare
+
+
+def test_each_box_panel_draws_its_box_and_caption():
+    from PIL import Image
+
+    from explain_cli.render.panels import BOX_COLOUR
+
+    model, x = make_detector("score", k=2), image().float()
+    (e,) = explain(model, x, task="detection", method="ablation", segments="grid", n_segments=16, min_score=0.3)
+    picture = np.asarray(e.render(boundaries=False))
+    assert (np.abs(picture.astype(int) - BOX_COLOUR).sum(axis=2) == 0).sum() > 100  # the boxes' green lines
+    from explain_cli.render.captions import box_caption
+
+    first = e.to_dict()["targets"][0]  # no probs: O_j is the detector's score, so the box score equals it
+    d = first["detector_score"]
+    assert box_caption(0, first) == f"box 0: class {first['index']} · detector {d:.2f} · box score {d:.3g}"
+    assert isinstance(e.render(), Image.Image)
+
+
+def test_report_and_compare_show_detection_runs(cli, tmp_path):
+    for method in ("ablation", "kernelshap"):
+        r = cli("run", DETECTOR, SCENE, "--method", method, "--segments", "grid", "--n-segments", "16",
+                *(["--samples", "64"] if method == "kernelshap" else []), "--save-map", "--quiet", "--out", tmp_path)
+        assert r.exit_code == 0, r.stderr
+    r = cli("compare", tmp_path)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "compare.png").is_file()
+    r = cli("report", tmp_path)
+    assert r.exit_code == 0, r.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "box 0: circle · detector 0.98" in html and "(box 2,27,40,65)" in html
