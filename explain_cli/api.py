@@ -30,13 +30,13 @@ from explain_cli.preprocess import PreparedInput, prepare
 from explain_cli.progress import NullProgress, Progress, as_progress
 from explain_cli.result import Explanation
 from explain_cli.segmentation import few_segments_advice
-from explain_cli.targets import check_callable_target, load_labels
+from explain_cli.targeting import box_masks, choose_targets, default_preprocess
 
 if TYPE_CHECKING:
     import torch
 
     from explain_cli.core import Evaluator, Problem
-    from explain_cli.tasks import Target, Task
+    from explain_cli.tasks import Target
 
 SMALL_SEGMENT_COUNT = 8
 
@@ -108,37 +108,6 @@ def make_problem(cfg: Settings, x: "torch.Tensor", first: PreparedInput, evaluat
                    reference=reference)
 
 
-def choose_targets(cfg: Settings, model: LoadedModel, evaluator: "Evaluator", x: "torch.Tensor",
-                   first: PreparedInput) -> tuple["Task | None", list["Target"] | None, list[str | None], "torch.Tensor"]:
-    """Evaluate f(x) once (counted), pick the targets, and make ``evaluator`` score them from now on.
-
-    ``cfg`` has its task settled (:func:`~explain_cli.options.settings.for_task`). Returns the
-    task (None for a Python ``target`` callable), its targets (None likewise), each target's
-    label, and f(x) for every target, (N, K) float64 on the CPU.
-    """
-    import torch
-
-    from explain_cli.tasks import TargetRequest, get_task, reference_targets
-
-    if check_callable_target(cfg.targets.target):
-        head = cfg.targets.target[0]
-        evaluator.head = head
-        fx = torch.cat([evaluator(x[a:b].clone()).cpu() for a, b in evaluator.chunks(len(x))])
-        return None, None, [getattr(head, "__name__", "target")] * fx.shape[1], fx
-    name = cfg.targets.task or model.task
-    task = get_task(name).from_options(cfg.targets)
-    labels, source = load_labels(cfg.targets.labels, model.labels)
-    wanted = tuple(cfg.targets.target)
-    if cfg.targets.box:  # named boxes join the targets; alone, they replace the default `auto`
-        wanted = (wanted if "target" in cfg.given else ()) + tuple(cfg.targets.box)
-    request = TargetRequest(target=wanted, top_k=cfg.targets.top_k, labels=labels, labels_source=source,
-                            model_source=model.source, geometry=first.prepared.geometry)
-    targets, reference = reference_targets(task, evaluator, x, request)
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    evaluator.curve_head = task.probability_scorer(targets, size)
-    return task, targets, [t.label for t in targets], reference
-
-
 # ---------------------------------------------------------------------------------------------
 # Explaining.
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +171,9 @@ class Explainer:
     def prepare(self, inputs: Any, **options: Any) -> list[PreparedInput]:
         """Each input as the model sees it with its superpixels (what ``explain segment`` draws)."""
         cfg = self.settings(**options)
-        return [prepare(item, cfg, model_default=self.model.preprocess, cache=self._cache) for item in self._inputs(inputs, cfg)]
+        cfg = for_task(cfg, self.model.task)
+        return [prepare(item, cfg, model_default=default_preprocess(self.model, cfg, item), cache=self._cache)
+                for item in self._inputs(inputs, cfg)]
 
     def _inputs(self, inputs: Any, cfg: Settings) -> list[LoadedInput]:
         return as_inputs(inputs, channels=self.model.in_channels or 3, max_pixels=cfg.input.max_pixels)
@@ -212,7 +183,7 @@ class Explainer:
         import torch
 
         engine = cfg.engine
-        first = prepare(items[0], cfg, model_default=self.model.preprocess, cache=self._cache)
+        first = prepare(items[0], cfg, model_default=default_preprocess(self.model, cfg, items[0]), cache=self._cache)
         seg = first.segmentation
         assert seg is not None  # prepared with segments
         if engine.name == "kernelshap" and seg.n_segments < 2:  # before any evaluation, with the knob that helps
@@ -222,7 +193,8 @@ class Explainer:
                                "(see `explain segment`)")
         xs = [first.prepared.x]
         for item in items[1:]:
-            other = prepare(item, cfg, model_default=self.model.preprocess, with_segments=False, cache=self._cache)
+            other = prepare(item, cfg, model_default=default_preprocess(self.model, cfg, item), with_segments=False,
+                            cache=self._cache)
             if other.prepared.x.shape != first.prepared.x.shape:
                 raise ExplainError(
                     f"{engine.name} needs inputs of one size after preprocessing: {items[0].path} gives "
@@ -342,23 +314,9 @@ class Explainer:
             again = dataclasses.replace(problem, evaluator=other, reference=reference)
             return cfg.engine.run(again, cfg.params, torch.Generator().manual_seed(seed)).scores
 
-        boxes = [(t.overlay() or {}).get("box") for t in details or ()]
-        masks = ([box_pixels(b, first.prepared.geometry.original) for b in boxes if b is not None]
-                 if boxes and all(b is not None for b in boxes) else None)
+        masks = box_masks(details, first.prepared.geometry.original)
         return run_metrics(problem, attribution.scores, maps, pixel_maps, cfg.evaluation, rerun,
                            eager_module=self.model.module, masks=masks)
-
-
-def box_pixels(box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
-    """(H, W) mask of a box in image pixels: the pixels whose centres it holds, else the pixel of its centre."""
-    from explain_cli.tasks.boxes import box_mask
-
-    x1, y1, x2, y2 = box
-    mask = box_mask((x1, y1, x2, y2), size)
-    if not mask.any():  # a box thinner than a pixel
-        h, w = size
-        mask[min(h - 1, int((box[1] + box[3]) / 2)), min(w - 1, int((box[0] + box[2]) / 2))] = True
-    return mask
 
 
 class eval_mode:

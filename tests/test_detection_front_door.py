@@ -290,3 +290,35 @@ def test_report_and_compare_show_detection_runs(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     html = (tmp_path / "report.html").read_text()
     assert "box 0: circle · detector 0.98" in html and "(box 2,27,40,65)" in html
+
+
+def test_the_shipped_detection_config_plans(cli, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    r = cli("batch", "configs/detection.yaml", "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    assert "named-box/scene_03.kernelshap.json" in r.stdout + r.stderr and "nothing written" in r.stderr
+
+
+def test_a_callable_detector_sees_the_photo_as_it_is_at_most_800_on_its_short_side():
+    """What a torchvision-style callable expects: [0, 1] pixels, no crop, no normalisation."""
+    from PIL import Image
+
+    seen = []
+
+    def detector(batch: torch.Tensor) -> list[dict]:
+        seen.append(tuple(batch.shape[-2:]))
+        h, w = batch.shape[-2:]
+        box = torch.tensor([[w * 0.25, h * 0.25, w * 0.75, h * 0.75]])
+        return [{"boxes": box, "scores": img[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4].mean().reshape(1).clamp(0, 1),
+                 "labels": torch.tensor([1])} for img in batch]
+
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(100, 256, (60, 90, 3), dtype=np.uint8))
+    (e,) = explain(detector, small, task="detection", method="ablation", segments="grid", n_segments=4)
+    assert seen[0] == (60, 90) and e.preprocess["name"] == "detection" and e.preprocess["mean"] is None
+    assert e.to_dict()["targets"][0]["box_original"] == pytest.approx([22.5, 15, 67.5, 45], abs=1e-3)
+    seen.clear()
+    large = Image.fromarray(rng.integers(100, 256, (900, 1200, 3), dtype=np.uint8))
+    (e,) = explain(detector, large, task="detection", method="ablation", segments="grid", n_segments=4)
+    assert seen[0] == (800, 1066) and e.to_dict()["targets"][0]["box_original"] == pytest.approx(
+        [300, 225, 900, 675], abs=1)

@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable
 from explain_cli.errors import OptionError, suggest
 from explain_cli.params import check_value, field_type
 
+#: The tasks (explain_cli.tasks) the `task` option offers; segmentation and similarity join with their options.
+WIRED_TASKS = ("classification", "detection")
 #: Help panels, in the order `explain run --help` shows them.
 GROUPS = ("Method", "Targets", "Segmentation", "Input", "Model", "Output", "Evaluation", "Run")
 
@@ -167,12 +169,11 @@ def _general() -> list[Option]:
                short="-k", minimum=1, maximum=100_000),
         Option("labels", "str", None, "Class names: a text file (one per line), a JSON list, or 'imagenet'.",
                "Targets", shared=True, metavar="FILE"),
-        # segmentation and similarity (explain_cli.tasks) join the choices with their options' declarations
         Option("task", "str", None, "What the model's outputs are: class scores, or boxes (torchvision's format; "
                "each box scored by D-RISE's similarity). [default: the model's declared task, else classification]",
-               "Targets", shared=True, choices=("classification", "detection")),
+               "Targets", shared=True, choices=WIRED_TASKS),
         Option("output", "str", "probs", "Explain logits or softmax probabilities.", "Targets", choices=OUTPUT_SPACES,
-               tasks=tuple(n for n, task in TASKS.items() if "output" in task.options)),
+               tasks=tuple(n for n in WIRED_TASKS if "output" in TASKS[n].options)),
         Option("min_score", "float", 0.5, "Explain the detections scoring at least this (with target auto or a class).",
                "Targets", minimum=0.0, maximum=1.0, tasks=det),
         Option("box", "list", [], f"A box to explain, {BOX_FORM.replace('pixels', 'pixels of the input image')}; "
@@ -351,7 +352,7 @@ def misplaced_for_task(values: dict[str, Any], task: str) -> list[str]:
 
 def task_error(name: str, task: str) -> OptionError:
     """The one-line refusal of option ``name`` under ``task``."""
-    owners = " or ".join(t for t in OPTIONS[name].tasks or () if t in (OPTIONS["task"].choices or ()))
+    owners = " or ".join(OPTIONS[name].tasks or ())
     return OptionError(name, f"applies to task {owners}, not {task}")
 
 
