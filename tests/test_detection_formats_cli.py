@@ -107,3 +107,22 @@ def test_a_yolo_style_raw_onnx_model_with_decoder_yolo(cli, tmp_path):
     doc = json.loads((tmp_path / "out" / "p.ablation.json").read_text())
     assert doc["targets"] and all(t["objectness"] == "objectness" for t in doc["targets"])
     assert doc["params"]["task"]["yolo"] == {"conf": 0.05, "iou": 0.7, "max_det": 300}
+
+
+@pytest.mark.slow
+def test_a_live_torchvision_detector_through_explain_is_wrapped_and_given_back_as_it_was():
+    import torchvision
+
+    from explain_cli import explain
+
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=5, min_size=64, max_size=96, box_score_thresh=0.0)
+    model.train()
+    x = torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(1))
+    (e,) = explain(model, x, method="ablation", segments="grid", n_segments=4, min_score=0.0, top_k=2, sanity=True)
+    assert model.training  # eval for the call, then given back
+    assert e.model["kind"] == "module" and e.model["task"] == "detection" and len(e.targets) == 2
+    assert all(t.class_vector is not None and t.weight == "none" for t in e.details)  # the box predictor's probs
+    assert all(t.score == pytest.approx(1.0, abs=1e-9) for t in e.details)
+    assert len(e.evaluation["sanity_rank_correlation"]) == 2
