@@ -67,7 +67,7 @@ class ClassificationTask(Task):
             raise ExplainError(f"the model returned {type(raw).__name__}; a classifier must return a tensor of scores "
                                "(in Python, pass target=callable to reduce other outputs to scores)")
         if raw.dim() == 0:
-            raise ExplainError("the model returned a single number; it must return one row of scores per input")
+            raise ExplainError("the model returned shape [] (a single number); it must return one row of scores per example")
         if raw.dim() > 2:
             raise ExplainError(f"the model returned outputs of shape {list(raw.shape)}, not (batch, classes); "
                                "explain a classifier's scores, or choose the task that matches the model "
