@@ -305,14 +305,17 @@ class Explainer:
     """
 
     def __init__(self, model: Any, *, progress: Any = None, on_warning: Callable[[str], Any] | None = None,
-                 **options: Any) -> None:
+                 on_info: Callable[[str], Any] | None = None, **options: Any) -> None:
         """``on_warning(message)``, if given, hears each warning the moment it is known (random
         weights, a run estimated to be long, before the engine starts); every warning also ends
-        up in the Explanation's ``warnings`` (and the JSON) as before.
+        up in the Explanation's ``warnings`` (and the JSON) as before. ``on_info(message)`` hears
+        information that is no warning (the runtime probe and its verdict); without it, that
+        goes to stderr when ``progress`` is shown.
         """
         self.options = options
         cfg = settings(options)
         self.on_warning = on_warning
+        self.on_info = on_info
         self.model = as_model(model, weights=cfg.weights, device=cfg.device, seed=cfg.seed)
         for note in self.model.notes:
             self._emit(note)
@@ -324,14 +327,25 @@ class Explainer:
         if self.on_warning is not None:
             self.on_warning(message)
 
+    def _info(self, message: str) -> None:
+        if self.on_info is not None:
+            self.on_info(message)
+        elif self.progress is True:
+            import sys
+
+            print(f"explain: {message}", file=sys.stderr, flush=True)
+
     def _runtime(self, cfg: Settings, x: "torch.Tensor") -> LoadedModel:
-        """The model on the runtime asked for, chosen once per input shape (an export is per shape)."""
+        """The model on the runtime asked for, chosen once per input shape and batch size (an export is per shape)."""
+        from explain_cli.core import resolve_batch_size
         from explain_cli.models import select_runtime
 
-        key = (cfg.runtime, tuple(x.shape[1:]))
+        batch_size = resolve_batch_size(cfg.batch_size, self.model.device)
+        key = (cfg.runtime, tuple(x.shape[1:]), batch_size)
         if key not in self._runtimes:
             self._runtimes[key] = (self.model if cfg.runtime is None or cfg.runtime == self.model.runtime
-                                   else select_runtime(self.model, x[0], cfg.runtime))
+                                   else select_runtime(self.model, x[0], cfg.runtime, batch_size=batch_size,
+                                                       on_info=self._info))
         return self._runtimes[key]
 
     def settings(self, **options: Any) -> Settings:

@@ -244,7 +244,11 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
             told.add(message)
             _warn(message)
 
-    explainer = Explainer(source, progress=make_progress(quiet=quiet), on_warning=tell, **values)
+    def inform(message: str) -> None:  # information, not a warning: the runtime probe and its verdict
+        if not quiet:
+            typer.echo(f"explain: {message}", err=True)
+
+    explainer = Explainer(source, progress=make_progress(quiet=quiet), on_warning=tell, on_info=inform, **values)
     loaded = as_inputs(paths, channels=explainer.model.in_channels or 3, max_pixels=cfg.max_pixels)
     groups = [loaded] if engine.batch else [[item] for item in loaded]
     for group in groups:
