@@ -36,7 +36,7 @@ RUNTIMES = ("auto", "eager", "compile", "onnxruntime")
 PROBE_BATCH = 4  # rows in the probe batch used for matching
 TIMING_ROWS = 8  # rows in each timed batch (fewer when the batch size is smaller)
 TIMING_BUDGET_S = 3.0  # timing rounds stop once they have taken this long (after the first round)
-CHEAP_S = 5e-4  # seconds per image under which eager is kept: no export could pay for itself
+CHEAP_S = 5e-4  # seconds per image (a cold call) under which eager is kept: no export could pay for itself
 MARGIN = 1.05  # a candidate must beat eager by this factor to replace it (timing noise)
 NO_ONNX_HINT = f"onnxruntime usually runs CPU models 1.5-4× faster than eager: {install_hint('onnx')}"
 
@@ -113,8 +113,10 @@ def select_runtime(
         _hint_once(folder, on_info)
         return dataclasses.replace(model, runtime="eager")
     probe = _probe_batch(example, model.device)
+    started = time.perf_counter()
     with torch.inference_mode():
         reference = _as_tensor(model.module(probe.clone()))  # a copy: a model may write into its input
+    cold_s = (time.perf_counter() - started) / len(probe)  # a cold call: an upper bound of eager's cost
     if runtime == "compile":
         module = _compiled(model.module, probe, reference)
         return dataclasses.replace(model, module=module, runtime="compile")
@@ -123,12 +125,16 @@ def select_runtime(
         if entry.runner is None:
             raise OptionError("runtime", f"onnxruntime cannot run this model: {entry.problem}; use --runtime eager or auto")
         return dataclasses.replace(model, module=entry.runner, runtime="onnxruntime")
-    return _auto(model, probe, reference, folder, batch_size or PROBE_BATCH, on_info)
+    return _auto(model, probe, reference, cold_s, folder, batch_size or PROBE_BATCH, on_info)
 
 
-def _auto(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", cache: Path, batch_size: int,
-          on_info: Callable[[str], Any] | None) -> LoadedModel:
-    """The cached verdict's runtime; without a verdict, time the candidates once and store one."""
+def _auto(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", cold_s: float, cache: Path,
+          batch_size: int, on_info: Callable[[str], Any] | None) -> LoadedModel:
+    """The cached verdict's runtime; without a verdict, time the candidates once and store one.
+
+    ``cold_s`` is eager's seconds per image on its first call; under ``CHEAP_S`` the verdict is
+    eager, unmeasured (and stored, so a model near the line does not flip between runs).
+    """
     from explain_cli.models.fingerprint import graph_fingerprint
 
     tell = on_info or (lambda message: None)
@@ -142,6 +148,10 @@ def _auto(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", 
         if module is not None:
             return dataclasses.replace(model, module=module, runtime=verdict.runtime)
         tell(f"the cached runtime verdict ({verdict.runtime}) no longer applies; measuring again")
+    if cold_s < CHEAP_S:
+        save_verdict(cache, key, Verdict("eager", f"under {CHEAP_S * 1e3:.1f} ms per image: nothing to gain",
+                                         {"eager": cold_s}, len(probe), {"eager": 0.0}))
+        return dataclasses.replace(model, runtime="eager")
     tell("choosing the fastest runtime for this model (once; later runs reuse the choice)…")
     verdict, candidates = _measure(model, probe, reference, cache, fingerprint, batch_size, tell)
     save_verdict(cache, key, verdict)
@@ -168,10 +178,6 @@ def _measure(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor
     deviations = {"eager": 0.0}
     rows = max(1, min(batch_size, TIMING_ROWS))
     batch = probe.repeat((rows + len(probe) - 1) // len(probe), 1, 1, 1)[:rows].contiguous()
-    eager_s = _time_interleaved(candidates, batch, rounds=1)["eager"] / rows
-    if eager_s < CHEAP_S:
-        return Verdict("eager", f"under {CHEAP_S * 1e3:.1f} ms per image: nothing to gain",
-                       {"eager": eager_s}, rows, deviations), candidates
     notes = []
     onnx_sha = None
     if _has_conv(model.module):
@@ -184,7 +190,8 @@ def _measure(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor
             candidates["onnxruntime"], deviations["onnxruntime"], onnx_sha = entry.runner, entry.diff or 0.0, entry.sha256
         else:
             notes.append(f"onnxruntime not used: {entry.problem}")
-    timings = {k: v / rows for k, v in _time_interleaved(candidates, batch).items()}
+    # Every candidate has just run on the probe (the reference, the deviation checks): warm enough.
+    timings = {k: v / rows for k, v in _time_interleaved(candidates, batch, warm_up=False).items()}
     best = min(timings, key=lambda k: timings[k])
     if timings[best] * MARGIN > timings["eager"]:
         best = "eager"
@@ -229,17 +236,19 @@ def _has_conv(module: Any) -> bool:
     return isinstance(module, torch.nn.Module) and any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in module.modules())
 
 
-def _time_interleaved(candidates: dict[str, Callable], batch: "torch.Tensor", rounds: int = 3) -> dict[str, float]:
+def _time_interleaved(candidates: dict[str, Callable], batch: "torch.Tensor", rounds: int = 3,
+                      warm_up: bool = True) -> dict[str, float]:
     """Median seconds per batch of each candidate, rounds interleaved so drift hits all alike.
 
-    One warm-up call each first; rounds stop early once ``TIMING_BUDGET_S`` is spent.
+    One warm-up call each first (unless ``warm_up`` is False); rounds stop early once
+    ``TIMING_BUDGET_S`` is spent.
     """
     import torch
 
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     started = time.perf_counter()
     with torch.inference_mode():
-        for fn in candidates.values():
+        for fn in candidates.values() if warm_up else ():
             fn(batch.clone())  # warm-up: allocations, kernel selection, lazy initialisation
         for _ in range(rounds):
             for name, fn in candidates.items():
