@@ -13,6 +13,7 @@ from typing import Any
 from explain_cli.api import Explainer
 from explain_cli.batch.plan import Item
 from explain_cli.batch.rows import Emit, Row, error_message, finish, mark_done
+from explain_cli.progress import ItemProgress
 
 
 def run_pending(jobs: list[list[Item]], *, address: str | None, workers: int | None, emit: Emit,
@@ -42,8 +43,9 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
     for item in items:
         start = time.perf_counter()
         row = Row(job.name, item.input_label, item.method, "failed")
+        label = f"{job.name}: {Path(row.input).name} · {item.method}"
         if progress is not None:
-            progress.describe(f"{job.name}: {Path(row.input).name} · {item.method}")
+            progress.describe(label)
         try:
             for p in item.inputs:
                 if p not in loaded:
@@ -54,7 +56,8 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
                 if isinstance(loaded[p], Exception):
                     raise loaded[p]
             inputs = [loaded[p] for p in item.inputs]
-            (expl,) = explainer.explain(inputs, **item.cfg.values)
+            (expl,) = explainer.explain(inputs, progress=None if progress is None else ItemProgress(progress, label),
+                                        **item.cfg.values)
             files = expl.save(Path(item.cfg.out), item.stem)
             mark_done(row, files, expl.scores[0], expl.evaluations, expl.evaluation)
         except Exception as exc:

@@ -114,8 +114,11 @@ def select_runtime(
         return dataclasses.replace(model, runtime="eager")
     probe = _probe_batch(example, model.device)
     started = time.perf_counter()
-    with torch.inference_mode():
-        reference = _as_tensor(model.module(probe.clone()))  # a copy: a model may write into its input
+    try:
+        with torch.inference_mode():
+            reference = _as_tensor(model.module(probe.clone()))  # a copy: a model may write into its input
+    except Exception:  # the model fails on this input: the Evaluator's first call says why, in one line
+        return dataclasses.replace(model, runtime="eager")
     cold_s = (time.perf_counter() - started) / len(probe)  # a cold call: an upper bound of eager's cost
     if runtime == "compile":
         module = _compiled(model.module, probe, reference)
