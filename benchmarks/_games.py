@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from explain_cli.core import Problem
 from explain_cli.progress import NullProgress
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -98,6 +99,8 @@ class TableProblem:
     def baseline_output(self):
         return self._fb.clone()
 
+    begin = Problem.begin  # the engines' start-of-run bookkeeping, on the table's f(x) and f(b)
+
     def segment_outputs(self, z):
         return torch.from_numpy(self.game.values(z.numpy() > 0.5))[:, None]
 
@@ -125,21 +128,6 @@ def load_game(problem, key: str, full_table: bool) -> Game:
             data = np.load(path)
             game.memo = {row.tobytes(): float(v) for row, v in zip(data["keys"], data["values"])}
     return game
-
-
-def exact_shapley_table(table: np.ndarray, m: int) -> np.ndarray:
-    """φ_i = Σ_{S∌i} |S|!(M−|S|−1)!/M! (v(S∪i) − v(S)) from the full table."""
-    from math import factorial
-
-    idx = np.arange(2**m, dtype=np.int64)
-    size = np.array([bin(i).count("1") for i in range(2**m)]) if m <= 16 else \
-        ((idx[:, None] >> np.arange(m)) & 1).sum(axis=1)
-    w = np.array([factorial(s) * factorial(m - s - 1) / factorial(m) for s in range(m)] + [0.0])
-    phi = np.zeros(m)
-    for i in range(m):
-        without = idx[(idx >> i) & 1 == 0]
-        phi[i] = np.sum(w[size[without]] * (table[without | (1 << i)] - table[without]))
-    return phi
 
 
 def permutation_reference(game: Game, n_pairs: int, seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:

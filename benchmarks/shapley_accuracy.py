@@ -37,11 +37,12 @@ import numpy as np
 import torch
 
 from _common import IMAGE, SAMPLE_MODEL, build_problem  # noqa: E402
-from _games import Game, exact_shapley_table, load_game, permutation_reference  # noqa: E402
+from _games import Game, load_game, permutation_reference  # noqa: E402
 from _shapiq_client import shapiq_shapley  # noqa: E402
 
 from explain_cli.core import Problem  # noqa: E402
 from explain_cli.engines import build_params, get_engine  # noqa: E402
+from tests.oracles import exact_shapley  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 MODELS = {
@@ -75,7 +76,7 @@ def make_game(problem_name: str, image: Path, ref_pairs: int) -> tuple[Game, np.
     key = f"{problem_name}-{MODELS[model][2] or 'own'}-{image.stem}"
     game = load_game(problem, key, full_table=exact)
     if exact:
-        return game, exact_shapley_table(game.table, game.m), np.zeros(game.m)
+        return game, exact_shapley(game.table), np.zeros(game.m)
     phi, stderr = permutation_reference(game, ref_pairs)
     game.save()
     return game, phi, stderr

@@ -29,8 +29,10 @@ from scipy.linalg import cho_factor, cho_solve
 from _common import IMAGE  # noqa: E402
 from shapley_accuracy import make_game  # noqa: E402
 
-from explain_cli.engines import kernelshap as ks  # noqa: E402
-from explain_cli.engines.adjacency import OddAdjacencyFeatures  # noqa: E402
+from explain_cli.engines.kernelshap.adjacency import OddAdjacencyFeatures  # noqa: E402
+from explain_cli.engines.kernelshap.design import Design, complements, plan  # noqa: E402
+from explain_cli.engines.kernelshap.engine import KernelShapParams, estimate  # noqa: E402
+from explain_cli.engines.kernelshap.fit import adjusted_fit, odd_observations  # noqa: E402
 
 BUDGETS = (512, 2048)
 
@@ -47,10 +49,10 @@ def walsh(table: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     return a / 2**m * (-1.0) ** order, order
 
 
-def gp_oracle(design: ks.Design, y: np.ndarray, delta: float, members: np.ndarray, prior: np.ndarray,
+def gp_oracle(design: Design, y: np.ndarray, delta: float, members: np.ndarray, prior: np.ndarray,
               shapley_cols: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
     """Universal kriging with explicit monomial features and their prior variances; f(1) = delta/2 exactly."""
-    _, u, y_odd, w = ks.odd_observations(design, y, ks._complements(design.z))
+    _, u, y_odd, w = odd_observations(design, y, complements(design.z))
     m = u.shape[1]
     points = np.concatenate([np.ones((1, m)), u])
     feats = (1 - 2 * (((points < 0).astype(np.int64) @ members.T.astype(np.int64)) % 2)).astype(np.float64)
@@ -94,12 +96,12 @@ def main() -> None:
         return tuple(np.array(sets[d]) for d in sorted(sets))
 
     strongest = interactions[np.argsort(-np.abs(coef))]
-    rows = {"default (image prior without adjacency)": lambda d, y, s: ks.estimate(
-        d, (y - fb)[:, None], np.array([fx - fb]), ks.KernelShapParams(), torch.Generator().manual_seed(s)).phi[0]}
+    rows = {"default (image prior without adjacency)": lambda d, y, s: estimate(
+        d, (y - fb)[:, None], np.array([fx - fb]), KernelShapParams(), torch.Generator().manual_seed(s)).phi[0]}
     for k in (25, 50, 100, 200):
         feats = OddAdjacencyFeatures(m, by_size(strongest[:k]))
-        rows[f"top {k} true interactions as features"] = (lambda f: lambda d, y, s: ks.adjusted_fit(
-            d, (y - fb)[:, None], np.array([fx - fb]), ks._complements(d.z), orders=((3, 1.0), (5, 0.05)), ridge=0.3,
+        rows[f"top {k} true interactions as features"] = (lambda f: lambda d, y, s: adjusted_fit(
+            d, (y - fb)[:, None], np.array([fx - fb]), complements(d.z), orders=((3, 1.0), (5, 0.05)), ridge=0.3,
             representers=1024, generator=torch.Generator().manual_seed(s), adjacency=f, adjacency_weight=10.0).phi[0])(feats)
     for name, prior in (("GP prior: true variance per order", per_order), ("GP prior: per-player product fitted", product),
                         ("GP prior: every coefficient's true c_T²", coef ** 2)):
@@ -110,7 +112,7 @@ def main() -> None:
         for budget in BUDGETS:
             err = []
             for seed in range(args.seeds):
-                design = ks.plan(m, budget - 2, allocation="leverage", exact=False,
+                design = plan(m, budget - 2, allocation="leverage", exact=False,
                                  generator=torch.Generator().manual_seed(seed))
                 phi = fn(design, game.values(design.z), seed)
                 err.append(np.linalg.norm(phi - ref) / np.linalg.norm(ref))

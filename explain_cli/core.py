@@ -15,6 +15,7 @@ from explain_cli.errors import ExplainError, OptionError
 from explain_cli.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 OUTPUT_SPACES = ("logits", "probs")
@@ -277,6 +278,23 @@ class Problem:
     @property
     def n_targets(self) -> int:
         return int(self.reference.shape[-1])
+
+    def begin(self, engine: str, total: int, *, baseline: bool = True) -> "tuple[np.ndarray, np.ndarray]":
+        """Start an engine's run: progress over ``total`` evaluations, with f(x) already counted.
+
+        Returns (f(x), f(baseline)) for the targets as float64 arrays on the CPU: f(x) is
+        ``reference`` ((K,), or (N, K) for a batch); f(baseline) (K,) costs one evaluation, or
+        is NaN with ``baseline=False`` (engines that sample the baseline among their coalitions
+        or take replacement values from other inputs).
+        """
+        import numpy as np
+
+        progress = self.evaluator.progress
+        progress.start(total, engine)
+        progress.advance(self.reference.shape[0] if self.reference.dim() == 2 else 1)  # f(x), evaluated before
+        f_x = self.reference.cpu().double().numpy()
+        f_b = self.baseline_output().numpy() if baseline else np.full(self.n_targets, np.nan)
+        return f_x, f_b
 
     def segment_outputs(self, z: "torch.Tensor") -> "torch.Tensor":
         """Model outputs (N, K) float64 on CPU for N interpretable vectors, batch by batch.

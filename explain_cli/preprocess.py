@@ -1,8 +1,10 @@
 """Preprocessing from loaded pixels to the model's input, and the geometry to undo it.
 
-An image goes through: resize (shorter side to ``resize``, or to an exact ``size``),
-centre-crop to ``crop``, then ``(x - mean) / std``. :class:`Geometry` records which box of
-the original image the model sees, so heatmaps can be drawn back at the original resolution.
+An image goes through: resize (shorter side to ``resize``, or to an exact ``size``, with the
+``interpolation`` the model's weights declare), centre-crop to ``crop``, then ``(x - mean) / std``,
+each step a ``torchvision.transforms.v2.functional`` call as in the weights' own ``transforms()``.
+:class:`Geometry` owns the arithmetic of the resize and crop and its inverse: which box of the
+original image the model sees, so heatmaps can be drawn back at the original resolution.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Resampling modes a resize may use: the torchvision ``InterpolationMode`` values that resize tensors.
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "nearest-exact")
 #: Largest model-input side accepted (a 4096² float image is already 200 MB per copy).
 MAX_SIDE = 4096
 
@@ -33,9 +37,15 @@ class Preprocess:
     crop: tuple[int, int] | None = None  # centre crop (H, W) after resizing; None: no crop
     mean: tuple[float, ...] | None = None  # per-channel mean subtracted; None: none
     std: tuple[float, ...] | None = None  # per-channel std divided by; None: none
+    interpolation: str = "bilinear"  # resampling of the resize (antialiased), as the weights declare
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ExplainError(f"preprocessing interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                               f"got {self.interpolation!r}")
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "resize": self.resize,
             "size": list(self.size) if self.size else None,
@@ -43,6 +53,10 @@ class Preprocess:
             "mean": list(self.mean) if self.mean else None,
             "std": list(self.std) if self.std else None,
         }
+        if self.interpolation != "bilinear":
+            # Absent means bilinear: documents of models that declare no interpolation keep their bytes.
+            out["interpolation"] = self.interpolation
+        return out
 
     @classmethod
     def from_dict(cls, data: dict, name: str = "model") -> Preprocess:
@@ -56,6 +70,7 @@ class Preprocess:
             crop=tuple(crop) if crop else None,
             mean=tuple(data["mean"]) if data.get("mean") else None,
             std=tuple(data["std"]) if data.get("std") else None,
+            interpolation=data.get("interpolation") or "bilinear",
         )
 
 
@@ -68,11 +83,94 @@ PRESET_NAMES = tuple(PRESETS)
 
 @dataclass(frozen=True)
 class Geometry:
-    """Where the model's input window lies in the original image (float pixel units)."""
+    """Where the model's input window lies in the original image, and the maps both ways.
+
+    :meth:`plan` is the one place the resize-and-crop arithmetic lives (torchvision's rounding);
+    :meth:`to_model` applies it to an image or a label map, :meth:`to_original` undoes it.
+    """
 
     original: tuple[int, int]  # (H0, W0) of the loaded image
-    box: tuple[float, float, float, float]  # (top, left, height, width) seen by the model
+    box: tuple[float, float, float, float]  # (top, left, height, width) seen by the model, original pixels
     model: tuple[int, int]  # (H, W) of the model input
+
+    @classmethod
+    def plan(cls, original: tuple[int, int], spec: Preprocess) -> Geometry:
+        """The geometry of ``spec``'s resize and centre crop for an image of size ``original``.
+
+        Raises
+        ------
+        ExplainError
+            If the crop is larger than the resized image.
+        """
+        h0, w0 = original
+        if spec.size:
+            rh, rw = spec.size
+        elif spec.resize:
+            # torchvision's rounding for a resize to an int (shorter side), aspect kept.
+            if h0 <= w0:
+                rh, rw = spec.resize, int(spec.resize * w0 / h0)
+            else:
+                rh, rw = int(spec.resize * h0 / w0), spec.resize
+        else:
+            rh, rw = h0, w0
+        if spec.crop:
+            ch, cw = spec.crop
+            if ch > rh or cw > rw:
+                raise ExplainError(
+                    f"crop {ch}x{cw} is larger than the resized image {rh}x{rw}; use a larger resize or --size"
+                )
+            top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))  # as center_crop rounds
+        else:
+            ch, cw, top, left = rh, rw, 0, 0
+        sy, sx = h0 / rh, w0 / rw
+        return cls(original=(h0, w0), box=(top * sy, left * sx, ch * sy, cw * sx), model=(ch, cw))
+
+    # The pixel grid follows from the three fields: exactly for a plan; for a box read back from
+    # JSON (3 decimals) too, unless a resized side runs to tens of thousands of pixels.
+    @property
+    def resized(self) -> tuple[int, int]:
+        """(H, W) of the image after the resize, before the crop."""
+        (h0, w0), (_, _, h, w) = self.original, self.box
+        return round(self.model[0] * h0 / h), round(self.model[1] * w0 / w)
+
+    def offset(self) -> tuple[int, int]:
+        """Top-left corner of the crop in resized pixels."""
+        (h0, w0), (rh, rw) = self.original, self.resized
+        return round(self.box[0] * rh / h0), round(self.box[1] * rw / w0)
+
+    def to_model(self, image: "torch.Tensor", interpolation: str = "bilinear") -> "torch.Tensor":
+        """Resize (antialiased, as torchvision's weights transforms do) and crop (C, H0, W0) to (C, H, W).
+
+        Values are not clamped: bicubic may overshoot the input's range.
+        """
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as F
+
+        out = F.resize(image, list(self.resized), interpolation=InterpolationMode(interpolation), antialias=True)
+        if self.resized == self.model:
+            return out
+        top, left = self.offset()
+        return F.crop(out, top, left, self.model[0], self.model[1])
+
+    def to_original(self, maps: np.ndarray, *, nearest: bool = False) -> np.ndarray:
+        """Resample (K, H, W) model-space maps onto the original image; NaN outside the window.
+
+        ``nearest`` is for label maps (segment ids), bilinear for scores.
+        """
+        import torch
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as F
+
+        maps = np.asarray(maps)
+        k = maps.shape[0]
+        h0, w0 = self.original
+        t, l, b, r = self.pixel_box()
+        src = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float64))[:, None]
+        mode = InterpolationMode.NEAREST if nearest else InterpolationMode.BILINEAR
+        resized = F.resize(src, [b - t, r - l], interpolation=mode, antialias=False)[:, 0].numpy()
+        full = np.full((k, h0, w0), np.nan)
+        full[:, t:b, l:r] = resized
+        return full
 
     def pixel_box(self) -> tuple[int, int, int, int]:
         """The box rounded to whole pixels, clipped to the image: (top, left, bottom, right)."""
@@ -167,33 +265,6 @@ def resolve_preprocess(
     return base
 
 
-def geometry_for(original: tuple[int, int], spec: Preprocess) -> tuple[tuple[int, int], Geometry]:
-    """Return the resized size and the geometry of the model window in original pixels."""
-    h0, w0 = original
-    if spec.size:
-        rh, rw = spec.size
-    elif spec.resize:
-        # Same rounding as torchvision's resize with an int size.
-        if h0 <= w0:
-            rh, rw = spec.resize, int(spec.resize * w0 / h0)
-        else:
-            rh, rw = int(spec.resize * h0 / w0), spec.resize
-    else:
-        rh, rw = h0, w0
-    if spec.crop:
-        ch, cw = spec.crop
-        if ch > rh or cw > rw:
-            raise ExplainError(
-                f"crop {ch}x{cw} is larger than the resized image {rh}x{rw}; use a larger resize or --size"
-            )
-        top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
-    else:
-        ch, cw, top, left = rh, rw, 0, 0
-    sy, sx = h0 / rh, w0 / rw
-    geometry = Geometry(original=(h0, w0), box=(top * sy, left * sx, ch * sy, cw * sx), model=(ch, cw))
-    return (rh, rw), geometry
-
-
 def apply_preprocess(pixels: "torch.Tensor", spec: Preprocess) -> Prepared:
     """Turn (C, H0, W0) pixels in [0, 1] into the model input.
 
@@ -202,67 +273,38 @@ def apply_preprocess(pixels: "torch.Tensor", spec: Preprocess) -> Prepared:
     ExplainError
         If mean/std do not match the number of channels, or the crop does not fit.
     """
-    import torch
-    import torch.nn.functional as F
-
     c, h0, w0 = pixels.shape
-    (rh, rw), geometry = geometry_for((h0, w0), spec)
-    out = pixels
-    if (rh, rw) != (h0, w0):
-        # antialias=True matches torchvision/PIL when shrinking.
-        out = F.interpolate(out[None], size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)[0]
+    geometry = Geometry.plan((h0, w0), spec)
+    out = geometry.to_model(pixels, spec.interpolation)
+    if geometry.resized != (h0, w0):
+        # Clamped as the weights' 8-bit pipelines are (PIL, uint8 tensors): bicubic overshoots [0, 1].
         out = out.clamp_(0.0, 1.0)
-    if spec.crop:
-        top = int(round(geometry.box[0] * rh / h0))
-        left = int(round(geometry.box[1] * rw / w0))
-        out = out[:, top : top + geometry.model[0], left : left + geometry.model[1]]
     pixels_model = out.contiguous()
-    x = pixels_model
     for stat, label in ((spec.mean, "mean"), (spec.std, "std")):
         if stat is not None and len(stat) not in (1, c):
             raise ExplainError(
                 f"preprocessing {label} has {len(stat)} values but the input has {c} channels; "
                 f"pass {label} with {c} values or preprocess none"
             )
-    if spec.mean is not None:
-        x = x - torch.tensor(spec.mean, dtype=x.dtype).view(-1, 1, 1)
-    if spec.std is not None:
-        x = x / torch.tensor(spec.std, dtype=x.dtype).view(-1, 1, 1)
+    x = normalize_pixels(pixels_model, spec)
     return Prepared(x=x.contiguous(), pixels=pixels_model, geometry=geometry, preprocess=spec)
 
 
 def normalize_pixels(values: "torch.Tensor", spec: Preprocess) -> "torch.Tensor":
     """Map pixel-space values (C, ...) in [0, 1] into model input space with ``spec``'s mean/std."""
-    import torch
+    from torchvision.transforms.v2 import functional as F
 
-    shape = (-1,) + (1,) * (values.dim() - 1)
-    if spec.mean is not None:
-        values = values - torch.tensor(spec.mean, dtype=values.dtype).view(shape)
-    if spec.std is not None:
-        values = values / torch.tensor(spec.std, dtype=values.dtype).view(shape)
-    return values
+    if spec.mean is None and spec.std is None:
+        return values
+    # x - 0 and x / 1 are exact, so a missing mean or std changes nothing.
+    mean, std = list(spec.mean or (0.0,)), list(spec.std or (1.0,))
+    image = values.reshape(values.shape[0], 1, -1)  # normalize takes (C, H, W)
+    return F.normalize(image, mean, std).reshape(values.shape)
 
 
 def map_to_original(maps: np.ndarray, geometry: Geometry, *, nearest: bool = False) -> np.ndarray:
-    """Resample (K, H, W) model-space maps onto the original image; NaN outside the window.
-
-    ``nearest`` is for label maps (segment ids), bilinear for scores.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    maps = np.asarray(maps)
-    k = maps.shape[0]
-    h0, w0 = geometry.original
-    t, l, b, r = geometry.pixel_box()
-    src = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float64))[:, None]
-    mode = "nearest" if nearest else "bilinear"
-    kwargs = {} if nearest else {"align_corners": False}
-    resized = F.interpolate(src, size=(b - t, r - l), mode=mode, **kwargs)[:, 0].numpy()
-    full = np.full((k, h0, w0), np.nan)
-    full[:, t:b, l:r] = resized
-    return full
-
+    """Resample (K, H, W) model-space maps onto the original image (:meth:`Geometry.to_original`)."""
+    return geometry.to_original(maps, nearest=nearest)
 
 
 def labels_to_model(labels: np.ndarray, spec: Preprocess) -> np.ndarray:
@@ -271,15 +313,8 @@ def labels_to_model(labels: np.ndarray, spec: Preprocess) -> np.ndarray:
     Nearest-neighbour resampling keeps ids intact; the result is at the model's resolution.
     """
     import torch
-    import torch.nn.functional as F
 
-    h0, w0 = labels.shape
-    (rh, rw), geometry = geometry_for((h0, w0), spec)
-    out = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-    if (rh, rw) != (h0, w0):
-        out = F.interpolate(out[None, None].double(), size=(rh, rw), mode="nearest")[0, 0].long()
-    if spec.crop:
-        top = int(round(geometry.box[0] * rh / h0))
-        left = int(round(geometry.box[1] * rw / w0))
-        out = out[top : top + geometry.model[0], left : left + geometry.model[1]]
+    geometry = Geometry.plan(labels.shape, spec)
+    ids = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float64))[None]  # float64 holds every id exactly
+    out = geometry.to_model(ids, "nearest")[0].long()
     return out.numpy()

@@ -191,6 +191,34 @@ def relabel(raw: np.ndarray) -> np.ndarray:
     return contiguous.reshape(raw.shape).astype(np.int64)
 
 
+def segment_adjacency(labels: np.ndarray, m: int | None = None) -> np.ndarray:
+    """(M, M) bool: which segments share a pixel edge (4-neighbourhood), no self loops.
+
+    Parameters
+    ----------
+    labels : (H, W) int array
+        Segment id of every pixel, 0..M−1.
+    m : int, optional
+        Number of segments; ``labels.max() + 1`` when not given (ids without pixels are allowed).
+
+    Examples
+    --------
+    >>> segment_adjacency(np.array([[0, 0, 1], [2, 2, 1]])).astype(int)
+    array([[0, 1, 1],
+           [1, 0, 1],
+           [1, 1, 0]])
+    """
+    seg = np.asarray(labels, dtype=np.int64)
+    m = int(seg.max()) + 1 if m is None else m
+    adj = np.zeros((m, m), dtype=bool)
+    for a, b in ((seg[:, 1:], seg[:, :-1]), (seg[1:, :], seg[:-1, :])):
+        diff = a != b
+        adj[a[diff], b[diff]] = True
+    adj |= adj.T
+    np.fill_diagonal(adj, False)
+    return adj
+
+
 def few_segments_advice(algorithm: str) -> str:
     """What raises the number of superpixels, for each algorithm (they take different knobs)."""
     return {

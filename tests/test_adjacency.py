@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from explain_cli.engines.adjacency import (OddAdjacencyFeatures, brute_force_shapley, connected_sets,
-                                            segment_adjacency)
-from explain_cli.engines.interactions import OddInteractionKernel, WeightedOddKernel
-from explain_cli.engines.kernelshap import KernelShapParams, _complements, estimate, plan
+from explain_cli.engines.kernelshap.adjacency import OddAdjacencyFeatures, connected_sets
+from explain_cli.engines.kernelshap.design import complements, plan
+from explain_cli.engines.kernelshap.engine import KernelShapParams, estimate
+from explain_cli.engines.kernelshap.interactions import OddInteractionKernel, WeightedOddKernel
+from explain_cli.segmentation import segment_adjacency
+from tests.oracles import exact_shapley_of_game
 from tests.test_kernelshap import Nonlinear, run_shap
 from tests.test_lime import make_problem
 
@@ -35,7 +37,7 @@ def test_adjacency_features_have_the_shapley_values_of_their_monomials():
     assert feats.size > 0
     for t in range(feats.size):
         game = lambda z, t=t: feats(2.0 * z - 1.0)[:, t]  # noqa: E731
-        np.testing.assert_allclose(feats.shapley[:, t], brute_force_shapley(game, m), atol=1e-12)
+        np.testing.assert_allclose(feats.shapley[:, t], exact_shapley_of_game(game, m), atol=1e-12)
 
 
 def test_weighted_kernel_is_the_weighted_monomial_sum_and_its_sections_have_exact_shapley_values():
@@ -49,7 +51,7 @@ def test_weighted_kernel_is_the_weighted_monomial_sum_and_its_sections_have_exac
     np.testing.assert_allclose(kernel(a, b), direct, atol=1e-10)
     for j in range(len(a)):
         game = lambda z, j=j: kernel(a[j:j + 1], 2.0 * z - 1.0)[0]  # noqa: E731
-        np.testing.assert_allclose(kernel.shapley(a)[j], brute_force_shapley(game, m), atol=1e-10)
+        np.testing.assert_allclose(kernel.shapley(a)[j], exact_shapley_of_game(game, m), atol=1e-10)
     flat = WeightedOddKernel(m, weights, np.ones(m))  # ρ = 1 is the generic kernel
     np.testing.assert_allclose(flat(a, b), OddInteractionKernel(m, weights)(a, b), atol=1e-9)
 
@@ -121,7 +123,7 @@ def test_proxy_option_reaches_the_engine():
 @pytest.mark.parametrize("budget", [120, 600])
 def test_dual_fit_equals_the_primal_one(budget):
     """kriging_fit (every pair a representer, solved in the dual) is the primal constrained fit, stderr included."""
-    from explain_cli.engines.kernelshap import adjusted_fit
+    from explain_cli.engines.kernelshap.fit import adjusted_fit
 
     m, rng = 12, np.random.default_rng(1)
     design = plan(m, budget, allocation="leverage", exact=False, generator=torch.Generator().manual_seed(0))
@@ -133,8 +135,8 @@ def test_dual_fit_equals_the_primal_one(budget):
     common = dict(orders=orders, ridge=0.3, representers=10**6, generator=torch.Generator().manual_seed(0),
                   adjacency=OddAdjacencyFeatures.from_segments(grid_segments(3, 4), m, (3,)), adjacency_weight=10.0,
                   kernel=WeightedOddKernel(m, orders, rng.uniform(0.2, 1.2, m)))
-    dual = adjusted_fit(design, y, delta, _complements(design.z), dual=True, **common)
-    primal = adjusted_fit(design, y, delta, _complements(design.z), dual=False, **common)
+    dual = adjusted_fit(design, y, delta, complements(design.z), dual=True, **common)
+    primal = adjusted_fit(design, y, delta, complements(design.z), dual=False, **common)
     np.testing.assert_allclose(dual.phi, primal.phi, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(dual.stderr, primal.stderr, rtol=1e-6, atol=1e-10)
     np.testing.assert_allclose(dual.phi.sum(axis=1), delta, atol=1e-12)

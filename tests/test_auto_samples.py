@@ -11,7 +11,7 @@ import torch
 from explain_cli.engines import build_params, get_engine
 from explain_cli.engines.lime import kernel_weights, sandwich_stderr
 from explain_cli.errors import OptionError
-from explain_cli.surrogate import fit_linear
+from explain_cli.engines.surrogate import fit_linear
 from tests.conftest import PixelLinear, make_linear
 from tests.test_lime import exact_contributions, make_problem
 

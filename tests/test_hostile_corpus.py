@@ -481,9 +481,9 @@ def test_lime_under_determined_warns(zoo):
 
 
 def test_kernelshap_negative_r2_is_explained(monkeypatch):
-    from explain_cli.engines import kernelshap
+    from explain_cli.engines.kernelshap import engine
 
-    monkeypatch.setattr(kernelshap, "weighted_r2", lambda *args: np.array([-0.4]))
+    monkeypatch.setattr(engine, "weighted_r2", lambda *args: np.array([-0.4]))
     (e,) = explain_cli.explain(make_linear(k=1), torch.rand(3, 16, 16), samples=200, segments="grid", n_segments=4,
                                preprocess="none")
     assert any("r2 = -0.4 < 0" in w and "r2_definition" in w for w in e.warnings), e.warnings

@@ -9,7 +9,7 @@ from PIL import Image
 
 from explain_cli.errors import ExplainError
 from explain_cli.inputs import load_input
-from explain_cli.preprocess import PRESETS, apply_preprocess, geometry_for, map_to_original, resolve_preprocess
+from explain_cli.preprocess import PRESETS, Geometry, apply_preprocess, map_to_original, resolve_preprocess
 from explain_cli.segmentation import grid_labels, segment
 
 
@@ -41,7 +41,8 @@ def test_uint8_tensor_is_scaled(tmp_path):
 
 
 def test_imagenet_geometry_and_inverse_mapping():
-    (rh, rw), geo = geometry_for((300, 400), PRESETS["imagenet"])
+    geo = Geometry.plan((300, 400), PRESETS["imagenet"])
+    rh, rw = geo.resized
     assert (rh, rw) == (256, 341)
     assert geo.model == (224, 224)
     top, left, h, w = geo.box

@@ -8,7 +8,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from explain_cli.engines.interactions import OddInteractionKernel, elementary_symmetric
+from explain_cli.engines.kernelshap.interactions import OddInteractionKernel, elementary_symmetric
+from tests.oracles import exact_shapley
 
 WEIGHTS = ((3, 1.0), (5, 0.25))
 
@@ -23,18 +24,6 @@ def monomials(u: np.ndarray, weights=WEIGHTS) -> np.ndarray:
 def all_signs(m: int) -> np.ndarray:
     codes = np.arange(2**m)
     return 2.0 * ((codes[:, None] >> np.arange(m)) & 1) - 1.0
-
-
-def brute_force_shapley(values: np.ndarray, m: int) -> np.ndarray:
-    """Subset formula over a game given on all 2^M coalitions (bit i of the index = player i)."""
-    phi = np.zeros(m)
-    for i in range(m):
-        for code in range(2**m):
-            if not code >> i & 1:
-                s = bin(code).count("1")
-                phi[i] += math.factorial(s) * math.factorial(m - s - 1) / math.factorial(m) * (
-                    values[code | 1 << i] - values[code])
-    return phi
 
 
 def test_elementary_symmetric_table_matches_direct_sum():
@@ -63,6 +52,6 @@ def test_shapley_values_of_kernel_sections_are_exact():
     games = kernel(centres, u)  # row j: the game u ↦ k(centre_j, u) on all coalitions
     psi = kernel.shapley(centres)
     for j in range(len(centres)):
-        np.testing.assert_allclose(psi[j], brute_force_shapley(games[j], m), atol=1e-9)
+        np.testing.assert_allclose(psi[j], exact_shapley(games[j]), atol=1e-9)
     # efficiency: Σ_i ψ_i = k(c, 1) − k(c, −1) = 2 k(c, 1) for an odd kernel
     np.testing.assert_allclose(psi.sum(axis=1), 2 * kernel(centres, np.ones((1, m)))[:, 0])

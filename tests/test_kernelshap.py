@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import math
-from itertools import combinations
 
 import numpy as np
 import pytest
 import torch
 
-from explain_cli.core import compose_segments
 from explain_cli.engines import build_params, get_engine
-from explain_cli.engines.kernelshap import kernel_mass, plan
+from explain_cli.engines.kernelshap.design import kernel_mass, plan
 from explain_cli.errors import ExplainError
 from tests.conftest import make_linear
+from tests.oracles import exact_shapley_of_problem
 from tests.test_lime import exact_contributions, make_problem
 
 
@@ -28,26 +27,6 @@ class Nonlinear(torch.nn.Module):
         return torch.stack([out0, out1], dim=1)
 
 
-def brute_force_shapley(problem, m: int) -> np.ndarray:
-    """φ_i = Σ_{S ⊆ N∖{i}} |S|!(M−|S|−1)!/M! · (v(S∪{i}) − v(S)) from all 2^M coalitions."""
-    codes = np.arange(2**m)
-    z = torch.from_numpy(((codes[:, None] >> np.arange(m)) & 1).astype(np.float32))
-    with torch.no_grad():
-        ev = problem.evaluator
-        v = torch.cat([ev.model(compose_segments(problem.x.double(), problem.baseline.double(), problem.segments, z[i:i + 256].double()))
-                       for i in range(0, len(z), 256)]).double().numpy()
-    v = v[:, list(ev.targets.tolist())]
-    phi = np.zeros((v.shape[1], m))
-    for i in range(m):
-        for code in range(2**m):
-            if code >> i & 1:
-                continue
-            s = bin(code).count("1")
-            weight = math.factorial(s) * math.factorial(m - s - 1) / math.factorial(m)
-            phi[:, i] += weight * (v[code | (1 << i)] - v[code])
-    return phi
-
-
 def run_shap(problem, seed=0, **values):
     engine = get_engine("kernelshap")
     return engine.run(problem, build_params(engine, values), torch.Generator().manual_seed(seed))
@@ -59,7 +38,7 @@ def test_full_enumeration_equals_brute_force_shapley(m):
     problem = make_problem(model, n_segments=m, targets=(0, 1), dtype=torch.float64)
     assert problem.n_segments == m
     result = run_shap(problem, samples=2**m)
-    expected = brute_force_shapley(problem, m)
+    expected = exact_shapley_of_problem(problem)
     np.testing.assert_allclose(result.scores, expected, atol=1e-9, rtol=1e-6)
     assert result.extra["exact"] and np.all(result.stderr == 0)
     assert problem.evaluator.evaluations == 2**m  # f(x), f(b) and 2^M − 2 coalitions
@@ -91,7 +70,7 @@ def test_error_shrinks_with_budget_and_stderr_is_honest():
     model = Nonlinear().double()
     m = 12
     problem = make_problem(model, n_segments=m, targets=(0,), dtype=torch.float64)
-    exact = brute_force_shapley(problem, m)
+    exact = exact_shapley_of_problem(problem)
     errors, coverage = [], []
     for samples in (128, 1024):
         errs = []
@@ -162,21 +141,22 @@ def test_sampled_strata_are_balanced():
 @pytest.mark.parametrize("proxy", ["generic", "image"])
 def test_adjusted_fit_is_exact_when_every_coalition_is_present(proxy):
     """The regression adjustment (either prior) leaves no additive residual, so full enumeration stays exact."""
-    from explain_cli.engines.kernelshap import _complements, adjusted_fit, image_proxy
+    from explain_cli.engines.kernelshap.design import complements
+    from explain_cli.engines.kernelshap.fit import adjusted_fit, image_proxy
 
     m = 8
     problem = make_problem(Nonlinear().double(), n_segments=m, targets=(0, 1), dtype=torch.float64)
     design = plan(m, 2**m - 2, allocation="kernel", exact=True, generator=torch.Generator())
     f_b = problem.baseline_output().numpy()
     y = problem.segment_outputs(torch.from_numpy(design.z).double()).numpy() - f_b
-    delta, partner = problem.reference.numpy() - f_b, _complements(design.z)
+    delta, partner = problem.reference.numpy() - f_b, complements(design.z)
     if proxy == "image":
         fit = image_proxy(design, y, delta, partner, max_order=5, segments=problem.segments.numpy(),
                           generator=torch.Generator())
     else:
         fit = adjusted_fit(design, y, delta, partner, orders=((3, 1.0), (5, 0.1)), ridge=0.3, representers=1024,
                            generator=torch.Generator())
-    np.testing.assert_allclose(fit.phi, brute_force_shapley(problem, m), atol=1e-8)
+    np.testing.assert_allclose(fit.phi, exact_shapley_of_problem(problem), atol=1e-8)
 
 
 class Triple(torch.nn.Module):
@@ -192,7 +172,7 @@ class Triple(torch.nn.Module):
 def test_interaction_adjustment_lowers_error_and_keeps_stderr_honest(model_type):
     model = model_type().double()
     m = 12
-    exact = brute_force_shapley(make_problem(model, n_segments=m, targets=(0,), dtype=torch.float64), m)
+    exact = exact_shapley_of_problem(make_problem(model, n_segments=m, targets=(0,), dtype=torch.float64))
     errors: dict[int, list[float]] = {1: [], 5: []}
     coverage = []
     for interactions, errs in errors.items():

@@ -217,6 +217,8 @@ BAD_METADATA = {
     "mean nan": ({"preprocess": {"mean": [0.5, "x", 0.5]}}, "preprocess.mean: must be a non-empty list of finite numbers"),
     "size negative": ({"preprocess": {"size": [-1, 16]}}, "preprocess.size: must be a positive int"),
     "resize float": ({"preprocess": {"resize": 1.5}}, "preprocess.resize: must be a positive integer"),
+    "interpolation unknown": ({"preprocess": {"interpolation": "lanczos"}},
+                              "preprocess.interpolation: must be one of bilinear, bicubic, nearest, nearest-exact, got 'lanczos'"),
     "labels not strings": ({"labels": [1, 2, 3]}, "labels: must be a non-empty list of strings"),
     "channels zero": ({"in_channels": 0}, "in_channels: must be a positive integer, got 0"),
     "channels bool": ({"in_channels": True}, "in_channels: must be a positive integer, got true"),

@@ -4,7 +4,6 @@ budget, linear exactness, and the hierarchies being trees over exactly the M seg
 from __future__ import annotations
 
 import math
-from itertools import permutations
 from typing import Callable
 
 import numpy as np
@@ -13,11 +12,12 @@ import torch
 
 from explain_cli.core import Evaluator, Problem
 from explain_cli.engines import build_params
+from explain_cli.engines.hierarchy import Hierarchy, build_hierarchy
 from explain_cli.engines.partition import ENGINE, exact_evaluations, owen_values
 from explain_cli.errors import OptionError
-from explain_cli.hierarchy import Hierarchy, build_hierarchy, segment_adjacency
-from explain_cli.segmentation import grid_labels, segment
+from explain_cli.segmentation import grid_labels, segment, segment_adjacency
 from tests.conftest import make_linear
+from tests.oracles import exact_owen
 from tests.test_kernelshap import Nonlinear
 from tests.test_lime import exact_contributions, make_problem
 
@@ -62,29 +62,6 @@ def run_owen(problem: Problem, tree: Hierarchy, samples: int, seed: int = 0):
     return owen_values(problem, tree, samples=samples, generator=torch.Generator().manual_seed(seed))
 
 
-def brute_force_owen(v: Callable[[np.ndarray], np.ndarray], tree: Hierarchy) -> np.ndarray:
-    """Mean marginal contribution over the orders that keep every node's leaves together, (K, M).
-
-    For a binary tree these are the 2^(M−1) orders Owen's definition draws uniformly.
-    """
-    m = tree.n_leaves
-    groups = [np.flatnonzero(tree.members[n]) for n in range(m, tree.n_nodes)]
-    total, orders = 0.0, 0
-    for order in permutations(range(m)):
-        position = np.argsort(order)
-        if any(position[g].max() - position[g].min() != len(g) - 1 for g in groups):
-            continue
-        z = np.zeros((m + 1, m))
-        for step, player in enumerate(order):
-            z[step + 1:, player] = 1.0
-        values = v(z)  # (M + 1, K): v of each prefix
-        gains = np.zeros((values.shape[1], m))
-        gains[:, list(order)] = (values[1:] - values[:-1]).T
-        total, orders = total + gains, orders + 1
-    assert orders == 2 ** (m - 1)
-    return total / orders
-
-
 def assert_tree(tree: Hierarchy, m: int) -> None:
     """A binary tree over exactly the M leaves: one root, valid parents, every leaf once."""
     n = 2 * m - 1
@@ -117,12 +94,12 @@ def random_game(m: int, seed: int) -> Game:
 
 
 @pytest.mark.parametrize("tree", ["fixed", "axis", "rag"])
-def test_full_budget_equals_brute_force_owen(tree):
+def test_full_budget_equals_exact_owen(tree):
     segments = strips([2, 3, 1, 4, 2, 3])
     game = random_game(6, seed=3)
     problem = game_problem(game, segments, batch_size=5)
     hierarchy = FIXED_SIX if tree == "fixed" else build_hierarchy(segments.numpy(), torch.rand(3, 4, 15).numpy(), tree)
-    expected = brute_force_owen(lambda z: game(torch.from_numpy(z)).numpy(), hierarchy)
+    expected = exact_owen(lambda z: game(torch.from_numpy(z)).numpy(), hierarchy)
     result = run_owen(problem, hierarchy, samples=10_000)
     np.testing.assert_allclose(result.scores, expected, atol=1e-12, rtol=1e-12)
     assert result.extra["exact"]

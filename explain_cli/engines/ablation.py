@@ -23,13 +23,10 @@ def run(problem: "Problem", params: AblationParams, generator: "torch.Generator"
     import torch
 
     m = problem.n_segments
-    ev = problem.evaluator
-    ev.progress.start(m + 2, "ablation")
-    ev.progress.advance(1)
-    f_b = problem.baseline_output().numpy()
+    f_x, f_b = problem.begin("ablation", m + 2)
     z = 1.0 - torch.eye(m)  # row g: every segment kept but g
     ablated = problem.segment_outputs(z).numpy()  # (M, K)
-    scores = problem.reference.numpy()[None, :] - ablated
+    scores = f_x[None, :] - ablated
     return Attribution(scores=scores.T.copy(), base_value=f_b.copy(), baseline_score=f_b.copy())
 
 

@@ -54,8 +54,16 @@ class Engine:
 ENGINE_MODULES = ("kernelshap", "partition", "lime", "rise", "permutation", "ablation")
 
 
+def _engine(name: str) -> Engine:
+    """The ``ENGINE`` of module ``explain_cli.engines.NAME``, or of ``NAME.engine`` when NAME is a package."""
+    module = importlib.import_module(f"explain_cli.engines.{name}")
+    if hasattr(module, "__path__"):
+        module = importlib.import_module(f"{module.__name__}.engine")
+    return module.ENGINE
+
+
 def _registry() -> dict[str, Engine]:
-    engines = [importlib.import_module(f"explain_cli.engines.{name}").ENGINE for name in ENGINE_MODULES]
+    engines = [_engine(name) for name in ENGINE_MODULES]
     return {e.name: e for e in engines}
 
 

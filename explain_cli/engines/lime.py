@@ -9,9 +9,9 @@ import numpy as np
 
 from explain_cli.engines import auto
 from explain_cli.engines.base import Attribution, Engine
+from explain_cli.engines.surrogate import SURROGATES, fit_linear
 from explain_cli.errors import OptionError
 from explain_cli.params import param
-from explain_cli.surrogate import SURROGATES, fit_linear
 
 if TYPE_CHECKING:
     import torch
@@ -64,8 +64,8 @@ def sandwich_stderr(z: np.ndarray, y: np.ndarray, w: np.ndarray, coef: np.ndarra
     """(K, M) standard errors of the weighted (ridge) surrogate's coefficients over i.i.d. samples.
 
     The coefficients solve β = A⁻¹ Σ_n w̃_n z̃_n y_n with z̃ the weighted-centred features, w̃ = w/Σw
-    and A = Σ w̃_n z̃_n z̃_nᵀ + λI (λ as :func:`explain_cli.surrogate.fit_linear` sets it). With rows
-    drawn i.i.d., the HC1 sandwich Cov β ≈ n/(n−p−1) · A⁻¹ (Σ_n w̃_n² e_n² z̃_n z̃_nᵀ) A⁻¹, e_n the
+    and A = Σ w̃_n z̃_n z̃_nᵀ + λI (λ as :func:`explain_cli.engines.surrogate.fit_linear` sets it).
+    With rows drawn i.i.d., the HC1 sandwich Cov β ≈ n/(n−p−1) · A⁻¹ (Σ_n w̃_n² e_n² z̃_n z̃_nᵀ) A⁻¹, e_n the
     residuals, is consistent whatever the noise's variance per row (heteroskedasticity: the
     surrogate's misfit depends on the coalition) — White 1980, MacKinnon & White 1985. For lasso
     it is the ridge's sandwich at the lasso's residuals (an approximation).
@@ -86,7 +86,7 @@ def sandwich_stderr(z: np.ndarray, y: np.ndarray, w: np.ndarray, coef: np.ndarra
 def run(problem: "Problem", params: LimeParams, generator: "torch.Generator") -> Attribution:
     if auto.is_auto(params.samples):
         return run_auto(problem, params, generator)
-    problem.evaluator.progress.start(params.samples, "lime")
+    problem.begin("lime", params.samples, baseline=False)  # row 1 of the samples is the baseline
     return _attribution(problem, params, *_draw(problem, params.samples, generator))
 
 
@@ -97,8 +97,7 @@ def _draw(problem: "Problem", n: int, generator: "torch.Generator", *, start: bo
     if start:
         z = sample_coalitions(n, problem.n_segments, generator)
         y = torch.empty((n, problem.n_targets), dtype=torch.float64)
-        y[0] = problem.reference  # f(x) was evaluated once already, to choose the targets
-        problem.evaluator.progress.advance(1)
+        y[0] = problem.reference  # f(x) was evaluated once already, to choose the targets (begin counted it)
         y[1:] = problem.segment_outputs(z[1:])
     else:
         z = torch.randint(0, 2, (n, problem.n_segments), generator=generator).to(torch.float32)
@@ -111,7 +110,7 @@ def run_auto(problem: "Problem", params: LimeParams, generator: "torch.Generator
     m = problem.n_segments
     cap = params.max_samples
     stop = auto.Stopper(params.auto_tolerance, cap)
-    problem.evaluator.progress.start(cap, "lime")
+    problem.begin("lime", cap, baseline=False)
     n = min(cap, max(256, 4 * (m + 1)))
     zn, yn = _draw(problem, n, generator)
     while True:

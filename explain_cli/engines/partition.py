@@ -3,7 +3,7 @@
 Design
 ------
 * Players are the M superpixels, v(S) = f(x with the superpixels outside S at the baseline),
-  and a binary tree over them (:mod:`explain_cli.hierarchy`) is the coalition structure.
+  and a binary tree over them (:mod:`explain_cli.engines.hierarchy`) is the coalition structure.
 * The Owen value of a node is the Shapley value of the two-player game between it and its
   sibling, averaged over every presence/absence of the ancestors' siblings (the *context*).
   Equivalently it is the mean marginal contribution over orders of the players that keep every
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from explain_cli.engines.base import Attribution, Engine
-from explain_cli.hierarchy import HIERARCHIES, Hierarchy, build_hierarchy
+from explain_cli.engines.hierarchy import HIERARCHIES, Hierarchy, build_hierarchy
 from explain_cli.params import param
 
 if TYPE_CHECKING:
@@ -101,11 +101,7 @@ def owen_values(problem: "Problem", tree: Hierarchy, *, samples: int, generator:
     m = problem.n_segments
     if tree.n_leaves != m:
         raise ValueError(f"the hierarchy has {tree.n_leaves} leaves but the problem has {m} segments")
-    ev = problem.evaluator
-    ev.progress.start(min(samples, exact_evaluations(tree)), "partition")
-    ev.progress.advance(1)  # f(x), already evaluated
-    f_x = problem.reference.cpu().numpy().astype(np.float64)
-    f_b = problem.baseline_output().numpy()
+    f_x, f_b = problem.begin("partition", min(samples, exact_evaluations(tree)))
     walk = _Walk(problem, tree, f_b=f_b, f_x=f_x, budget=samples - 2, generator=generator)
     walk.run()
     scores = _spread(walk.kept, tree, _leaf_area(problem, m))

@@ -52,8 +52,7 @@ def run(problem: "Problem", params: PermutationParams, generator: "torch.Generat
         raise ExplainError("permutation explains a batch: pass at least 2 inputs (files, a folder or a glob)")
     n, m, k = x.shape[0], problem.n_segments, problem.n_targets
     ev = problem.evaluator
-    ev.progress.start(n * (1 + params.repeats * m), "permutation")
-    ev.progress.advance(n)
+    _, f_b = problem.begin("permutation", n * (1 + params.repeats * m), baseline=False)
     reference = problem.reference.to(ev.device)  # (N, K)
     attributions = torch.empty((params.repeats, m, n, k), dtype=torch.float64, device=ev.device)
     groups_per_batch = max(1, ev.batch_size // n)
@@ -73,7 +72,7 @@ def run(problem: "Problem", params: PermutationParams, generator: "torch.Generat
     return Attribution(
         scores=global_by_repeat.mean(axis=0),
         base_value=mean_ref,
-        baseline_score=np.full(k, np.nan),
+        baseline_score=f_b,  # NaN: removed groups take other inputs' values, not a baseline
         std=std,
         per_example=per_example,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -120,9 +120,7 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
     cap = max(1, params.max_samples - 2) if automatic else params.masks
     n = min(cap, 500) if automatic else params.masks
     plan = plan_masks(n, (h, w), params.grid, params.p1, generator)
-    ev.progress.start(cap + 2, "rise")
-    ev.progress.advance(1)
-    f_b = problem.baseline_output().numpy()
+    _, f_b = problem.begin("rise", cap + 2)
     labels_t = problem.segments.reshape(-1).to(ev.device).long()
     m = problem.n_segments
     area_t = torch.bincount(labels_t, minlength=m).double().clamp(min=1)
@@ -149,7 +147,7 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
                 c_sq += (c**2).sum(dim=0)
         done = n
         per_segment, pixel = _scores(saliency, n, params.p1, problem, (h, w))
-        if not automatic:
+        if stop is None:  # a fixed number of masks
             break
         mean = c_sum / n
         stderr = ((c_sq / n - mean**2).clamp(min=0.0) * n / max(n - 1, 1) / n).sqrt().cpu().numpy()
@@ -163,8 +161,8 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
         plan = MaskPlan(grids=torch.cat([plan.grids, more.grids]), shifts=torch.cat([plan.shifts, more.shifts]),
                         shape=plan.shape, cell=plan.cell)
         n += new
-    extra = {"mean_masked_score": (score_sum / n).cpu().tolist()}
-    if automatic:
+    extra: dict[str, Any] = {"mean_masked_score": (score_sum / n).cpu().tolist()}
+    if stop is not None:
         extra["auto"] = stop.record()
     return Attribution(
         scores=per_segment,

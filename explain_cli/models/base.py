@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from explain_cli.errors import ExplainError
-from explain_cli.preprocess import Preprocess
+from explain_cli.preprocess import INTERPOLATIONS, Preprocess
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +51,7 @@ class LoadedModel:
     metadata: dict = field(default_factory=dict)
     runtime: str = "eager"  # what runs the forward passes: eager, eager+channels_last, compile, onnxruntime
     notes: list[str] = field(default_factory=list)  # warnings for the user (random weights, fallbacks)
+    task: str = "classification"  # what the outputs are (explain_cli.tasks): 'detection' for detectors
 
     def describe(self) -> dict:
         """What the result JSON records about the model."""
@@ -176,6 +177,9 @@ def _validate_preprocess(pre: dict, where: str) -> dict:
             raise ExplainError(f"{where}: preprocess.{key}: must be a non-empty list of finite numbers, got {_short(value)}")
         if key == "std" and any(v <= 0 for v in value):
             raise ExplainError(f"{where}: preprocess.std: must be positive, got {_short(value)}")
+    if pre.get("interpolation") is not None and pre["interpolation"] not in INTERPOLATIONS:
+        raise ExplainError(f"{where}: preprocess.interpolation: must be one of {', '.join(INTERPOLATIONS)}, "
+                           f"got {_short(pre['interpolation'])}")
     return out
 
 

@@ -18,7 +18,7 @@ from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TIMM_PREFIX, LoadedModel, first_line
 from explain_cli.models.labels import imagenet_labels
 from explain_cli.models.weights import head_width, read_state_dict
-from explain_cli.preprocess import Preprocess
+from explain_cli.preprocess import INTERPOLATIONS, Preprocess
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +74,7 @@ def load_timm(source: str, weights: str | None, device: "torch.device", seed: in
             raise ExplainError(f"weights {path} do not fit timm:{name}: {problem[:300]}; check the model name") from None
         sha = sha256_file(path)
     module.eval()
+    preprocess, approximations = _preprocess(timm, module)
     return LoadedModel(
         module=module.to(device),
         source=source,
@@ -82,9 +83,9 @@ def load_timm(source: str, weights: str | None, device: "torch.device", seed: in
         weights=weights,
         device=device,
         labels=_labels(module),
-        preprocess=_preprocess(timm, module),
+        preprocess=preprocess,
         in_channels=int(getattr(module, "in_chans", 3) or 3),
-        notes=notes,
+        notes=notes + approximations,
     )
 
 
@@ -128,19 +129,35 @@ def _labels(module: "torch.nn.Module") -> list[str] | None:
     return [d.split(",")[0].strip() for d in info.label_descriptions()]
 
 
-def _preprocess(timm: Any, module: "torch.nn.Module") -> Preprocess:
-    """timm's eval transform from ``resolve_data_config``: resize to size/crop_pct, centre crop."""
-    from timm.data import resolve_data_config
+def _preprocess(timm: Any, module: "torch.nn.Module") -> tuple[Preprocess, list[str]]:
+    """timm's eval transform for ``resolve_data_config``, and notes where it is only approximated.
+
+    As ``transforms_imagenet_eval``: ``center`` resizes the shorter side to floor(size / crop_pct)
+    and centre-crops; ``squash`` resizes each side to floor(side / crop_pct) and centre-crops.
+    ``border`` (pad to fit) and non-square ``center`` (scale to cover) become plain ``center``.
+    """
+    from timm.data import DEFAULT_CROP_PCT, resolve_data_config
 
     cfg = resolve_data_config({}, model=module)
-    _, h, w = cfg["input_size"]
-    crop_pct = float(cfg.get("crop_pct") or 1.0)
-    # timm resizes the shorter side to floor(size / crop_pct) then crops size (crop_mode 'center').
-    resize = int(math.floor(min(h, w) / crop_pct))
-    return Preprocess(
+    _, h, w = (int(v) for v in cfg["input_size"])
+    crop_pct = float(cfg.get("crop_pct") or DEFAULT_CROP_PCT)
+    mode = cfg.get("crop_mode") or "center"
+    interpolation = cfg.get("interpolation") or "bilinear"
+    notes = []
+    if interpolation not in INTERPOLATIONS:
+        notes.append(f"timm's {interpolation} resizing is not available for tensors; bicubic is used")
+        interpolation = "bicubic"
+    squash = mode == "squash"
+    if not squash and (mode != "center" or h != w):
+        notes.append(f"timm's {mode} crop for a {h}x{w} input is approximated by a centre crop "
+                     "after resizing the shorter side")
+    preprocess = Preprocess(
         "model",
-        resize=resize,
-        crop=(int(h), int(w)),
+        resize=None if squash else math.floor(min(h, w) / crop_pct),
+        size=(math.floor(h / crop_pct), math.floor(w / crop_pct)) if squash else None,
+        crop=(h, w),
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
+        interpolation=interpolation,
     )
+    return preprocess, notes

@@ -38,7 +38,11 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
     import torchvision
 
     arch = source[len(TORCHVISION_PREFIX) :]
-    available = architectures()
+    from explain_cli.models.detectors import DETECTORS, load_detector  # detection task (issue 21)
+
+    if arch in DETECTORS:
+        return load_detector(source, weights, device, seed)
+    available = architectures() + sorted(DETECTORS)
     if arch not in available:
         import difflib
 
@@ -124,6 +128,7 @@ def _preprocess_from_weights(weights: object) -> Preprocess | None:
             crop=(int(crop[0]), int(crop[-1])),
             mean=tuple(float(v) for v in t.mean),
             std=tuple(float(v) for v in t.std),
+            interpolation=t.interpolation.value,  # bicubic for e.g. EfficientNet-B2..B7
         )
     except (AttributeError, TypeError, IndexError):
         return Preprocess("model", resize=256, crop=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)

@@ -8,7 +8,7 @@ A coalition is coded u ∈ {−1, +1}^M (u = 2z − 1). The monomials u^S = Π_{
 
 (e_d the elementary symmetric polynomial) spans all such monomials at the orders chosen, yet
 costs one matrix product to evaluate: e_d of a ±1 vector depends only on how many entries are
-+1. Kernel SHAP's regression adjustment (:mod:`explain_cli.engines.kernelshap`) fits a game's odd
++1. Kernel SHAP's regression adjustment (:mod:`explain_cli.engines.kernelshap.fit`) fits a game's odd
 part with it and reads Shapley values off the fit.
 """
 
@@ -17,8 +17,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
+
+
+class InteractionKernel(Protocol):
+    """What the regression adjustment needs of a kernel over ±1 coalitions."""
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(len(a), len(b)) kernel matrix."""
+
+    def shapley(self, r: np.ndarray) -> np.ndarray:
+        """(len(r), M): row j holds the Shapley values of the game u ↦ k(r_j, u)."""
 
 
 def elementary_symmetric(length: int, max_order: int) -> np.ndarray:

@@ -14,22 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import combinations
 
 import numpy as np
 
-
-def segment_adjacency(segments: np.ndarray, m: int | None = None) -> np.ndarray:
-    """(M, M) bool: segments that share a pixel edge (4-neighbourhood), no self loops."""
-    seg = np.asarray(segments, dtype=np.int64)
-    m = int(seg.max()) + 1 if m is None else m
-    adj = np.zeros((m, m), dtype=bool)
-    for a, b in ((seg[:, 1:], seg[:, :-1]), (seg[1:, :], seg[:-1, :])):
-        diff = a != b
-        adj[a[diff], b[diff]] = True
-    adj |= adj.T
-    np.fill_diagonal(adj, False)
-    return adj
+from explain_cli.segmentation import segment_adjacency
 
 
 def connected_sets(adj: np.ndarray, size: int, limit: int | None = None) -> np.ndarray:
@@ -40,7 +28,7 @@ def connected_sets(adj: np.ndarray, size: int, limit: int | None = None) -> np.n
     """
     m = len(adj)
     neighbours = [np.flatnonzero(adj[i]) for i in range(m)]
-    level = {(i,) for i in range(m)}
+    level: set[tuple[int, ...]] = {(i,) for i in range(m)}
     for _ in range(size - 1):
         grown = set()
         for s in level:
@@ -88,20 +76,3 @@ class OddAdjacencyFeatures:
             col += n
         return out
 
-
-def brute_force_shapley(game, m: int) -> np.ndarray:
-    """Exact Shapley values of ``game`` (z (n, M) bool -> (n,) values) by enumeration; tests only."""
-    from math import factorial
-
-    phi = np.zeros(m)
-    for i in range(m):
-        others = [j for j in range(m) if j != i]
-        for k in range(m):
-            w = factorial(k) * factorial(m - k - 1) / factorial(m)
-            for s in combinations(others, k):
-                z = np.zeros((2, m), dtype=bool)
-                z[:, list(s)] = True
-                z[1, i] = True
-                v = game(z)
-                phi[i] += w * (v[1] - v[0])
-    return phi

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from explain_cli.errors import ExplainError
+from explain_cli.segmentation import segment_adjacency
 
 HIERARCHIES = ("rag", "axis")
 # The rag merge cost is (n_a + n_b)^SIZE_POWER · (‖μ_a − μ_b‖ + floor), n counting segments and
@@ -130,15 +131,6 @@ def build_hierarchy(labels: np.ndarray, image: np.ndarray, algorithm: str = "rag
     else:
         raise ExplainError(f"unknown hierarchy {algorithm!r}; choose one of {', '.join(HIERARCHIES)}")
     return Hierarchy.from_merges(merges, algorithm=algorithm)
-
-
-def segment_adjacency(labels: np.ndarray, m: int) -> np.ndarray:
-    """(M, M) bool: segments that touch horizontally or vertically (4-connectivity)."""
-    adjacent = np.zeros((m, m), dtype=bool)
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
-        edge = a != b
-        adjacent[a[edge], b[edge]] = True
-    return adjacent | adjacent.T
 
 
 def rag_merges(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
