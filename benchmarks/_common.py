@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT))
 
 from explain_cli.core import Evaluator, Problem  # noqa: E402
 from explain_cli.inputs import load_input  # noqa: E402
+from explain_cli.options.parse import parse_size  # noqa: E402
 from explain_cli.models import load_model  # noqa: E402
 from explain_cli.preprocess import apply_preprocess, resolve_preprocess  # noqa: E402
 from explain_cli.segmentation import segment, to_segmentation_space  # noqa: E402
@@ -25,7 +26,8 @@ def build_problem(source: str, *, output: str = "probs", size: str | None = None
     """(model, problem) for an image: superpixels (SLIC unless ``algorithm`` says otherwise), zero baseline, the top class as target."""
     model = load_model(source, device="cpu", seed=0)
     item = load_input(image)
-    spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image", size=size)
+    spec = resolve_preprocess("auto", model_default=model.preprocess, input_kind="image",
+                              size=parse_size(size) if size else None)
     prepared = apply_preprocess(item.pixels, spec)
     seg = segment(to_segmentation_space(prepared.pixels.numpy(), rescale=False), algorithm, n_segments=n_segments)
     ev = Evaluator(model.module, model.device, batch_size=batch_size, output=output)

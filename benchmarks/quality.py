@@ -201,27 +201,28 @@ def peer_row(explainer: Explainer, method: str, seed: int, item: dict, extra: di
     case = Case(x=x, baseline=baseline, segments=first.segmentation.labels, target=target, seed=seed)
     saliency, evals = run_peer(method, net, case)
     device = explainer.model.device
-    evaluator = Evaluator(explainer.model.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
-                          output=cfg.output)
+    evaluator = Evaluator(explainer.model.module, device, batch_size=resolve_batch_size(cfg.model.batch_size, device),
+                          output=cfg.targets.output)
     evaluator.select_targets([target])
     maps = torch.from_numpy(saliency[None].astype(np.float32))
     xd, bd = x.to(device), baseline.to(device)
-    opts = {"step": cfg.eval_step, "seed": cfg.seed}
+    metrics = cfg.evaluation
+    opts = {"step": metrics.eval_step, "seed": metrics.seed}
     with torch.inference_mode():
-        dele = curves.deletion_curve(evaluator, xd, maps, replacement=cfg.deletion, baseline=bd, **opts)
+        dele = curves.deletion_curve(evaluator, xd, maps, replacement=metrics.deletion, baseline=bd, **opts)
         ins = curves.insertion_curve(evaluator, xd, maps, **opts)
-        rdel = curves.random_deletion_curve(evaluator, xd, replacement=cfg.deletion, baseline=bd, **opts)
+        rdel = curves.random_deletion_curve(evaluator, xd, replacement=metrics.deletion, baseline=bd, **opts)
         rins = curves.random_insertion_curve(evaluator, xd, **opts)
     mask = load_mask(str(EVAL / item["mask"]))
     if mask.shape != saliency.shape:  # the set is 64×64 like the model; pixel maps are the model maps
         raise SystemExit(f"{item['mask']} is {mask.shape}, the model sees {saliency.shape}")
     return {
         "method": method, "seed": seed, "image": item["image"], "label": item["label"], "evals": evals,
-        "pointing": float(pointing_hit(saliency, mask, cfg.tolerance)),
+        "pointing": float(pointing_hit(saliency, mask, metrics.tolerance)),
         "energy": float(energy_in_mask(saliency, mask)),
         "deletion": float(dele.auc[0]), "random_deletion": float(rdel.auc[0]),
         "insertion": float(ins.auc[0]), "random_insertion": float(rins.auc[0]),
-        "seconds": time.perf_counter() - start, "deletion_mode": cfg.deletion,
+        "seconds": time.perf_counter() - start, "deletion_mode": metrics.deletion,
     }
 
 

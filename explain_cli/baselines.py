@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from explain_cli.errors import OptionError
+from explain_cli.options.parse import Baseline
 from explain_cli.preprocess import Preprocess, normalize_pixels
 
 if TYPE_CHECKING:
@@ -15,33 +16,7 @@ BASELINE_HELP = ("What a removed superpixel becomes: zero (in model input space)
                  "blur (Gaussian blur), or value:R,G,B (a 0-255 colour).")
 
 
-def parse_baseline(spec: str) -> tuple[str, tuple[float, ...]]:
-    """Check a baseline spec before any work: (kind, values); values only for ``value:``.
-
-    Raises
-    ------
-    OptionError
-        Unknown kind, or values that are not finite numbers.
-    """
-    import math
-
-    text = (spec or "zero").strip().lower()
-    if text in ("zero", "mean", "blur"):
-        return text, ()
-    if text.startswith("value:"):
-        try:
-            values = tuple(float(v) for v in text[len("value:"):].split(","))
-        except ValueError:
-            values = ()
-        if not values or len(values) > 4:
-            raise OptionError("baseline", f"value: takes 1 or 3 comma-separated numbers, e.g. value:128,128,128; got {spec!r}")
-        if not all(math.isfinite(v) for v in values):
-            raise OptionError("baseline", f"value: numbers must be finite, got {spec!r}")
-        return "value", values
-    raise OptionError("baseline", f"must be zero, mean, blur or value:R,G,B, got {spec!r}")
-
-
-def make_baseline(spec: str, x: "torch.Tensor", preprocess: Preprocess, *, input_kind: str = "image") -> "torch.Tensor":
+def make_baseline(baseline: Baseline, x: "torch.Tensor", preprocess: Preprocess, *, input_kind: str = "image") -> "torch.Tensor":
     """Build the (C, H, W) baseline for model input ``x``.
 
     ``zero``: zeros in model input space (after normalisation: the dataset mean colour for
@@ -51,7 +26,7 @@ def make_baseline(spec: str, x: "torch.Tensor", preprocess: Preprocess, *, input
     """
     import torch
 
-    kind, values = parse_baseline(spec)
+    kind, values, spec = baseline.kind, baseline.values, baseline.spec
     if kind == "zero":
         return torch.zeros_like(x)
     if kind == "mean":

@@ -187,10 +187,10 @@ def lookup_table(name: str) -> np.ndarray:
         For an unknown name; the message lists the available maps.
     """
     if name not in _TABLES:
-        import difflib
+        from explain_cli.errors import suggest
 
-        close = difflib.get_close_matches(name, NAMES, n=1) or [m for m in NAMES if m.lower() == name.lower()]
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = suggest(name, NAMES, quote=True)
+        hint = f"; {hint}" if hint else ""
         raise OptionError("cmap", f"must be one of {', '.join(NAMES)}, not {name!r}{hint}")
     table = np.frombuffer(bytes.fromhex("".join(_TABLES[name])), dtype=np.uint8).reshape(256, 3)
     table.flags.writeable = False  # cached and shared: a caller must not recolour everyone's map

@@ -2,11 +2,11 @@
 
 A config is ``defaults`` (any option) and ``jobs``; a job names a ``model``, its ``inputs``
 (files, folders, globs) and ``methods`` (a name, or a mapping with the method's own options),
-plus any option. Keys are the option names of :mod:`explain_cli.options`.
+plus any option. Keys are the option names of :mod:`explain_cli.options.schema`.
 
 Precedence, highest first: command line (``--set KEY=VALUE``, or ``explain run`` flags) >
 method entry > job > ``defaults`` > the declared defaults. :func:`layers_for` lists the layers
-in that order; :func:`explain_cli.options.merge` applies it.
+in that order; :func:`explain_cli.options.schema.merge` applies it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explain_cli import options as schema
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.options import schema
+from explain_cli.errors import ExplainError, OptionError, suggest
 
 #: Keys a job has besides options.
 JOB_KEYS = ("name", "model", "inputs", "methods")
@@ -50,10 +50,8 @@ def read_yaml(path: Path) -> Any:
 
 
 def _unknown(key: str, allowed: set[str], where: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    return f"{where}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+    hint = suggest(key, sorted(allowed), quote=True)
+    return f"{where}: unknown key {key!r}" + (f"; {hint}" if hint else "")
 
 
 def _layer(data: Any, where: str, problems: list[str], *, extra: tuple[str, ...] = (), shared_ok: bool = True) -> dict:
@@ -141,7 +139,7 @@ def expand_inputs(spec: Any, where: str, problems: list[str]) -> list[Path]:
 
 def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
     """Validate a whole config; every problem is reported with the file and its key path."""
-    from explain_cli.api import settings
+    from explain_cli.options.settings import settings
     from explain_cli.engines import ENGINES
 
     problems: list[str] = []
@@ -210,10 +208,8 @@ def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None)
 
 
 def _method_problem(name: str, engines: Any) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(engines), n=1)
-    return f"must be one of {', '.join(engines)}, got {name!r}" + (f" (did you mean {close[0]}?)" if close else "")
+    hint = suggest(name, engines)
+    return f"must be one of {', '.join(engines)}, got {name!r}" + (f" ({hint})" if hint else "")
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import RAISED_LINE, ExplainError, OptionError, one_line
 from explain_cli.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -25,17 +25,9 @@ AUTO_BATCH = {"cuda": 128}
 DEFAULT_BATCH = 64
 
 
-def resolve_batch_size(value: "str | int", device: "torch.device") -> int:
-    """The batch size from the ``batch_size`` option: a positive integer, or auto by device (the one place)."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return AUTO_BATCH.get(device.type, DEFAULT_BATCH)
-    if not text.lstrip("-").isdigit():
-        raise OptionError("batch_size", f"must be a positive integer or auto, got {value!r}")
-    size = int(text)
-    if not 1 <= size <= 65536:
-        raise OptionError("batch_size", f"must be between 1 and 65536 (or auto), got {size}")
-    return size
+def resolve_batch_size(size: "int | str", device: "torch.device") -> int:
+    """The batch size on ``device``: the ``batch_size`` option as parsed (an integer, or ``"auto"``: by device)."""
+    return AUTO_BATCH.get(device.type, DEFAULT_BATCH) if size == "auto" else int(size)
 
 
 def compose_segments(x: "torch.Tensor", baseline: "torch.Tensor", segments: "torch.Tensor", z: "torch.Tensor") -> "torch.Tensor":
@@ -109,7 +101,8 @@ class Evaluator:
         self.forward_s = 0.0
         self.targets: "torch.Tensor | None" = None
 
-    def _autocast(self):
+    def autocast(self):
+        """The autocast context of the chosen precision (none for fp32)."""
         import torch
 
         if self.precision == "fp32":
@@ -161,7 +154,7 @@ class Evaluator:
         import torch
 
         start = time.perf_counter()
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             raw = _guarded("model", self.model, inputs)
             out = _guarded("target callable", self.head, raw) if self.head is not None else raw
         out = self._scores(out, len(inputs))
@@ -218,30 +211,6 @@ class Evaluator:
             start = stop
 
 
-_RAISED = None
-
-
-def _first_line(text: str) -> str:
-    """An exception's own message on one line.
-
-    TorchScript wraps it in two tracebacks and ends with ``builtins.RuntimeError: message`` (the
-    message may span lines); eager messages are joined line by line.
-    """
-    import re
-
-    global _RAISED
-    if _RAISED is None:
-        _RAISED = re.compile(r"^(?:builtins\.)?[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b[^:]*: ")
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
-        starts = [i for i, line in enumerate(lines) if _RAISED.match(line)]
-        lines = lines[starts[-1]:] if starts else lines[-1:]
-        lines[0] = lines[0].removeprefix("builtins.")
-    return " ".join(lines)
-
-
 def _guarded(what: str, fn: Callable, arg: object) -> object:
     """Call the user's model or target callable; its failure becomes one line with its own message.
 
@@ -254,9 +223,9 @@ def _guarded(what: str, fn: Callable, arg: object) -> object:
     except (ExplainError, MemoryError, KeyboardInterrupt, torch.cuda.OutOfMemoryError):
         raise
     except Exception as exc:
-        first = _first_line(str(exc))
+        first = one_line(str(exc))
         shape = list(arg.shape) if hasattr(arg, "shape") else type(arg).__name__
-        said = first[:300] if first and _RAISED.match(first) else (
+        said = first[:300] if first and RAISED_LINE.match(first) else (
             type(exc).__name__ + (": " + first[:300] if first else ""))  # TorchScript's line names the real type
         raise ExplainError(f"the {what} failed on a batch of shape {shape}: {said}") from None
 

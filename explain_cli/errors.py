@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Iterable
 
 
 class ExplainError(Exception):
     """Bad usage or bad input: shown as one line on stderr, exit code 2.
 
-    The message names the problem and, where there is one, the fix.
+    The message names the problem and, where there is one, the fix. It names options in the
+    library's words, in backquotes (``raise the limit with `max_pixels```), so that the command
+    line can show its flags instead (``--max-pixels``).
     """
 
     exit_code = 2
@@ -18,23 +21,13 @@ class OptionError(ExplainError):
     """A bad value for one option, named in the library's words (``samples``).
 
     Each interface renders the name its own way: the CLI as ``--samples``, YAML as the key
-    path, Python as ``samples=``. ``problem`` completes a sentence whose subject is the option.
+    path, Python as ``samples``. ``problem`` completes a sentence whose subject is the option.
     """
 
     def __init__(self, option: str, problem: str) -> None:
         self.option = option
         self.problem = problem
-        super().__init__(self.render("python"))
-
-    def render(self, style: str = "python") -> str:
-        """The message with the option named as ``style`` spells it: cli | yaml | python."""
-        if style == "cli":
-            name = "--" + self.option.replace("_", "-")
-        elif style == "yaml":
-            name = self.option
-        else:
-            name = f"{self.option}="
-        return f"{name} {self.problem}" if style != "python" else f"{self.option} {self.problem}"
+        super().__init__(f"{option} {problem}")
 
 
 def install_hint(extra: str) -> str:
@@ -50,3 +43,58 @@ def require_module(name: str, needed_for: str, extra: str) -> Any:
         return importlib.import_module(name)
     except ImportError:
         raise ExplainError(f"{needed_for}: {install_hint(extra)}") from None
+
+
+def suggest(word: str, choices: Iterable[Any], *, n: int = 1, quote: bool = False) -> str:
+    """``did you mean X?`` naming the choices closest to ``word`` (at most ``n``), or ``""``.
+
+    Case is ignored when matching; the choices are named as given (``quote``: as ``repr``).
+
+    >>> suggest("lyme", ["lime", "rise"])
+    'did you mean lime?'
+    >>> suggest("RDBU_R", ["RdBu_r", "inferno"], quote=True)
+    "did you mean 'RdBu_r'?"
+    >>> suggest("zzz", ["lime"])
+    ''
+    """
+    import difflib
+
+    names = [str(c) for c in choices]
+    by_folded: dict[str, str] = {}
+    for name in names:
+        by_folded.setdefault(name.casefold(), name)
+    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=n)
+    if not close:
+        return ""
+    shown = [repr(by_folded[c]) if quote else by_folded[c] for c in close]
+    return f"did you mean {', '.join(shown)}?"
+
+
+#: A line that names the exception it reports: ``RuntimeError: ...``, ``builtins.ValueError ...: ...``.
+RAISED_LINE = re.compile(r"^(?:builtins\.)?[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b[^:]*: ")
+
+
+def one_line(exc: BaseException | str) -> str:
+    """An exception's own message on one line (its type name when it has no message).
+
+    TorchScript wraps the message in two tracebacks and ends with ``builtins.RuntimeError:
+    message`` (which may span lines): that last raised line and what follows are kept. Other
+    messages are joined line by line, up to a C++ backtrace (``Exception raised from ...``).
+
+    >>> one_line(ValueError("bad\\n  header"))
+    'bad header'
+    >>> one_line(KeyError())
+    'KeyError'
+    """
+    text = str(exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
+        starts = [i for i, line in enumerate(lines) if RAISED_LINE.match(line)]
+        lines = lines[starts[-1]:] if starts else lines[-1:]
+        lines[0] = lines[0].removeprefix("builtins.")
+    else:
+        cut = next((i for i, line in enumerate(lines) if i and line.startswith("Exception raised from ")), len(lines))
+        lines = lines[:cut]
+    return " ".join(" ".join(line.split()) for line in lines)

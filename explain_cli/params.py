@@ -1,7 +1,7 @@
 """How an engine declares its parameters: dataclass fields that carry their help, choices and range.
 
 An engine's parameters are a frozen dataclass whose fields are made with :func:`param`. The
-option schema (:mod:`explain_cli.options`) reads these fields, so the CLI flag, the YAML key,
+option schema (:mod:`explain_cli.options.schema`) reads these fields, so the CLI flag, the YAML key,
 the Python keyword, ``explain info`` and the README's option table all come from this one
 declaration, and :func:`check_params` validates every value the same way everywhere.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
-from explain_cli.errors import OptionError
+from explain_cli.errors import OptionError, suggest
 
 
 def param(
@@ -49,7 +49,7 @@ def param(
     )
 
 
-def check_value(name: str, value: Any, kind: type, meta: dict[str, Any]) -> Any:
+def check_value(name: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
     """Validate one value against its declaration; returns it converted (int → float where a float is declared).
 
     Raises
@@ -88,10 +88,8 @@ def check_value(name: str, value: Any, kind: type, meta: dict[str, Any]) -> Any:
             raise OptionError(name, f"must be at most {_fmt(hi)}, got {_fmt(value)}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = suggest(str(value), choices)
+        hint = f" ({hint})" if hint else ""
         raise OptionError(name, f"must be one of {', '.join(str(c) for c in choices)}, got {value!r}{hint}")
     return value
 

@@ -23,8 +23,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Resampling modes a resize may use: the torchvision ``InterpolationMode`` values that resize tensors.
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "nearest-exact")
-#: Largest model-input side accepted (a 4096² float image is already 200 MB per copy).
-MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,7 @@ class Geometry:
             ch, cw = spec.crop
             if ch > rh or cw > rw:
                 raise ExplainError(
-                    f"crop {ch}x{cw} is larger than the resized image {rh}x{rw}; use a larger resize or --size"
+                    f"crop {ch}x{cw} is larger than the resized image {rh}x{rw}; use a larger resize or set `size`"
                 )
             top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))  # as center_crop rounds
         else:
@@ -195,47 +193,20 @@ class Prepared:
     extra: dict = field(default_factory=dict)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``H`` or ``H,W`` into a positive (H, W) pair."""
-    try:
-        parts = [int(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise OptionError("size", f"must be H or H,W with positive integers, e.g. 224 or 224,160; got {text!r}")
-    if max(parts) > MAX_SIDE:
-        raise OptionError("size", f"must be at most {MAX_SIDE} pixels a side, got {text!r}")
-    return parts[0], parts[1]
-
-
-def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    """Comma-separated finite numbers for ``option`` (its name, e.g. ``mean``)."""
-    import math
-
-    try:
-        values = tuple(float(p) for p in str(text).split(","))
-    except ValueError:
-        raise OptionError(option, f"must be comma-separated numbers, e.g. 0.5,0.5,0.5; got {text!r}") from None
-    if not all(math.isfinite(v) for v in values):
-        raise OptionError(option, f"must be finite numbers, got {text!r}")
-    return values
-
-
 def resolve_preprocess(
     preset: str | None,
     *,
     model_default: Preprocess | None,
     input_kind: str,
-    size: str | None = None,
-    mean: str | None = None,
-    std: str | None = None,
+    size: tuple[int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Preprocess:
     """Pick the preprocessing: explicit options > preset > the model's own > a default by input kind.
 
     Tensor inputs are taken as model input as they are (``none``) unless asked otherwise;
-    images use the model's own transforms when it declares them, else ``imagenet``.
+    images use the model's own transforms when it declares them, else ``imagenet``. ``size``,
+    ``mean`` and ``std`` are the options as their parse hooks give them (:mod:`explain_cli.options.parse`).
     """
     if preset in (None, "auto"):
         if input_kind == "tensor":
@@ -252,14 +223,11 @@ def resolve_preprocess(
         raise OptionError("preprocess", f"must be one of auto, model, {', '.join(PRESETS)}, got {preset!r}")
     changes: dict = {}
     if size:
-        changes.update(size=parse_size(size), resize=None, crop=None)
+        changes.update(size=tuple(size), resize=None, crop=None)
     if mean:
-        changes["mean"] = parse_floats(mean, "mean")
+        changes["mean"] = tuple(mean)
     if std:
-        values = parse_floats(std, "std")
-        if any(v <= 0 for v in values):
-            raise OptionError("std", f"must be positive, got {std!r}")
-        changes["std"] = values
+        changes["std"] = tuple(std)
     if changes:
         base = Preprocess(**{**base.__dict__, **changes, "name": f"{base.name}+custom"})
     return base
@@ -318,3 +286,81 @@ def labels_to_model(labels: np.ndarray, spec: Preprocess) -> np.ndarray:
     ids = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float64))[None]  # float64 holds every id exactly
     out = geometry.to_model(ids, "nearest")[0].long()
     return out.numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparation: the one path from an input to the model's view and its superpixels.
+# ---------------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from collections import OrderedDict
+
+    from explain_cli.inputs import LoadedInput
+    from explain_cli.options.groups import Settings
+    from explain_cli.segmentation import Segmentation
+
+
+@dataclass
+class PreparedInput:
+    """An input as the model sees it, and its segmentation (None when not asked for)."""
+
+    item: "LoadedInput"
+    spec: Preprocess
+    prepared: Prepared
+    segmentation: "Segmentation | None"
+
+
+def prepare(item: "LoadedInput", cfg: "Settings", *, model_default: Preprocess | None = None,
+            with_segments: bool = True, cache: "OrderedDict | None" = None) -> PreparedInput:
+    """Preprocess one input and segment the image the model sees; ``explain segment`` uses this too.
+
+    ``model_default`` is the preprocessing the model declares (``LoadedModel.preprocess``).
+    ``cache`` (if given) memoises by everything that changes the result: the input's content, the
+    preprocessing, the segmenter and its parameters, and the user's label map.
+    """
+    import hashlib
+    import json
+
+    from explain_cli.segmentation import segment, to_segmentation_space
+
+    opts, seg_opts = cfg.input, cfg.segmentation
+    spec = resolve_preprocess(opts.preprocess, model_default=model_default, input_kind=item.kind,
+                              size=opts.size, mean=opts.mean, std=opts.std)
+    key = None
+    if cache is not None:
+        label_key = hashlib.sha256(seg_opts.label_map.tobytes()).hexdigest() if seg_opts.label_map is not None else None
+        key = json.dumps([item.sha256, item.kind, spec.to_dict(), with_segments and seg_opts.algorithm,
+                          seg_opts.params, label_key], sort_keys=True, default=str)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    prepared = apply_preprocess(item.pixels, spec)
+    seg = None
+    if with_segments:
+        if seg_opts.label_map is not None:
+            seg = _user_segmentation(seg_opts.label_map, item, prepared, spec)
+        else:
+            image = to_segmentation_space(prepared.pixels.numpy(), rescale=item.kind == "tensor")
+            seg = segment(image, seg_opts.algorithm, **seg_opts.params)
+    result = PreparedInput(item=item, spec=spec, prepared=prepared, segmentation=seg)
+    if cache is not None:
+        cache[key] = result
+        while len(cache) > 16:  # a batch visits each input's methods in a row; keep a few
+            cache.popitem(last=False)
+    return result
+
+
+def _user_segmentation(labels: np.ndarray, item: "LoadedInput", prepared: Prepared, spec: Preprocess) -> "Segmentation":
+    """A user's label map at the input's resolution (carried through resize and crop) or at the model's."""
+    from explain_cli.segmentation import Segmentation, relabel
+
+    model_shape = tuple(prepared.x.shape[1:])
+    input_shape = tuple(item.pixels.shape[1:])
+    if labels.shape == model_shape:
+        mapped = labels
+    elif labels.shape == input_shape:
+        mapped = labels_to_model(labels, spec)
+    else:
+        raise OptionError("segments", f"label map is {list(labels.shape)} but the input is {list(input_shape)} "
+                          f"and the model sees {list(model_shape)}; give one of those shapes")
+    return Segmentation(labels=relabel(mapped), algorithm="labels", params={"shape": list(labels.shape)})

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from explain_cli import __version__
+from explain_cli._version import __version__
 from explain_cli.engines.base import Attribution
 from explain_cli.preprocess import Geometry
 from explain_cli.segmentation import Segmentation
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from explain_cli.options.groups import OutputOptions
 
 SCHEMA_VERSION = 1
 TOP_NUMBERED = 5  # segments outlined and numbered on the heatmap
@@ -75,7 +77,7 @@ class Explanation:
     display: np.ndarray | None = None  # (H0, W0, 3) uint8 picture the heatmap is drawn over
     stem: str = "input"  # output file names: STEM.METHOD.png/json
     signed: bool = True  # signed scores (diverging colours) or non-negative (sequential)
-    render_options: dict[str, Any] = field(default_factory=dict)  # boundaries, save_map, ...
+    render_options: OutputOptions = field(default_factory=lambda: _default_output())  # how it is drawn and saved
     evaluation: dict[str, Any] = field(default_factory=dict)  # faithfulness metrics, when asked for
     curves: list[Any] = field(default_factory=list)  # deletion/insertion curves behind `evaluation`
 
@@ -139,7 +141,16 @@ class Explanation:
         return self.to_json()
 
     def render(self, **options: Any) -> "Image.Image":
-        """The heatmap picture as a PIL image (what the PNG holds)."""
+        """The heatmap picture as a PIL image (what the PNG holds).
+
+        ``options`` change how it is drawn, by their option names: ``boundaries``, ``style``,
+        ``opacity``, ``cmap``, ``scale`` (default: as explained).
+
+        Raises
+        ------
+        OptionError
+            A name that is not one of these (a misspelt one too), or a bad value.
+        """
         from PIL import Image
 
         return Image.open(io.BytesIO(self._png(**options)))
@@ -148,13 +159,14 @@ class Explanation:
         return self._png()
 
     def _png(self, **options: Any) -> bytes:
+        from explain_cli.options.settings import output_options
         from explain_cli.preprocess import map_to_original
         from explain_cli.render import render_png
 
-        opts = {**self.render_options, **options}
+        opts = output_options(self.render_options, **options) if options else self.render_options
         full = self.pixel_maps()
         # Boundaries help read segment-level scores; pixel-level maps (RISE) are clearer without them.
-        show_edges = opts.get("boundaries", True) and self.attribution.pixel_maps is None
+        show_edges = opts.boundaries and self.attribution.pixel_maps is None
         labels_full = map_to_original(self.segmentation.labels[None], self.geometry, nearest=True)[0] if show_edges else None
         captions = []
         drawn = min(len(self.targets), MAX_PANELS)
@@ -175,12 +187,11 @@ class Explanation:
         # the top segments are numbered as the JSON ranks them (largest score first)
         top = [[g for g, _ in self._top_row(TOP_NUMBERED, k)] for k in range(drawn)] if show_edges else None
         return render_png(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
-                          style=opts.get("style", "overlay"), alpha=opts.get("opacity", 0.7), cmap=opts.get("cmap"),
-                          scale=opts.get("scale", "figure"), top_segments=top)
+                          style=opts.style, alpha=opts.opacity, cmap=opts.cmap, scale=opts.scale, top_segments=top)
 
     def output_paths(self, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Where :meth:`save` writes: STEM.METHOD.png, .json, and .npy with ``save_map``."""
-        return output_paths(Path(out_dir), stem or self.stem, self.method, bool(self.render_options.get("save_map")),
+        return output_paths(Path(out_dir), stem or self.stem, self.method, self.render_options.save_map,
                             bool(self.curves))
 
     def files(self) -> dict[str, bytes]:
@@ -191,7 +202,7 @@ class Explanation:
         """
         files = {"png": self._png(),
                  "json": json.dumps(self.to_json(), indent=2, allow_nan=False).encode() + b"\n"}
-        if self.render_options.get("save_map"):
+        if self.render_options.save_map:
             buffer = io.BytesIO()
             np.save(buffer, self.pixel_maps().astype(np.float32), allow_pickle=False)
             files["npy"] = buffer.getvalue()
@@ -275,6 +286,12 @@ class Explanation:
                 "numpy": np.__version__,
             },
         }
+
+
+def _default_output() -> OutputOptions:
+    from explain_cli.options.settings import default_output
+
+    return default_output()
 
 
 def _number(value: float) -> float | None:

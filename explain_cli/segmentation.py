@@ -134,11 +134,34 @@ def to_segmentation_space(pixels: np.ndarray, *, rescale: bool) -> np.ndarray:
     return np.clip(array, 0.0, 1.0).transpose(1, 2, 0)
 
 
-#: Valid ranges of segmenter parameters (inclusive); anything else must still be a finite number.
-PARAM_RANGES: dict[str, tuple[float, float]] = {
-    "n_segments": (1, 100_000), "compactness": (0.0, 1e6), "sigma": (0.0, 100.0), "kernel_size": (0.0, 100.0),
-    "max_dist": (0.0, 1e6), "ratio": (0.0, 1.0), "scale": (0.0, 1e6), "min_size": (0, 1_000_000),
-}
+def check_segmenter_params(algorithm: str, params: dict[str, Any],
+                           ranges: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """The parameters ``algorithm`` takes, each a number in its range; returns those set (not None).
+
+    ``ranges`` (inclusive) come from the option schema; a parameter without one must still be a
+    finite number of at most 1e6 in size.
+
+    Raises
+    ------
+    OptionError
+        Unknown algorithm or parameter, or a value out of range (naming ``n_segments`` or
+        ``compactness`` when it is one of those, else ``seg_param``).
+    """
+    if algorithm not in SEGMENTERS:
+        raise OptionError("segments", f"must be one of {', '.join(SEGMENTERS)} or a label-map file, got {algorithm!r}")
+    accepted = segmenter_params(algorithm)
+    given = {k: v for k, v in params.items() if v is not None}
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise OptionError("seg_param", f"{unknown[0]}: segmentation {algorithm} has no such parameter; "
+                          f"it takes {', '.join(accepted)}")
+    for key, value in given.items():
+        lo, hi = (ranges or {}).get(key, (-1e6, 1e6))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or not lo <= value <= hi:
+            option = key if key in ("n_segments", "compactness") else "seg_param"
+            raise OptionError(option, f"{key + ' ' if option == 'seg_param' else ''}must be a number in "
+                              f"[{lo:g}, {hi:g}] for {algorithm}, got {value!r}")
+    return given
 
 
 def segment(image: np.ndarray, algorithm: str = "slic", **params: Any) -> Segmentation:
@@ -156,7 +179,8 @@ def segment(image: np.ndarray, algorithm: str = "slic", **params: Any) -> Segmen
     Raises
     ------
     OptionError
-        Unknown algorithm or parameter, or a parameter value out of range.
+        Unknown algorithm or parameter, or a parameter that is not a finite number (the option
+        schema checks the ranges: :func:`explain_cli.options.schema.check_segmentation`).
 
     Examples
     --------
@@ -164,20 +188,8 @@ def segment(image: np.ndarray, algorithm: str = "slic", **params: Any) -> Segmen
     >>> seg.n_segments, seg.labels[0, 0], seg.labels[7, 7]
     (4, 0, 3)
     """
-    if algorithm not in SEGMENTERS:
-        raise OptionError("segments", f"must be one of {', '.join(SEGMENTERS)} or a label-map file, got {algorithm!r}")
+    given = check_segmenter_params(algorithm, params)
     accepted = segmenter_params(algorithm)
-    given = {k: v for k, v in params.items() if v is not None}
-    unknown = sorted(set(given) - set(accepted))
-    if unknown:
-        raise OptionError("seg_param", f"{unknown[0]}: segmentation {algorithm} has no such parameter; "
-                          f"it takes {', '.join(accepted)}")
-    for key, value in given.items():
-        lo, hi = PARAM_RANGES.get(key, (-1e6, 1e6))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or not lo <= value <= hi:
-            option = key if key in ("n_segments", "compactness") else "seg_param"
-            raise OptionError(option, f"{key + ' ' if option == 'seg_param' else ''}must be a number in "
-                              f"[{lo:g}, {hi:g}] for {algorithm}, got {value!r}")
     try:
         raw = SEGMENTERS[algorithm](image, **given)
     except (ValueError, TypeError) as exc:
@@ -229,59 +241,3 @@ def few_segments_advice(algorithm: str) -> str:
         "felzenszwalb": "lower seg_param scale or min_size",
         "labels": "pass a label map with more regions",
     }.get(algorithm, "try `explain segment`")
-
-
-def check_label_map(labels: Any, source: str) -> np.ndarray:
-    """Validate a user's label map (captum's feature_mask): a 2-D integer array, relabelled 0..M-1.
-
-    Raises
-    ------
-    OptionError
-        Not 2-D, not integers (booleans and fractional floats refused), or empty.
-    """
-    try:
-        import torch
-
-        if isinstance(labels, torch.Tensor):
-            labels = labels.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    array = np.asarray(labels)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2 or min(array.shape) < 1:
-        raise OptionError("segments", f"label map {source} must be 2-D (H, W), got shape {list(array.shape)}")
-    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-        array = array.astype(np.int64)
-    if array.dtype.kind not in "iu":
-        raise OptionError("segments", f"label map {source} must hold integer ids, got dtype {array.dtype}")
-    return relabel(array)
-
-
-def load_label_map(path: str) -> np.ndarray:
-    """Read a label map from ``.npy`` (no pickles) or an image file (grey/16-bit ids, or one id per colour)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise OptionError("segments", f"must be one of {', '.join(SEGMENTERS)} or an existing label-map file; "
-                          f"{path!r} is neither")
-    if p.suffix.lower() == ".npy":
-        try:
-            array = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise OptionError("segments", f"label map {p} is not a readable .npy array: {exc}") from None
-        return check_label_map(array, str(p))
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(p) as img:
-            img.load()
-            if img.mode in ("RGB", "RGBA"):
-                rgb = np.asarray(img.convert("RGB"), dtype=np.int64)
-                array = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # one id per colour
-            else:
-                array = np.asarray(img if img.mode in ("L", "P", "I", "I;16") else img.convert("I"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise OptionError("segments", f"label map {p} is not a .npy file or an image Pillow can read: {exc}") from None
-    return check_label_map(array, str(p))

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import ExplainError, OptionError, suggest
 
 
 def load_labels(spec: str | None, model_labels: list[str] | None) -> tuple[list[str] | None, str]:
@@ -49,23 +49,22 @@ def resolve_targets(requested: Sequence[Any], top_k: int, outputs: np.ndarray, l
             if not 0 <= index < n:
                 raise OptionError("target", f"{index} is out of range: the model has {n} outputs (0..{n - 1})")
         else:
-            index = _label_index(item, labels)
+            index = label_index(item, labels)
         if index not in chosen:
             chosen.append(index)
     return chosen
 
 
-def _label_index(name: str, labels: list[str] | None) -> int:
+def label_index(name: str, labels: list[str] | None) -> int:
+    """The index of the label ``name`` (case ignored); an OptionError naming ``target`` suggests close labels."""
     if labels is None:
         raise OptionError("target", f"{name!r} is a name but the model has no labels; pass labels FILE or an index")
     lowered = [v.lower() for v in labels]
     if name.lower() in lowered:
         return lowered.index(name.lower())
-    import difflib
-
-    close = difflib.get_close_matches(name.lower(), lowered, n=3)
+    close = suggest(name, labels, n=3, quote=True)
     if close:
-        hint = f"; did you mean {', '.join(repr(labels[lowered.index(c)]) for c in close)}?"
+        hint = f"; {close}"
     elif len(labels) <= 12:
         hint = f"; they are {', '.join(labels)}"
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, one_line
 from explain_cli.fileio import read_error_reason, require_file
 
 #: Largest config file read, in bytes. Real configs are a few kB.
@@ -107,7 +107,7 @@ def loads_yaml(text: str, *, source: str = "YAML", max_nodes: int = MAX_NODES) -
             f"remove control characters"
         ) from None
     except yaml.YAMLError as exc:
-        raise ExplainError(f"{source}: {' '.join(str(exc).split())}") from None
+        raise ExplainError(f"{source}: {one_line(str(exc))}") from None
     except RecursionError:
         raise ExplainError(f"{source}: nesting too deep; flatten the document") from None
     except (ValueError, TypeError, OverflowError) as exc:

@@ -42,7 +42,7 @@ class CliResult:
 @pytest.fixture
 def cli(capsys):
     """Run `explain ARGS` in-process through the real entry point (usage-error handling included)."""
-    from explain_cli.cli import main
+    from explain_cli.cli.app import main
 
     def invoke(*args: str) -> CliResult:
         capsys.readouterr()

@@ -340,6 +340,32 @@ def test_option_of_another_method():
     assert "rise" in str(info.value)
 
 
+@pytest.mark.parametrize("option,value,model", [
+    ("device", "toaster", "module"), ("device", "cuda:99", "module"),
+    ("weights", "w.pth", "module"), ("weights", "w.pth", "file"),
+    ("kernel_width", 0.0, "module"), ("kernel_width", -1.0, "module"),
+])
+def test_python_errors_name_the_option_not_a_flag(option, value, model, linear_script):
+    """explain() callers read option names (``kernel_width``), never CLI flags (``--kernel-width``)."""
+    kwargs = {option: value, **({"method": "lime"} if option == "kernel_width" else {})}
+    with pytest.raises(OptionError) as info:
+        explain(make_linear() if model == "module" else linear_script, _x(), **kwargs)
+    assert info.value.option == option and str(info.value).startswith(option), str(info.value)
+    assert "--" not in str(info.value), str(info.value)
+
+
+def test_render_takes_drawing_options_and_refuses_a_misspelt_one(cropped):
+    e = cropped
+    assert e.render(opacity=0.3, scale="panel").size == e.render().size
+    with pytest.raises(OptionError, match="did you mean 'opacity'") as info:
+        e.render(opacty=0.3)
+    assert info.value.option == "opacty"
+    with pytest.raises(OptionError, match="at most 1"):
+        e.render(opacity=2)
+    with pytest.raises(OptionError, match="not a drawing option"):
+        e.render(samples=10)
+
+
 # 9. the README's Python example runs ----------------------------------------------------------
 
 def _readme_python_example() -> str:

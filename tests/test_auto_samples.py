@@ -149,7 +149,7 @@ def test_cli_refuses(cli, linear_script, small_image, tmp_path, args, needle):
 
 
 def test_python_errors_name_the_option():
-    from explain_cli.api import settings
+    from explain_cli.options.settings import settings
 
     with pytest.raises(OptionError) as err:
         settings({"method": "partition", "samples": "auto"})

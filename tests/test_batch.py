@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from explain_cli.batch.plan import in_shard, plan_items
-from explain_cli.api import settings
+from explain_cli.options.settings import settings
 from explain_cli.config import load_config
 from tests.conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODEL
 
@@ -95,7 +95,7 @@ def test_precedence_cli_over_method_over_job_over_defaults(tmp_path, linear_scri
     path = write(tmp_path, config)
     (lime_cfg, shap_cfg) = [settings(*layers) for _, layers in load_config(path)[0].methods]
     assert (lime_cfg.seed, shap_cfg.seed) == (3, 2)
-    assert lime_cfg.top_k == 3 and lime_cfg.output == "logits"
+    assert lime_cfg.targets.top_k == 3 and lime_cfg.targets.output == "logits"
     (lime_cfg, shap_cfg) = [settings(*layers) for _, layers in load_config(path, {"seed": 9})[0].methods]
     assert lime_cfg.seed == shap_cfg.seed == 9
 

@@ -11,6 +11,7 @@ import yaml
 
 from explain_cli import explain
 from explain_cli.baselines import make_baseline
+from explain_cli.options.parse import parse_baseline
 from explain_cli.preprocess import PRESETS
 from tests.conftest import SAMPLE_IMAGES, SAMPLE_MODEL, make_linear
 
@@ -22,7 +23,7 @@ def test_every_baseline_is_used_and_efficiency_holds(spec):
     x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
     (e,) = explain(model, x, method="kernelshap", baseline=spec, samples=200, output="logits", n_segments=9,
                    preprocess="none")
-    b = make_baseline(spec, x, PRESETS["none"], input_kind="tensor")
+    b = make_baseline(parse_baseline(spec), x, PRESETS["none"], input_kind="tensor")
     expected = model(b[None])[0, e.targets[0]].item()
     assert e.attribution.baseline_score[0] == pytest.approx(expected, rel=1e-5, abs=1e-5)
     assert e.scores[0].sum() == pytest.approx(e.target_scores[0] - expected, abs=1e-6)

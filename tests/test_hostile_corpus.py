@@ -490,9 +490,9 @@ def test_kernelshap_negative_r2_is_explained(monkeypatch):
 
 
 def test_long_run_is_announced_before_the_engine_starts(zoo, monkeypatch):
-    from explain_cli import api
+    from explain_cli import announce
 
-    monkeypatch.setattr(api, "LONG_RUN_S", 0.0)
+    monkeypatch.setattr(announce, "LONG_RUN_S", 0.0)
     heard: list[tuple[str, int]] = []
     evaluations_at_warning = []
 

@@ -39,7 +39,10 @@ from explain_cli.fileio import (
     require_file,
     sweep_stale_temps,
 )
-from explain_cli.inputs import MIN_SIDE, image_to_float, load_input, read_npy_header
+from explain_cli.inputs import load_input
+from explain_cli.inputs.images import image_to_float
+from explain_cli.inputs.limits import MIN_SIDE
+from explain_cli.inputs.tensors import read_npy_header
 from explain_cli.yamlio import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -398,10 +401,10 @@ def test_max_pixels_is_configurable(tmp_path):
     Image.new("L", (100, 50), 7).save(tmp_path / "wide.png")
     np.save(tmp_path / "wide.npy", np.zeros((3, 50, 100), dtype=np.float32))
     for name in ("wide.png", "wide.npy"):
-        with pytest.raises(ExplainError, match=r"100×50 = 0.0 megapixels.*--max-pixels"):
+        with pytest.raises(ExplainError, match=r"100×50 = 0.0 megapixels.*with `max_pixels`"):
             load_input(tmp_path / name, max_pixels=4999)
         assert load_input(tmp_path / name, max_pixels=5000).pixels.shape[1:] == (50, 100)
-    with pytest.raises(ExplainError, match="--max-pixels must be at least"):
+    with pytest.raises(ExplainError, match="max_pixels must be at least"):
         load_input(tmp_path / "wide.png", max_pixels=3)
 
 

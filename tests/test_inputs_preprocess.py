@@ -64,7 +64,7 @@ def test_apply_preprocess_crop_matches_geometry():
 
 
 def test_size_option_and_precedence():
-    spec = resolve_preprocess("imagenet", model_default=None, input_kind="image", size="100,120", mean="0.5")
+    spec = resolve_preprocess("imagenet", model_default=None, input_kind="image", size=(100, 120), mean=(0.5,))
     assert spec.size == (100, 120) and spec.crop is None and spec.mean == (0.5,)
     assert resolve_preprocess("auto", model_default=None, input_kind="tensor").name == "none"
     with pytest.raises(ExplainError, match="preprocess must be one of"):

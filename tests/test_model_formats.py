@@ -116,7 +116,7 @@ def test_default_weights_offline_is_one_line_and_stdout_stays_clean(monkeypatch,
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     message = one_line_error("torchvision:squeezenet1_1", weights="DEFAULT")
-    assert "checkpoints" in message and "--weights FILE" in message
+    assert "checkpoints" in message and "pass `weights` FILE" in message
     assert capsys.readouterr().out == ""
 
 
@@ -132,7 +132,7 @@ def test_timm_default_weights_offline_names_the_cache(monkeypatch, capsys):
     real = timm.create_model
     monkeypatch.setattr(timm, "create_model", offline)
     message = one_line_error("timm:test_resnet", weights="DEFAULT")
-    assert "Hugging Face cache" in message and "--weights FILE" in message
+    assert "Hugging Face cache" in message and "pass `weights` FILE" in message
     assert capsys.readouterr().out == ""
 
 
@@ -156,7 +156,7 @@ def test_imagenet_labels_by_name_and_files(tmp_path):
     assert resolve_labels(None, ["a"]) == ["a"]
     (tmp_path / "l.txt").write_text("x\ny\n")
     assert resolve_labels(str(tmp_path / "l.txt")) == ["x", "y"]
-    with pytest.raises(ExplainError, match="--labels imagenet"):
+    with pytest.raises(ExplainError, match="or `labels` imagenet"):
         resolve_labels(str(tmp_path / "missing.txt"))
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from explain_cli import options as schema
+from explain_cli.options import schema
 from explain_cli.engines import ENGINES
-from explain_cli.options import OPTIONS
+from explain_cli.options.schema import OPTIONS
 from tests.conftest import ROOT
 
 
@@ -56,7 +56,7 @@ def test_run_help_shows_every_schema_default(help80):
 def test_typer_defaults_are_none_so_given_means_explicit(monkeypatch, cli, tmp_path):
     import typer.main
 
-    from explain_cli import cli as cli_module
+    from explain_cli.cli import app as cli_module
 
     run = typer.main.get_command(cli_module.app).commands["run"]
     by_name = {p.name: p for p in run.params}
@@ -84,7 +84,7 @@ def _schema_defaults(method: str) -> dict:
 
 @pytest.mark.parametrize("method", list(ENGINES))
 def test_yaml_without_keys_gives_schema_defaults(method, tmp_path):
-    from explain_cli.api import settings
+    from explain_cli.options.settings import settings
     from explain_cli.config import load_job
 
     image = tmp_path / "x.npy"
@@ -157,7 +157,7 @@ def test_library_imports_no_typer_or_rich():
 import importlib, pkgutil, sys
 import explain_cli
 names = sorted(m.name for m in pkgutil.walk_packages(explain_cli.__path__, "explain_cli."))
-names = [n for n in names if n not in ("explain_cli.cli", "explain_cli.__main__")]
+names = [n for n in names if n.split(".")[1] not in ("cli", "__main__")]  # the CLI package is Typer's
 bad = []
 for name in names:
     importlib.import_module(name)
@@ -210,3 +210,53 @@ def test_numeric_option_rejects_bad_values(name, cli, linear_script, tmp_path):
         assert len(lines) == 1, (o.flag, value, r.stderr)
         assert o.flag in lines[0], (o.flag, value, lines[0])
         assert not (tmp_path / "out").exists()
+
+
+# 13. typed settings: every option lands once, in its panel's group, parsed --------------------
+
+GROUPS = {"Targets": "targets", "Input": "input", "Model": "model", "Output": "output", "Evaluation": "evaluation"}
+
+
+def test_every_panel_option_is_a_field_of_its_typed_group():
+    import dataclasses
+
+    from explain_cli.options.settings import settings
+
+    cfg = settings({"method": "lime"})
+    for panel, group in GROUPS.items():
+        fields = {f.name for f in dataclasses.fields(getattr(cfg, group))}
+        assert {o.name for o in OPTIONS.values() if o.group == panel} <= fields, panel
+    assert dataclasses.is_dataclass(cfg.params) and cfg.params.samples == cfg.values["samples"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.input.size = (1, 1)  # type: ignore[misc]
+
+
+def test_free_form_values_arrive_parsed():
+    from explain_cli.options.settings import settings
+    from explain_cli.render import Scale
+
+    cfg = settings({"size": "224,160", "mean": "0.5", "std": "0.25,0.5,1", "batch_size": "32",
+                    "baseline": "value:128,128,128", "scale": "fixed:-1,1", "out": "o"})
+    assert cfg.input.size == (224, 160) and cfg.input.mean == (0.5,) and cfg.input.std == (0.25, 0.5, 1.0)
+    assert cfg.model.batch_size == 32 and settings({}).model.batch_size == "auto"
+    assert (cfg.baseline.kind, cfg.baseline.values, cfg.baseline.spec) == ("value", (128.0,) * 3, "value:128,128,128")
+    assert cfg.output.scale == Scale("fixed", (-1.0, 1.0)) and str(cfg.output.out) == "o"
+    assert cfg.values["size"] == "224,160"  # the plain values stay what a YAML file or explain() takes
+    assert settings({"method": "permutation", "baseline": "purple"}).baseline is None  # a method without one
+
+
+@pytest.mark.parametrize("layer,option,fragment", [
+    ({"segments": "felzenszwalb", "seg_param": {"scale": -5}}, "seg_param", "scale must be a number in [0, 1e+06]"),
+    ({"segments": "quickshift", "seg_param": {"ratio": 2}}, "seg_param", "ratio must be a number in [0, 1]"),
+    ({"segments": "slic", "seg_param": {"bogus": 1}}, "seg_param", "no such parameter"),
+    ({"segments": "grid", "seg_param": {"n_segments": 0}}, "n_segments", "must be a number in [1, 100000]"),
+    ({"std": "1,0,1"}, "std", "positive"),
+])
+def test_segmenter_and_free_form_values_are_refused_at_resolution(layer, option, fragment):
+    from explain_cli.errors import OptionError
+    from explain_cli.options.settings import settings
+
+    with pytest.raises(OptionError) as info:
+        settings(layer)
+    assert info.value.option == option and fragment in str(info.value), str(info.value)
+

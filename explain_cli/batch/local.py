@@ -34,7 +34,7 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
     job = items[0].job
     first = items[0].cfg
     try:
-        explainer = Explainer(job.model, weights=first.weights, device=first.device, seed=first.seed)
+        explainer = Explainer(job.model, weights=first.model.weights, device=first.model.device, seed=first.seed)
     except Exception as exc:  # the whole job fails, the others go on
         return [finish(Row(job.name, i.input_label, i.method, "failed", error=error_message(exc)), emit, progress)
                 for i in items]
@@ -50,7 +50,7 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
             for p in item.inputs:
                 if p not in loaded:
                     try:
-                        loaded[p] = load_input(p, channels=explainer.model.in_channels or 3, max_pixels=item.cfg.max_pixels)
+                        loaded[p] = load_input(p, channels=explainer.model.in_channels or 3, max_pixels=item.cfg.input.max_pixels)
                     except Exception as exc:
                         loaded[p] = exc
                 if isinstance(loaded[p], Exception):
@@ -58,7 +58,7 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
             inputs = [loaded[p] for p in item.inputs]
             (expl,) = explainer.explain(inputs, progress=None if progress is None else ItemProgress(progress, label),
                                         **item.cfg.values)
-            files = expl.save(Path(item.cfg.out), item.stem)
+            files = expl.save(item.cfg.output.out, item.stem)
             mark_done(row, files, expl.scores[0], expl.evaluations, expl.evaluation)
         except Exception as exc:
             row.error = error_message(exc)

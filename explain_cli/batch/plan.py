@@ -11,10 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from explain_cli.api import Settings, settings
 from explain_cli.config import Job
 from explain_cli.engines import get_engine
 from explain_cli.errors import ExplainError
+from explain_cli.options.groups import Settings
+from explain_cli.options.settings import settings
 from explain_cli.result import check_unique_stems, output_paths
 
 
@@ -36,7 +37,7 @@ class Item:
         return str(self.inputs[0]) if len(self.inputs) == 1 else f"{len(self.inputs)} inputs"
 
     def outputs(self) -> dict[str, Path]:
-        return output_paths(Path(self.cfg.out), self.stem, self.method, self.cfg.save_map)
+        return output_paths(self.cfg.output.out, self.stem, self.method, self.cfg.output.save_map)
 
     def complete(self) -> bool:
         """Every output is a regular file (a folder or a fifo of the same name does not count)."""
@@ -50,7 +51,7 @@ def plan_items(jobs: list[Job]) -> list[Item]:
         for method, layers in job.methods:
             cfg = settings(*layers)
             if get_engine(method).batch:
-                items.append(Item(job, method, cfg, list(job.inputs), cfg.name or "batch"))
+                items.append(Item(job, method, cfg, list(job.inputs), cfg.output.name or "batch"))
                 continue
             # inputs are unique by resolved path already (config.expand_inputs)
             check_unique_stems(job.inputs, "put them in different jobs with different 'out'", where=f"job {job.name}: ")

@@ -227,7 +227,7 @@ def _ship(ray: Any, jobs: list[list[Item]], rows: list[list[Row | None]], emit: 
         model_ref = put(Path(job.model), "model file", "") if Path(job.model).is_file() else None
         # a model the driver cannot read is looked for by the worker, which reports it as the local backend would
         model = (job.model, model_ref if not isinstance(model_ref, str) else None)
-        load = {"weights": first.weights, "device": first.device, "seed": first.seed}
+        load = {"weights": first.model.weights, "device": first.model.device, "seed": first.seed}
         for k, item in enumerate(items):
             refs = [(p, put(p, "input", _INPUT_HINT)) for p in item.inputs]
             failed = next((ref for _, ref in refs if isinstance(ref, str)), None)
@@ -249,8 +249,8 @@ def _row(item: Item, result: dict[str, Any]) -> Row:
     if row.error is None:
         try:
             files = result["files"]
-            out = Path(item.cfg.out)
-            paths = output_paths(out, item.stem, item.method, bool(item.cfg.save_map), "curves" in files)
+            out = item.cfg.output.out
+            paths = output_paths(out, item.stem, item.method, item.cfg.output.save_map, "curves" in files)
             mark_done(row, write_files(out, paths, files), result["scores"], result["evaluations"],
                        result.get("evaluation"))
         except Exception as exc:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from explain_cli.errors import OptionError
+from explain_cli.errors import ExplainError, OptionError, suggest
 from explain_cli.params import check_params
 
 if TYPE_CHECKING:
@@ -49,6 +49,11 @@ class Engine:
     batch: bool = False  # explains a batch of inputs together (permutation) rather than each alone
     uses_baseline: bool = True  # removed segments take the baseline (permutation takes other inputs)
 
+    def check_inputs(self, n: int) -> None:
+        """A batch engine swaps features between inputs, so it needs at least 2 (the rule's one home)."""
+        if self.batch and n < 2:
+            raise ExplainError(f"{self.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
+
 
 #: Engine modules in the order `explain info` and the help list them.
 ENGINE_MODULES = ("kernelshap", "partition", "lime", "rise", "permutation", "ablation")
@@ -73,10 +78,8 @@ ENGINES: dict[str, Engine] = _registry()
 def get_engine(name: str) -> Engine:
     """The engine called ``name``; an unknown name is an error naming the ``method`` option."""
     if name not in ENGINES:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(ENGINES), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = suggest(str(name), ENGINES)
+        hint = f" ({hint})" if hint else ""
         raise OptionError("method", f"must be one of {', '.join(ENGINES)}, got {name!r}{hint}")
     return ENGINES[name]
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from explain_cli.engines.base import Attribution, Engine
 from explain_cli.params import param
-from explain_cli.errors import ExplainError
 
 if TYPE_CHECKING:
     import torch
@@ -32,8 +31,7 @@ def derangement(n: int, generator: "torch.Generator") -> "torch.Tensor":
     """A uniformly random permutation of range(n) with no fixed point (rejection sampling, ~e tries)."""
     import torch
 
-    if n < 2:
-        raise ExplainError("permutation needs at least 2 inputs")
+    ENGINE.check_inputs(n)
     identity = torch.arange(n)
     while True:
         perm = torch.randperm(n, generator=generator)
@@ -48,8 +46,7 @@ def run(problem: "Problem", params: PermutationParams, generator: "torch.Generat
     from explain_cli.core import compose_segments
 
     x = problem.x
-    if x.dim() != 4 or x.shape[0] < 2:
-        raise ExplainError("permutation explains a batch: pass at least 2 inputs (files, a folder or a glob)")
+    ENGINE.check_inputs(x.shape[0] if x.dim() == 4 else 1)
     n, m, k = x.shape[0], problem.n_segments, problem.n_targets
     ev = problem.evaluator
     _, f_b = problem.begin("permutation", n * (1 + params.repeats * m), baseline=False)

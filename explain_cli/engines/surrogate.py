@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import OptionError
 
 SURROGATES = ("ridge", "lasso", "linear")
 
@@ -49,11 +49,11 @@ def fit_linear(z: np.ndarray, y: np.ndarray, w: np.ndarray, *, method: str = "ri
     y = np.asarray(y, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     if method not in SURROGATES:
-        raise ExplainError(f"unknown --surrogate {method!r}; choose one of {', '.join(SURROGATES)}")
+        raise OptionError("surrogate", f"must be one of {', '.join(SURROGATES)}, got {method!r}")
     if alpha < 0:
-        raise ExplainError(f"--alpha must be non-negative, got {alpha}")
+        raise OptionError("alpha", f"must be non-negative, got {alpha}")
     if w.sum() <= 0:
-        raise ExplainError("every sample has zero kernel weight; increase --kernel-width")
+        raise OptionError("kernel_width", "is too small: every sample has zero kernel weight; increase it")
     n, m = z.shape
     wn = w / w.sum()
     z_mean = wn @ z

@@ -222,10 +222,10 @@ def _curve(model: Scorer, x: "torch.Tensor", saliency: "torch.Tensor | np.ndarra
     if x.dim() != 3:
         raise ExplainError(f"x must be one (C, H, W) model input, got shape {tuple(x.shape)}")
     if replacement not in REPLACEMENTS:
-        import difflib
+        from explain_cli.errors import suggest
 
-        close = difflib.get_close_matches(str(replacement), REPLACEMENTS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = suggest(str(replacement), REPLACEMENTS)
+        hint = f" ({hint})" if hint else ""
         raise OptionError("replacement", f"must be one of {', '.join(REPLACEMENTS)}, got {replacement!r}{hint}")
     if not (road_noise >= 0 and math.isfinite(road_noise)):
         raise OptionError("road_noise", f"must be a finite number >= 0, got {road_noise}")

@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from explain_cli.errors import ExplainError, install_hint
+from explain_cli.errors import ExplainError, OptionError, install_hint
 from explain_cli.fileio import require_file
 from explain_cli.models.base import (
     METADATA_FILE,
@@ -122,7 +122,7 @@ def detect_format(source: str) -> str:
     raise ExplainError(
         f"model file {path} is not a TorchScript archive, a torch.export .pt2 or an ONNX file; "
         "export your model with torch.export.save (.pt2), torch.onnx.export (.onnx) or "
-        "torch.jit.script(model).save(PATH), or pass torchvision:ARCH --weights STATE_DICT"
+        "torch.jit.script(model).save(PATH), or pass torchvision:ARCH with `weights` STATE_DICT"
     )
 
 
@@ -168,8 +168,8 @@ def load_model(
             from explain_cli.models.timm import load_timm as load_arch
         return load_arch(source, weights, dev, seed)
     if weights is not None:
-        raise ExplainError(
-            "--weights applies to torchvision:ARCH and timm:NAME models only; a model file carries its own weights"
+        raise OptionError(
+            "weights", "applies to torchvision:ARCH and timm:NAME models only; a model file carries its own weights"
         )
     path = Path(source)
     if kind == "pt2":

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, OptionError
 from explain_cli.preprocess import INTERPOLATIONS, Preprocess
 
 if TYPE_CHECKING:
@@ -82,24 +82,18 @@ def resolve_device(name: str = "auto") -> "torch.device":
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ExplainError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise OptionError("device", f"{name!r} is unknown; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ExplainError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+            raise OptionError("device", "cuda: no CUDA GPU is available here; use `device` cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ExplainError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise OptionError("device", f"{name}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif device.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ExplainError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+            raise OptionError("device", "mps: Apple MPS is not available here; use `device` cpu or auto")
     elif device.type != "cpu":
-        raise ExplainError(f"unsupported --device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise OptionError("device", f"{name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return device
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text (torch often appends long C++ traces)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- metadata

@@ -135,10 +135,10 @@ def load_detector(source: str, weights: str | None, device: "torch.device", seed
 
     arch_name = source[len(TORCHVISION_PREFIX):]
     if arch_name not in DETECTORS:
-        import difflib
+        from explain_cli.errors import suggest
 
-        close = difflib.get_close_matches(arch_name, list(DETECTORS), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = suggest(arch_name, DETECTORS, n=3)
+        hint = f"{hint} " if hint else ""
         raise ExplainError(f"unknown torchvision detector {arch_name!r}; {hint}supported: {', '.join(DETECTORS)}")
     arch = DETECTORS[arch_name]
     if "score_thresh" in build:

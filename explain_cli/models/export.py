@@ -14,9 +14,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError, require_module
+from explain_cli.errors import ExplainError, one_line, require_module
 from explain_cli.fileio import atomic_write_bytes
-from explain_cli.models.base import METADATA_FILE, LoadedModel, first_line, validate_metadata
+from explain_cli.models.base import METADATA_FILE, LoadedModel, validate_metadata
 
 if TYPE_CHECKING:
     import torch
@@ -107,7 +107,7 @@ def _pt2_bytes(module: "torch.nn.Module", shape: tuple[int, ...], meta: dict, de
     try:
         program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:
-        raise ExplainError(f"torch.export could not trace the model: {first_line(exc)[:200]}") from None
+        raise ExplainError(f"torch.export could not trace the model: {one_line(exc)[:200]}") from None
     # The sample inputs are stored as a tensor pickle; a one-row example keeps the file small.
     program.example_inputs = ((example[:1].cpu().clone(),), {})  # clone: a view would save both rows
     buffer = io.BytesIO()
@@ -141,7 +141,7 @@ def export_onnx_bytes(module: Any, shape: tuple[int, ...], metadata: dict[str, s
     except ExplainError:
         raise
     except Exception as exc:
-        raise ExplainError(f"ONNX export failed: {first_line(exc)[:200]}") from None
+        raise ExplainError(f"ONNX export failed: {one_line(exc)[:200]}") from None
     data = buffer.getvalue()
     if metadata:
         import onnx

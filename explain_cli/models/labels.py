@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, OptionError
 
 #: The name ``--labels`` accepts for the 1000 ImageNet-1k classes.
 IMAGENET = "imagenet"
@@ -35,7 +35,7 @@ def read_labels_file(path: str | Path) -> list[str]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ExplainError(f"labels file {p} does not exist; pass a text file (one name per line) or --labels imagenet")
+        raise OptionError("labels", f"file {p} does not exist; pass a text file (one name per line) or `labels` imagenet")
     text = p.read_text(encoding="utf-8", errors="replace")
     if text.lstrip().startswith("["):
         try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError, require_module
+from explain_cli.errors import ExplainError, OptionError, one_line, require_module
 from explain_cli.fileio import sha256_file
-from explain_cli.models.base import METADATA_FILE, LoadedModel, first_line, metadata_fields, parse_metadata
+from explain_cli.models.base import METADATA_FILE, LoadedModel, metadata_fields, parse_metadata
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,9 +82,9 @@ def providers_for(device: "torch.device") -> list[str]:
     ort = require_onnxruntime()
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ExplainError(
-                "--device cuda with an ONNX model needs onnxruntime's CUDA provider: "
-                "pip install onnxruntime-gpu, or use --device cpu"
+            raise OptionError(
+                "device", "cuda with an ONNX model needs onnxruntime's CUDA provider: "
+                "pip install onnxruntime-gpu, or use `device` cpu",
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
@@ -113,7 +113,7 @@ def load_onnx(path: Path, device: "torch.device") -> LoadedModel:
     except ExplainError:
         raise
     except Exception as exc:  # onnxruntime raises InvalidGraph / Fail / RuntimeException
-        raise ExplainError(f"cannot load ONNX model {path}: {first_line(exc)[:200]}; export it with torch.onnx.export") from None
+        raise ExplainError(f"cannot load ONNX model {path}: {one_line(exc)[:200]}; export it with torch.onnx.export") from None
     props = session.get_modelmeta().custom_metadata_map
     metadata = parse_metadata(props.get(METADATA_FILE), f"model {path}")
     runner = OnnxRunner(session, device)

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.errors import ExplainError, install_hint
-from explain_cli.models.base import LoadedModel, first_line
+from explain_cli.errors import ExplainError, install_hint, one_line
+from explain_cli.models.base import LoadedModel
 
 if TYPE_CHECKING:
     import torch
@@ -128,7 +128,7 @@ def _load_checked(path: Path, model: LoadedModel, probe: "torch.Tensor", referen
     except ExplainError as exc:
         return OnnxEntry(None, str(exc))
     except Exception as exc:  # onnxruntime rejecting the graph
-        return OnnxEntry(None, f"onnxruntime rejected the export: {first_line(exc)[:160]}")
+        return OnnxEntry(None, f"onnxruntime rejected the export: {one_line(exc)[:160]}")
     return OnnxEntry(None if problem else runner, problem, sha, diff)
 
 

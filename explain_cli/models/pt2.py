@@ -34,9 +34,9 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, one_line
 from explain_cli.fileio import sha256_file
-from explain_cli.models.base import METADATA_FILE, LoadedModel, first_line, metadata_fields, parse_metadata
+from explain_cli.models.base import METADATA_FILE, LoadedModel, metadata_fields, parse_metadata
 
 if TYPE_CHECKING:
     import torch
@@ -115,12 +115,12 @@ def load_pt2(path: Path, device: "torch.device") -> LoadedModel:
     except ExplainError:
         raise
     except Exception as exc:
-        raise ExplainError(f"cannot load torch.export archive {path}: {first_line(exc)[:200]}; {EXPORT_HINT}") from None
+        raise ExplainError(f"cannot load torch.export archive {path}: {one_line(exc)[:200]}; {EXPORT_HINT}") from None
     metadata = parse_metadata(extra.get(METADATA_FILE), origin)
     try:
         module = program.module().to(device)
     except Exception as exc:
-        raise ExplainError(f"cannot run torch.export archive {path} on {device}: {first_line(exc)[:200]}") from None
+        raise ExplainError(f"cannot run torch.export archive {path} on {device}: {one_line(exc)[:200]}") from None
     return LoadedModel(
         module=module,
         source=str(path),

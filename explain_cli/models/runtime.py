@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.errors import OptionError, install_hint
-from explain_cli.models.base import LoadedModel, first_line
+from explain_cli.errors import OptionError, install_hint, one_line
+from explain_cli.models.base import LoadedModel
 from explain_cli.models.onnx_cache import MATCH_RTOL, cache_dir, cached_onnx, deviation, onnx_available
 from explain_cli.models.verdict import Verdict, load_verdict, save_verdict, verdict_key
 
@@ -126,7 +126,7 @@ def select_runtime(
     if runtime == "onnxruntime":
         entry = cached_onnx(model, probe, reference, folder, on_info=on_info)
         if entry.runner is None:
-            raise OptionError("runtime", f"onnxruntime cannot run this model: {entry.problem}; use --runtime eager or auto")
+            raise OptionError("runtime", f"onnxruntime cannot run this model: {entry.problem}; use `runtime` eager or auto")
         return dataclasses.replace(model, module=entry.runner, runtime="onnxruntime")
     return _auto(model, probe, reference, cold_s, folder, batch_size or PROBE_BATCH, on_info)
 
@@ -273,7 +273,7 @@ def _compiled(module: Callable, probe: "torch.Tensor", reference: "torch.Tensor"
         compiled = torch.compile(module)
         _, problem = deviation(compiled, probe, reference)  # the first call compiles
     except Exception as exc:  # inductor needs a C++ compiler on CPU; errors are long
-        raise OptionError("runtime", f"compile failed: {first_line(exc)[:160]}; use --runtime eager") from None
+        raise OptionError("runtime", f"compile failed: {one_line(exc)[:160]}; use `runtime` eager") from None
     if problem:
-        raise OptionError("runtime", f"compile changed the results ({problem}); use --runtime eager")
+        raise OptionError("runtime", f"compile changed the results ({problem}); use `runtime` eager")
     return compiled

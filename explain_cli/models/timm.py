@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError, require_module
+from explain_cli.errors import ExplainError, one_line, require_module
 from explain_cli.fileio import sha256_file
-from explain_cli.models.base import TIMM_PREFIX, LoadedModel, first_line
+from explain_cli.models.base import TIMM_PREFIX, LoadedModel
 from explain_cli.models.labels import imagenet_labels
 from explain_cli.models.weights import head_width, read_state_dict
 from explain_cli.preprocess import INTERPOLATIONS, Preprocess
@@ -44,10 +44,10 @@ def load_timm(source: str, weights: str | None, device: "torch.device", seed: in
     timm = require_timm()
     name = source[len(TIMM_PREFIX) :]
     if not timm.is_model(name):
-        import difflib
+        from explain_cli.errors import suggest
 
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = suggest(name, timm.list_models(), n=3)
+        hint = f"{hint} " if hint else ""
         raise ExplainError(f"unknown timm model {name!r}; {hint}timm.list_models('*PATTERN*') lists them")
 
     sha, notes = None, []
@@ -70,7 +70,7 @@ def load_timm(source: str, weights: str | None, device: "torch.device", seed: in
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            problem = " ".join(str(exc).split())
+            problem = one_line(str(exc))
             raise ExplainError(f"weights {path} do not fit timm:{name}: {problem[:300]}; check the model name") from None
         sha = sha256_file(path)
     module.eval()
@@ -103,9 +103,9 @@ def _pretrained(timm: Any, name: str) -> "torch.nn.Module":
         except ImportError:
             cache = "~/.cache/huggingface/hub"
         raise ExplainError(
-            f"cannot fetch pretrained weights for timm:{name} ({first_line(exc)[:120]}); when offline, "
+            f"cannot fetch pretrained weights for timm:{name} ({one_line(exc)[:120]}); when offline, "
             f"populate the Hugging Face cache {cache} elsewhere (or set HF_HUB_OFFLINE=1 with a filled cache), "
-            "or pass --weights FILE (.safetensors or state dict)"
+            "or pass `weights` FILE (.safetensors or state dict)"
         ) from None
 
 

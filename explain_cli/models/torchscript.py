@@ -10,9 +10,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, one_line
 from explain_cli.fileio import sha256_file
-from explain_cli.models.base import METADATA_FILE, LoadedModel, first_line, metadata_fields, parse_metadata
+from explain_cli.models.base import METADATA_FILE, LoadedModel, metadata_fields, parse_metadata
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +40,7 @@ def load_torchscript(path: Path, device: "torch.device") -> LoadedModel:
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated", category=FutureWarning)
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError with long C++ traces
-        raise ExplainError(f"cannot load TorchScript model {path}: {first_line(exc)}") from None
+        raise ExplainError(f"cannot load TorchScript model {path}: {one_line(exc)}") from None
     metadata = parse_metadata(extra[METADATA_FILE], f"model {path}")
     module.eval()
     return LoadedModel(
@@ -73,11 +73,11 @@ def refuse_torch_save(path: Path) -> None:
         raise ExplainError(
             f"model file {path} is a pickled Python object, which can run arbitrary code, so it is refused; "
             "export it with torch.export.save (.pt2), torch.onnx.export (.onnx) or torch.jit.script(model).save(PATH), "
-            "or save model.state_dict() and pass torchvision:ARCH --weights FILE"
+            "or save model.state_dict() and pass torchvision:ARCH with `weights` FILE"
         ) from None
     if isinstance(obj, dict):
         raise ExplainError(
             f"model file {path} is a state dict (weights only), not a model; pass the architecture too: "
-            f"explain run torchvision:ARCH --weights {path} (or timm:NAME --weights {path})"
+            f"torchvision:ARCH with `weights` {path} (or timm:NAME with `weights` {path})"
         )
     raise ExplainError(f"model file {path} holds a {type(obj).__name__}, not a model; export it to .pt2, .onnx or TorchScript")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, OptionError, one_line
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
 from explain_cli.models.weights import head_width, read_state_dict
@@ -44,10 +44,10 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         return load_detector(source, weights, device, seed)
     available = architectures() + sorted(DETECTORS)
     if arch not in available:
-        import difflib
+        from explain_cli.errors import suggest
 
-        close = difflib.get_close_matches(arch, available, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = suggest(arch, available, n=3)
+        hint = f"{hint} " if hint else ""
         raise ExplainError(
             f"unknown torchvision architecture {arch!r}; {hint}`explain info --models` lists all {len(available)}"
         )
@@ -67,7 +67,7 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         notes.append(RANDOM_WEIGHTS_NOTE)
     elif weights.upper() == "DEFAULT":
         if default_weights is None:
-            raise ExplainError(f"torchvision has no pretrained weights for {arch}; pass --weights FILE")
+            raise OptionError("weights", f"DEFAULT: torchvision has no pretrained weights for {arch}; pass `weights` FILE")
         module = torchvision.models.get_model(arch, weights=None)
         module.load_state_dict(_download_weights(default_weights, arch))
         weights = f"DEFAULT ({default_weights})"
@@ -81,7 +81,7 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            problem = " ".join(str(exc).split())
+            problem = one_line(str(exc))
             raise ExplainError(
                 f"weights {path} do not fit torchvision:{arch}: {problem[:300]}; check the architecture name"
             ) from None
@@ -148,5 +148,5 @@ def _download_weights(default_weights: object, arch: str) -> dict:
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise ExplainError(
             f"cannot download pretrained weights for {arch} from {url} ({getattr(exc, 'reason', exc)}); "
-            f"when offline, fetch that file elsewhere and put it in {cache}, or pass --weights FILE"
+            f"when offline, fetch that file elsewhere and put it in {cache}, or pass `weights` FILE"
         ) from None

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError, require_module
+from explain_cli.errors import ExplainError, one_line, require_module
 from explain_cli.fileio import require_file
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own SafetensorError / OSError
-        raise ExplainError(f"cannot read safetensors weights {path}: {' '.join(str(exc).split())[:200]}") from None
+        raise ExplainError(f"cannot read safetensors weights {path}: {one_line(str(exc))[:200]}") from None
 
 
 def head_width(state: dict, head: str | None) -> int | None:

@@ -30,10 +30,10 @@ def get_task(name: str, **options: Any) -> Task:
     """
     key = str(name).strip().lower()
     if key not in TASKS:
-        import difflib
+        from explain_cli.errors import suggest
 
-        close = difflib.get_close_matches(key, list(TASKS), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = suggest(key, TASKS)
+        hint = f" ({hint})" if hint else ""
         raise OptionError("task", f"must be one of {', '.join(TASKS)}, got {name!r}{hint}")
     cls = TASKS[key]
     import inspect

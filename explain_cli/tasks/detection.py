@@ -154,9 +154,9 @@ class DetectionTask(Task):
         if text.lstrip("-").isdigit():
             label = int(text)
         else:
-            from explain_cli.targets import _label_index
+            from explain_cli.targets import label_index
 
-            label = _label_index(text, request.labels)
+            label = label_index(text, request.labels)
         rows = [j for j in order if int(det.labels[j]) == label and float(det.scores[j]) >= self.min_score]
         if not rows:
             raise self._nothing(det, label, request.labels)
@@ -286,10 +286,10 @@ def _class_index(label: str | int, labels: list[str] | None, det: Detections, op
             top = f" (0..{len(labels) - 1})" if labels is not None else ""
             raise OptionError(option, f"label {label} is not a class index of the detector{top}")
         return label
-    from explain_cli.targets import _label_index
+    from explain_cli.targets import label_index
 
     try:
-        return _label_index(label, labels)
+        return label_index(label, labels)
     except OptionError as exc:
         raise OptionError(option, f"label {exc.problem}") from None
 

@@ -107,11 +107,11 @@ def looks_like_detections(raw: object) -> bool:
 def check_decoder(decoder: str) -> str:
     """``decoder`` if it is one of :data:`DECODERS`, else an OptionError with a did-you-mean."""
     if decoder not in DECODERS:
-        import difflib
+        from explain_cli.errors import suggest
 
-        close = difflib.get_close_matches(str(decoder), DECODERS, n=1)
+        hint = suggest(str(decoder), DECODERS)
         raise OptionError("decoder", f"must be one of {', '.join(DECODERS)}, got {decoder!r}"
-                                     + (f" (did you mean {close[0]}?)" if close else ""))
+                                     + (f" ({hint})" if hint else ""))
     return decoder
 
 

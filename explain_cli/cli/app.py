@@ -1,24 +1,26 @@
-"""The `explain` command line: a thin Typer skin over :mod:`explain_cli.api`.
+"""The `explain` commands: a thin Typer skin over :mod:`explain_cli.api`.
 
-Every explanation option is generated from :data:`explain_cli.options.OPTIONS` (flag, help,
-choices, default shown in the help); this module declares the commands and maps errors to one
-line and an exit code. stdout carries only the paths written (one per line), so scripts and
-Makefiles can use it; messages, warnings and progress go to stderr.
+Every explanation option is generated from :data:`explain_cli.options.schema.OPTIONS`
+(:mod:`~explain_cli.cli.flags`); this module declares the commands, and
+:mod:`~explain_cli.cli.terminal` maps errors to one line and an exit code. stdout carries only
+the paths written (one per line), so scripts and Makefiles can use it; messages, warnings and
+progress go to stderr.
 """
 
 from __future__ import annotations
 
-import inspect
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from explain_cli import __version__
-from explain_cli import options as schema
+from explain_cli._version import __version__
+from explain_cli.cli.flags import given_options, param, with_options
+from explain_cli.cli.terminal import err, guard, make_progress, warn
 from explain_cli.errors import ExplainError, OptionError
+from explain_cli.options import schema
 
 app = typer.Typer(
     name="explain",
@@ -29,166 +31,15 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-
-def _err(message: str) -> None:
-    typer.echo(f"explain: error: {message}", err=True)
-
-
-def _warn(message: str) -> None:
-    typer.echo(f"explain: warning: {message}", err=True)
-
-
-def _render(exc: ExplainError) -> str:
-    """An error as the command line says it: options as flags, config problems one per line."""
-    if isinstance(exc, OptionError):
-        return exc.render("cli")
-    return str(exc).replace("\n", "\nexplain: error: ")
-
-
-class _guard:
-    """Run a command body: user errors become one line + exit 2, crashes one line + exit 1."""
-
-    def __init__(self, debug: bool) -> None:
-        self.debug = debug
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, (typer.Exit, typer.Abort, KeyboardInterrupt)) or self.debug:
-            return False
-        if isinstance(exc, ExplainError):
-            _err(_render(exc))
-            raise typer.Exit(code=exc.exit_code) from None
-        if isinstance(exc, MemoryError):
-            _err("out of memory; lower --batch-size")
-            raise typer.Exit(code=1) from None
-        if isinstance(exc, OSError) and exc.filename:
-            _err(f"cannot access {exc.filename}: {exc.strerror or exc}")
-            raise typer.Exit(code=2) from None
-        text = " ".join(str(exc).split())
-        _err(f"internal error: {type(exc).__name__}: {text[:300]} (run with --debug for the traceback)")
-        raise typer.Exit(code=1) from None
-
-
-class RichProgress:
-    """A rich progress bar on stderr (the library's Progress protocol)."""
-
-    def __init__(self, unit: str = "evals") -> None:
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self._bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                             console=Console(stderr=True), transient=True)
-        self._task: Any = None
-
-    def start(self, total: int, description: str) -> None:
-        if self._task is None:
-            self._bar.start()
-            self._task = self._bar.add_task(description, total=total)
-        else:
-            self._bar.reset(self._task, total=total, description=description)
-
-    def advance(self, n: int) -> None:
-        if self._task is not None:
-            self._bar.advance(self._task, n)
-
-    def describe(self, text: str) -> None:
-        if self._task is not None:
-            self._bar.update(self._task, description=text)
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._bar.stop()
-            self._task = None
-
-
-def make_progress(*, quiet: bool, unit: str = "evals") -> Any:
-    """A bar when stderr is a terminal, a plain line every 10 s when it is not (make, CI, nohup); nothing if ``quiet``."""
-    from explain_cli.progress import LineProgress, NullProgress
-
-    if quiet:
-        return NullProgress()
-    if not sys.stderr.isatty():
-        return LineProgress(unit="evaluations" if unit == "evals" else unit)
-    return RichProgress(unit)
-
-
-# ---------------------------------------------------------------------------------------------
-# Typer parameters generated from the option schema.
-# ---------------------------------------------------------------------------------------------
-
-_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "bool": None, "list": "TEXT", "dict": "KEY=VALUE"}
-_PY_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list[str], "dict": list[str]}
-
-
-def _help(o: schema.Option) -> str:
-    text = o.help
-    if o.methods and o.per_method:
-        text += f" ({'/'.join(o.methods)})"
-    elif o.methods:
-        text += f" ({'/'.join(o.methods)} only)"
-    if "[default:" not in text and o.default_text() not in ("none", "{}"):
-        text += f" [default: {o.default_text()}]"
-    return text
-
-
-def _parameter(o: schema.Option) -> inspect.Parameter:
-    names = [o.flag] if o.kind != "bool" else [f"{o.flag}/--no-{o.flag[2:]}"]
-    if o.short:
-        names.append(o.short)
-    metavar = o.metavar or ("|".join(str(c) for c in o.choices) if o.choices else _METAVARS[o.kind])
-    if o.allow_auto:
-        metavar = f"{metavar}|auto"
-    info = typer.Option(*names, help=_help(o), show_default=False, metavar=metavar, rich_help_panel=o.group)
-    # a number that may be "auto" arrives as text; the schema's check turns "500" into 500
-    annotation = Annotated[Optional[str if o.allow_auto else _PY_TYPES[o.kind]], info]
-    return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-
-
-def with_options(names: list[str], *fixed: inspect.Parameter) -> Callable[[Callable], Callable]:
-    """Give a command the fixed parameters plus the schema's options ``names``; the body gets them as kwargs."""
-
-    def wrap(body: Callable) -> Callable:
-        params = list(fixed) + [_parameter(schema.OPTIONS[n]) for n in names]
-
-        def command(**kwargs: Any) -> Any:
-            return body(**kwargs)
-
-        command.__name__ = body.__name__
-        command.__doc__ = body.__doc__
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
-
-    return wrap
-
-
-def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Options given on the command line (None = not given), in the library's types."""
-    out = {k: v for k, v in kwargs.items() if k in schema.OPTIONS and v is not None}
-    if "seg_param" in out:
-        out["seg_param"] = schema.parse_pairs(out["seg_param"], "seg_param")
-    if not out.get("target"):
-        out.pop("target", None)
-    return out
-
-
-def _param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-
-
-_DEBUG = _param("debug", Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.",
+_DEBUG = param("debug", Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.",
                                                       rich_help_panel="Run")], False)
-_MODEL = _param("model", Annotated[Optional[str], typer.Argument(
+_MODEL = param("model", Annotated[Optional[str], typer.Argument(
     help="Model file (.pt TorchScript, .pt2, .onnx), or torchvision:ARCH / timm:NAME (e.g. torchvision:resnet18); "
          "explain info --models lists them.", show_default=False,
     metavar="MODEL")])
-_INPUTS = _param("inputs", Annotated[Optional[list[str]], typer.Argument(
+_INPUTS = param("inputs", Annotated[Optional[list[str]], typer.Argument(
     help="Images (PNG, JPEG, ...) or tensors (.pt, .npy).", show_default=False, metavar="INPUT...")])
-_CONFIG = _param("config", Annotated[Optional[Path], typer.Option(
+_CONFIG = param("config", Annotated[Optional[Path], typer.Option(
     "--config", help="Run the one job of a YAML config; options given here override it.", rich_help_panel="Run",
     metavar="FILE")])
 
@@ -200,8 +51,8 @@ RUN_OPTIONS = sorted(schema.OPTIONS, key=lambda n: schema.GROUPS.index(schema.OP
 @with_options(RUN_OPTIONS, _MODEL, _INPUTS, _CONFIG, _DEBUG)
 def run(*, model: str | None, inputs: list[str] | None, config: Path | None, debug: bool, **opts: Any) -> None:
     """Explain MODEL's prediction on each INPUT; writes OUT/NAME.METHOD.png and .json."""
-    with _guard(debug):
-        given = _given(opts)
+    with guard(debug):
+        given = given_options(opts)
         quiet = bool(given.get("quiet"))
         if config is None:
             if not model or not inputs:
@@ -225,17 +76,18 @@ def run(*, model: str | None, inputs: list[str] | None, config: Path | None, deb
 
 def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, quiet: bool) -> Path:
     """Validate everything, then explain each input and write its files as soon as it is done."""
-    from explain_cli.api import Explainer, as_inputs, settings
+    from explain_cli.api import Explainer
     from explain_cli.fileio import check_output_dir
+    from explain_cli.inputs.memory import as_inputs
+    from explain_cli.options.settings import settings
     from explain_cli.result import check_unique_stems
 
     cfg = settings(*layers)  # every option error before any loading
     engine = cfg.engine
     files_in = [Path(p) for p in paths]
-    if engine.batch and len(files_in) < 2:
-        raise ExplainError(f"{engine.name} explains a batch: pass at least 2 inputs (files, or a shell glob like DIR/*.png)")
-    out_dir = Path(cfg.out)
-    names = ([cfg.name or "batch"] if engine.batch
+    engine.check_inputs(len(files_in))
+    out_dir = cfg.output.out
+    names = ([cfg.output.name or "batch"] if engine.batch
              else check_unique_stems(files_in, "explain them into different --out folders"))
     check_output_dir(out_dir, [f"{n}.{engine.name}.{ext}" for n in names for ext in ("png", "json", "npy")])
     values = {k: v for layer in layers for k, v in layer.items()}
@@ -244,14 +96,14 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     def tell(message: str) -> None:  # warnings known before the work (random weights, a long run) print at once
         if not quiet and message not in told:
             told.add(message)
-            _warn(message)
+            warn(message)
 
     def inform(message: str) -> None:  # information, not a warning: the runtime probe and its verdict
         if not quiet:
             typer.echo(f"explain: {message}", err=True)
 
     explainer = Explainer(source, progress=make_progress(quiet=quiet), on_warning=tell, on_info=inform, **values)
-    loaded = as_inputs(paths, channels=explainer.model.in_channels or 3, max_pixels=cfg.max_pixels)
+    loaded = as_inputs(paths, channels=explainer.model.in_channels or 3, max_pixels=cfg.input.max_pixels)
     groups = [loaded] if engine.batch else [[item] for item in loaded]
     for group in groups:
         (expl,) = explainer.explain(group)
@@ -259,7 +111,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
         if not quiet:
             for message in expl.warnings:
                 if message not in told:
-                    _warn(f"{Path(expl.input['path']).name}: {message}")
+                    warn(f"{Path(expl.input['path']).name}: {message}")
         for path in files:
             typer.echo(str(path))
     return out_dir
@@ -291,7 +143,7 @@ def batch(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: Ray actors, one model load each (default: the CPUs).")] = None,
 ) -> None:
     """Run every job of a YAML config; skips finished outputs, records failures, writes summary.json/csv."""
-    with _guard(debug):
+    with guard(debug):
         import json
 
         from explain_cli.batch.plan import parse_shard
@@ -307,7 +159,7 @@ def batch(
             if json_log:
                 typer.echo(json.dumps(event, default=str), err=True)
             elif event["event"] == "item" and event["status"] == "failed" and not quiet:
-                _warn(f"{event['job']}: {event['input']} · {event['method']}: {event['error']}")
+                warn(f"{event['job']}: {event['input']} · {event['method']}: {event['error']}")
 
         progress = NullProgress() if json_log else make_progress(quiet=quiet, unit="items")
         rows, summary = run_batch(config, overrides=overrides, dry_run=dry_run, force=force, shard=shard_spec,
@@ -337,9 +189,9 @@ def batch(
 
 SEGMENT_OPTIONS = ["segments", "n_segments", "compactness", "seg_param", "preprocess", "size", "max_pixels", "out",
                    "weights", "device"]
-_SEG_INPUTS = _param("inputs", Annotated[list[str], typer.Argument(help="Images or tensors to segment.", show_default=False,
+_SEG_INPUTS = param("inputs", Annotated[list[str], typer.Argument(help="Images or tensors to segment.", show_default=False,
                                                                    metavar="INPUT...")])
-_SEG_MODEL = _param("model", Annotated[Optional[str], typer.Option(
+_SEG_MODEL = param("model", Annotated[Optional[str], typer.Option(
     "--model", help="Segment what this model sees (its preprocessing), exactly as `explain run` would.", metavar="MODEL")])
 
 
@@ -347,26 +199,28 @@ _SEG_MODEL = _param("model", Annotated[Optional[str], typer.Option(
 @with_options(SEGMENT_OPTIONS, _SEG_INPUTS, _SEG_MODEL, _DEBUG)
 def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: Any) -> None:
     """Draw superpixel boundaries (OUT/NAME.segments.png) to choose segmentation parameters."""
-    with _guard(debug):
-        from explain_cli.api import as_inputs, as_model, prepare, settings
+    with guard(debug):
+        from explain_cli.api import as_model
         from explain_cli.fileio import atomic_write_bytes, check_output_dir
-        from explain_cli.preprocess import map_to_original
+        from explain_cli.inputs.memory import as_inputs
+        from explain_cli.options.settings import settings
+        from explain_cli.preprocess import map_to_original, prepare
         from explain_cli.render import render_segments_png
 
-        given = _given(opts)
+        given = given_options(opts)
         cfg = settings(given)
         paths = [Path(p) for p in inputs]
         stems = {p.stem for p in paths}
         if len(stems) < len(paths):
             raise ExplainError("two inputs share a file name, so their outputs would collide; segment them into different --out folders")
-        out_dir = Path(cfg.out)
+        out_dir = cfg.output.out
         check_output_dir(out_dir, [f"{s}.segments.png" for s in stems])
-        loaded_model = as_model(model, weights=cfg.weights, device=cfg.device) if model else None
+        loaded_model = as_model(model, weights=cfg.model.weights, device=cfg.model.device) if model else None
         items = as_inputs(paths, channels=(loaded_model.in_channels if loaded_model else None) or 3,
-                          max_pixels=cfg.max_pixels)
+                          max_pixels=cfg.input.max_pixels)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in items:
-            prep = prepare(loaded_model, item, cfg)
+            prep = prepare(item, cfg, model_default=loaded_model.preprocess if loaded_model else None)
             seg = prep.segmentation
             full = map_to_original(seg.labels[None], prep.prepared.geometry, nearest=True)[0]
             h, w = prep.prepared.geometry.model
@@ -378,9 +232,9 @@ def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: An
 
 
 EXPORT_OPTIONS = ["weights", "labels", "size", "device"]
-_EXPORT_MODEL = _param("model", Annotated[str, typer.Argument(help="Model to export (any MODEL `explain run` takes).",
+_EXPORT_MODEL = param("model", Annotated[str, typer.Argument(help="Model to export (any MODEL `explain run` takes).",
                                                               show_default=False, metavar="MODEL")])
-_EXPORT_OUT = _param("out_path", Annotated[Path, typer.Argument(help="OUT.pt2 (torch.export) or OUT.onnx.",
+_EXPORT_OUT = param("out_path", Annotated[Path, typer.Argument(help="OUT.pt2 (torch.export) or OUT.onnx.",
                                                                 show_default=False, metavar="OUT")])
 
 
@@ -388,27 +242,27 @@ _EXPORT_OUT = _param("out_path", Annotated[Path, typer.Argument(help="OUT.pt2 (t
 @with_options(EXPORT_OPTIONS, _EXPORT_MODEL, _EXPORT_OUT, _DEBUG)
 def export_cmd(*, model: str, out_path: Path, debug: bool, **opts: Any) -> None:
     """Write MODEL as OUT.pt2 (torch.export) or OUT.onnx, with its labels and preprocessing embedded."""
-    with _guard(debug):
-        from explain_cli.api import as_model, settings
+    with guard(debug):
+        from explain_cli.api import as_model
         from explain_cli.models.export import export_model
-        from explain_cli.preprocess import parse_size
+        from explain_cli.options.settings import settings
         from explain_cli.targets import load_labels
 
-        cfg = settings(_given(opts))
-        loaded = as_model(model, weights=cfg.weights, device=cfg.device)
-        if cfg.size:
-            h, w = parse_size(cfg.size)
+        cfg = settings(given_options(opts))
+        loaded = as_model(model, weights=cfg.model.weights, device=cfg.model.device)
+        if cfg.input.size:
+            h, w = cfg.input.size
         elif loaded.preprocess is not None and (loaded.preprocess.crop or loaded.preprocess.size):
             h, w = loaded.preprocess.crop or loaded.preprocess.size
         else:
             raise OptionError("size", "is needed: this model declares no input size; pass --size H,W")
-        labels, _ = load_labels(cfg.labels, loaded.labels)
+        labels, _ = load_labels(cfg.targets.labels, loaded.labels)
         written = export_model(loaded, out_path, example_shape=(loaded.in_channels or 3, h, w), labels=labels)
         typer.echo(str(written))
 
 
 EVALUATE_OPTIONS = ["mask", "tolerance", "deletion", "eval_step", "batch_size", "device"]
-_EVAL_JSONS = _param("files", Annotated[list[Path], typer.Argument(
+_EVAL_JSONS = param("files", Annotated[list[Path], typer.Argument(
     help="Explanation JSONs written with --save-map (their .npy maps sit beside them).", show_default=False,
     metavar="JSON...")])
 
@@ -417,10 +271,10 @@ _EVAL_JSONS = _param("files", Annotated[list[Path], typer.Argument(
 @with_options(EVALUATE_OPTIONS, _EVAL_JSONS, _SEG_MODEL, _DEBUG)
 def evaluate_cmd(*, files: list[Path], model: str | None, debug: bool, **opts: Any) -> None:
     """Add faithfulness metrics to explanations already written (the JSON's evaluation block)."""
-    with _guard(debug):
-        from explain_cli.faithfulness import evaluate_saved
+    with guard(debug):
+        from explain_cli.saved import evaluate_saved
 
-        given = _given(opts)
+        given = given_options(opts)
         for path in files:
             _, written = evaluate_saved(path, model=model, options=given)
             for p in written:
@@ -434,7 +288,7 @@ def report_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
     """Write OUT_DIR/report.html: every explanation with its map, scores and metrics, sortable, offline."""
-    with _guard(debug):
+    with guard(debug):
         from explain_cli.report import write_report
 
         typer.echo(str(write_report(out_dir)))
@@ -449,7 +303,7 @@ def compare_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
     """One montage PNG: per input, the image then each method's map per target, with metrics (needs --save-map)."""
-    with _guard(debug):
+    with guard(debug):
         from explain_cli.report import write_compare
 
         typer.echo(str(write_compare(sources, out)))
@@ -548,12 +402,13 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, standalone_mode=False)
     except typer.TyperException as exc:  # Typer's usage errors (unknown option, bad choice, ...)
         message = " ".join(exc.format_message().split())
-        _err(f"{message} (see explain --help)")
+        err(f"{message} (see explain --help)")
         sys.exit(getattr(exc, "exit_code", 2))
     except typer.Abort:
-        _err("aborted")
+        err("aborted")
         sys.exit(130)
     except KeyboardInterrupt as exc:
-        _err("interrupted")
+        err("interrupted")
         sys.exit(128 + getattr(exc, "signum", 2))
     sys.exit(code if isinstance(code, int) else 0)
+

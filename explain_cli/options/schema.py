@@ -9,6 +9,10 @@ Engine parameters (``samples``, ``kernel_width``, ...) are declared where the en
 fields of its parameter dataclass (:func:`explain_cli.params.param`), and collected here. An
 option several engines share with different defaults (``samples``) has a default per method.
 
+A free-form option (``size``, ``baseline``, ``scale``, ...) declares a ``parse`` hook that turns
+its text into a typed value; :mod:`explain_cli.options.settings` calls it once and hands the
+result on in typed groups. Segmenter parameters (``seg_param`` keys) have their ranges here too.
+
 Precedence, highest first, enforced only by :func:`merge`: call/command line > method entry >
 job > ``defaults`` (YAML) > the defaults declared here.
 
@@ -18,12 +22,11 @@ Run ``python -m explain_cli.options`` to print the README's option table.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from explain_cli.errors import OptionError
+from explain_cli.errors import OptionError, suggest
 from explain_cli.params import check_value, field_type
 
 #: Help panels, in the order `explain run --help` shows them.
@@ -50,10 +53,11 @@ class Option:
     shared: bool = False  # a job's methods share it (segmentation, preprocessing, model): YAML per job only
     yaml: bool = True  # a YAML key (false: command-line only, e.g. quiet)
     allow_auto: bool = False  # a number that some methods also take as "auto" (samples, masks)
+    parse: Callable[[Any], Any] | None = None  # free-form text -> its typed value, run once at resolution
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return flag(self.name)
 
     def meta(self) -> dict[str, Any]:
         return {"choices": self.choices, "minimum": self.minimum, "maximum": self.maximum,
@@ -62,7 +66,7 @@ class Option:
     def default_text(self) -> str:
         """The default as help and docs show it: one value, or one per method."""
         if self.per_method:
-            values = {}
+            values: dict[str, list[str]] = {}
             for method, value in self.per_method.items():
                 values.setdefault(_show(value), []).append(method)
             if len(values) == 1:
@@ -101,6 +105,11 @@ class Option:
         return str(value)
 
 
+def flag(name: str) -> str:
+    """The command line's spelling of an option: ``n_segments`` -> ``--n-segments``."""
+    return "--" + name.replace("_", "-")
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "none"
@@ -116,21 +125,26 @@ def _show(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def _general() -> list[Option]:
+    from pathlib import Path
+
     from explain_cli.baselines import BASELINE_HELP
     from explain_cli.colormaps import NAMES as CMAPS
     from explain_cli.core import OUTPUT_SPACES, PRECISIONS
     from explain_cli.engines import ENGINES
-    from explain_cli.inputs import MAX_PIXELS, MIN_SIDE
+    from explain_cli.inputs.limits import MAX_PIXELS, MIN_SIDE
+    from explain_cli.inputs.maps import parse_segments
     from explain_cli.models.runtime import RUNTIMES
+    from explain_cli.options.parse import check_name, parse_baseline, parse_batch_size, parse_mean, parse_size, parse_std
     from explain_cli.preprocess import PRESET_NAMES
-    from explain_cli.render import DEFAULT_ALPHA, DEFAULT_SCALE, DEFAULT_STYLE, STYLES
+    from explain_cli.render import DEFAULT_ALPHA, DEFAULT_SCALE, DEFAULT_STYLE, STYLES, parse_scale
     from explain_cli.segmentation import DEFAULT_N_SEGMENTS, SEGMENTERS
 
     return [
         Option("method", "str", "kernelshap", "Explanation method.", "Method", choices=tuple(ENGINES), short="-m"),
         Option("seed", "int", 0, "Seed for every random choice; same seed, same numbers.", "Method",
                minimum=0, maximum=2**63 - 1),
-        Option("baseline", "str", "blur", BASELINE_HELP, "Method", metavar="zero|mean|blur|value:R,G,B"),
+        Option("baseline", "str", "blur", BASELINE_HELP, "Method", metavar="zero|mean|blur|value:R,G,B",
+               parse=parse_baseline),
         Option("target", "list", ["auto"], "auto, a class index or a label (repeatable); in Python also a callable "
                "mapping the model's output batch to one score per row.", "Targets", short="-t", metavar="TARGET"),
         Option("top_k", "int", 1, "With target auto: explain the K top classes (same evaluations as one).", "Targets",
@@ -140,7 +154,7 @@ def _general() -> list[Option]:
         Option("output", "str", "probs", "Explain logits or softmax probabilities.", "Targets", choices=OUTPUT_SPACES),
         Option("segments", "str", None, "Superpixel algorithm, or a label-map file (.npy or .png, one integer id per "
                "pixel, at the input's or the model's resolution). [default: slic; grid for permutation]",
-               "Segmentation", shared=True, metavar="|".join(SEGMENTERS) + "|FILE"),
+               "Segmentation", shared=True, metavar="|".join(SEGMENTERS) + "|FILE", parse=parse_segments),
         Option("n_segments", "int", None, f"About how many superpixels (slic, watershed, grid). [default: {DEFAULT_N_SEGMENTS}]",
                "Segmentation", shared=True, minimum=1, maximum=100_000),
         Option("compactness", "float", None, "slic/watershed compactness (slic 10 for colour images).",
@@ -149,10 +163,12 @@ def _general() -> list[Option]:
                "Segmentation", shared=True, metavar="KEY=VALUE"),
         Option("preprocess", "str", "auto", "auto: the model's own transforms for images, none for tensors.", "Input",
                shared=True, choices=("auto", "model", *PRESET_NAMES)),
-        Option("size", "str", None, "Resize the whole image to H[,W] (no crop).", "Input", shared=True, metavar="H[,W]"),
+        Option("size", "str", None, "Resize the whole image to H[,W] (no crop).", "Input", shared=True, metavar="H[,W]",
+               parse=parse_size),
         Option("mean", "str", None, "Normalisation mean per channel, e.g. 0.5,0.5,0.5.", "Input", shared=True,
-               metavar="M[,M,M]"),
-        Option("std", "str", None, "Normalisation std per channel.", "Input", shared=True, metavar="S[,S,S]"),
+               metavar="M[,M,M]", parse=parse_mean),
+        Option("std", "str", None, "Normalisation std per channel.", "Input", shared=True, metavar="S[,S,S]",
+               parse=parse_std),
         Option("max_pixels", "int", MAX_PIXELS, "Largest image (height × width) read; checked before decoding.",
                "Input", shared=True, minimum=MIN_SIDE * MIN_SIDE, maximum=178_956_970),
         Option("weights", "str", None, "torchvision:ARCH weights: a state-dict file, or DEFAULT to download "
@@ -165,11 +181,11 @@ def _general() -> list[Option]:
         Option("device", "str", "auto", "auto | cpu | cuda[:N] | mps.", "Model", shared=True, metavar="DEVICE"),
         Option("precision", "str", "fp32", "Autocast precision (CUDA only).", "Model", choices=PRECISIONS),
         Option("batch_size", "str", "auto", "Perturbations per forward pass, or auto (64 on CPU, 128 on CUDA).",
-               "Model", short="-b", metavar="N|auto"),
+               "Model", short="-b", metavar="N|auto", parse=parse_batch_size),
         Option("out", "str", "explanations", "Output folder (created if needed).", "Output", short="-o",
-               metavar="DIR"),
+               metavar="DIR", parse=Path),
         Option("name", "str", None, "Output file name for a batch method's result. [default: batch]", "Output",
-               methods=tuple(n for n, e in ENGINES.items() if e.batch), metavar="NAME"),
+               methods=tuple(n for n, e in ENGINES.items() if e.batch), metavar="NAME", parse=check_name),
         Option("save_map", "bool", False, "Also write NAME.METHOD.npy, (K,H,W) maps at the original resolution.",
                "Output"),
         Option("boundaries", "bool", True, "Draw superpixel boundaries and number the top segments.", "Output"),
@@ -179,7 +195,7 @@ def _general() -> list[Option]:
         Option("cmap", "str", None, "Colour map. [default: RdBu_r for signed scores, inferno for non-negative]",
                "Output", choices=tuple(CMAPS)),
         Option("scale", "str", DEFAULT_SCALE, "Colour scale: one per figure, one per panel, or fixed:LO,HI to compare "
-               "maps across images.", "Output", metavar="figure|panel|fixed:LO,HI"),
+               "maps across images.", "Output", metavar="figure|panel|fixed:LO,HI", parse=parse_scale),
         Option("evaluate", "bool", False, "Add faithfulness metrics: deletion and insertion AUC with random-order "
                "references (the JSON's evaluation block) and NAME.METHOD.curves.png.", "Evaluation"),
         Option("deletion", "str", "road", "What deleted pixels become: road (noisy linear imputation, Rong et al. "
@@ -211,7 +227,7 @@ def _engine_options() -> list[Option]:
             if f.name in merged:
                 old = merged[f.name]
                 merged[f.name] = dataclasses.replace(
-                    old, methods=(*old.methods, engine.name), per_method={**old.per_method, engine.name: f.default},
+                    old, methods=(*(old.methods or ()), engine.name), per_method={**old.per_method, engine.name: f.default},
                     allow_auto=old.allow_auto or bool(meta.get("allow_auto")),
                 )
                 continue
@@ -236,11 +252,26 @@ def _build() -> dict[str, Option]:
 
 OPTIONS: dict[str, Option] = _build()
 
+#: Ranges (inclusive) of the segmenters' own parameters, the ``seg_param`` keys; ``n_segments`` and
+#: ``compactness`` have their options' ranges. Any other parameter must be a finite number.
+SEG_PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "sigma": (0.0, 100.0), "kernel_size": (0.0, 100.0), "max_dist": (0.0, 1e6), "ratio": (0.0, 1.0),
+    "scale": (0.0, 1e6), "min_size": (0, 1_000_000),
+}
+
+
+def check_segmentation(algorithm: str, params: dict[str, Any]) -> None:
+    """Refuse parameters ``algorithm`` does not take and values outside their declared ranges."""
+    from explain_cli.segmentation import check_segmenter_params
+
+    ranges = {n: (float(OPTIONS[n].minimum or 0), float(OPTIONS[n].maximum or 0)) for n in ("n_segments", "compactness")}
+    check_segmenter_params(algorithm, params, {**ranges, **SEG_PARAM_RANGES})
+
 
 def unknown(name: str, where: str = "option") -> OptionError:
     """An error for an unknown option name, with the closest known one."""
-    close = difflib.get_close_matches(name, list(OPTIONS), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; see `explain info` for the {len(OPTIONS)} options"
+    close = suggest(name, OPTIONS, quote=True)
+    hint = f"; {close}" if close else f"; see `explain info` for the {len(OPTIONS)} options"
     return OptionError(name, f"is not a known {where}{hint}")
 
 
@@ -278,8 +309,8 @@ def used_by(method: str) -> list[Option]:
 
 def misplaced(values: dict[str, Any], method: str) -> list[str]:
     """Names of engine options that are set but that ``method`` does not use."""
-    return [n for n, v in values.items() if v is not None and OPTIONS[n].methods is not None
-            and method not in OPTIONS[n].methods and OPTIONS[n].per_method]
+    return [n for n, v in values.items() if v is not None and OPTIONS[n].per_method
+            and method not in (OPTIONS[n].methods or (method,))]
 
 
 def parse_text(option: Option, text: str) -> Any:
@@ -327,7 +358,3 @@ def markdown_table() -> str:
             help_text = o.help.replace("|", "\\|")
             lines.append(f"| {flag} / `{o.name}` | `{o.default_text()}` | {methods} | {help_text}{choices} |")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(markdown_table())

@@ -1,38 +1,41 @@
-"""`explain evaluate`: faithfulness metrics for an explanation already written.
+"""Explanations already written: ``explain evaluate`` adds faithfulness metrics to a saved run.
 
-The metrics themselves live in :mod:`explain_cli.metrics`; this module only rebuilds a saved
-explanation's problem to run them (it moves into the front door, :mod:`explain_cli.api`).
+The saved JSON gives the method, seed, targets, preprocessing, baseline and output space; the
+``--save-map`` ``.npy`` beside it gives the maps. The evaluator and problem are rebuilt with the
+front door's own wiring (:func:`explain_cli.api.make_evaluator`, :func:`explain_cli.api.make_problem`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from explain_cli.errors import OptionError
-from explain_cli.metrics.suite import run_metrics
+from explain_cli.errors import ExplainError, OptionError
 
 
 def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any] | None = None) -> tuple[dict, list[Path]]:
-    """Evaluate an explanation already written: its JSON plus the ``--save-map`` ``.npy`` next to it.
+    """Evaluate an explanation already written: its JSON plus the ``save_map`` ``.npy`` next to it.
 
     The input, preprocessing, baseline, output space and targets come from the JSON; the model
     from ``model`` (default: the JSON's ``model.source``). The ``evaluation`` block is written
     back into the JSON (atomically) and the curves PNG beside it. Returns the block and the files.
-    """
-    import json
 
+    Raises
+    ------
+    ExplainError
+        Not an explanation JSON, a batch method's JSON, or no ``.npy`` maps beside it.
+    """
     import torch
 
-    from explain_cli.api import as_model, settings
-    from explain_cli.baselines import make_baseline
-    from explain_cli.core import Evaluator, Problem, resolve_batch_size
-    from explain_cli.errors import ExplainError
+    from explain_cli.api import as_model, make_evaluator, make_problem
     from explain_cli.fileio import atomic_write_bytes
     from explain_cli.inputs import load_input
-    from explain_cli.preprocess import Preprocess, apply_preprocess
+    from explain_cli.metrics.suite import run_metrics
+    from explain_cli.options.settings import settings
+    from explain_cli.preprocess import Preprocess, PreparedInput, apply_preprocess
 
     json_path = Path(json_path)
     try:
@@ -45,29 +48,29 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
         raise ExplainError(f"{json_path}: {method} explains a batch; evaluate explains one input at a time")
     npy = json_path.with_suffix(".npy")
     if not npy.is_file():
-        raise ExplainError(f"{npy} is missing; rerun `explain run` with --save-map to keep the maps")
+        raise ExplainError(f"{npy} is missing; explain again with `save_map` to keep the maps")
     full = np.load(npy, allow_pickle=False)  # (K, H0, W0) at the input's resolution, NaN outside the crop
-    cfg = settings({"method": method, "seed": doc["seed"], **(options or {}), "evaluate": True})
-    loaded = as_model(model or doc["model"]["source"], weights=_weights(doc), device=cfg.device, seed=doc["seed"])
-    item = load_input(doc["input"]["path"], channels=loaded.in_channels or 3, max_pixels=cfg.max_pixels)
+    saved = {"baseline": doc.get("baseline") or "zero",
+             "output": doc["output_space"] if doc["output_space"] in ("logits", "probs") else "probs"}
+    cfg = settings({"method": method, "seed": doc["seed"], **(options or {}), **saved, "evaluate": True})
+    loaded = as_model(model or doc["model"]["source"], weights=_weights(doc), device=cfg.model.device, seed=doc["seed"])
+    item = load_input(doc["input"]["path"], channels=loaded.in_channels or 3, max_pixels=cfg.input.max_pixels)
     prepared = apply_preprocess(item.pixels, spec)
     # the maps go through the input's resize and crop (no normalisation), back to the model's view
     geometry_only = Preprocess("map", resize=spec.resize, size=spec.size, crop=spec.crop)
     maps = apply_preprocess(torch.from_numpy(np.nan_to_num(full).astype(np.float32)), geometry_only).x.numpy()
-    device = loaded.device
-    evaluator = Evaluator(loaded.module, device, batch_size=resolve_batch_size(cfg.batch_size, device),
-                          output=doc["output_space"] if doc["output_space"] in ("logits", "probs") else "probs")
+    evaluator = make_evaluator(loaded, cfg)
     evaluator.select_targets(targets)
-    x = prepared.x.to(device)
-    baseline = make_baseline(doc.get("baseline") or "zero", prepared.x, spec, input_kind=item.kind).to(device)
-    problem = Problem(x=x, baseline=baseline, segments=torch.zeros(x.shape[1:], dtype=torch.long, device=device),
-                      evaluator=evaluator, reference=evaluator(x[None].clone())[0].cpu())
+    x = prepared.x.to(loaded.device)
+    first = PreparedInput(item=item, spec=spec, prepared=prepared, segmentation=None)
+    problem = make_problem(cfg, x, first, evaluator, evaluator(x[None].clone())[0].cpu())
 
     def no_rerun(seed: int, module: Any) -> np.ndarray:
-        raise OptionError("stability", "and sanity need the engine: use explain run --stability/--sanity")
+        raise OptionError("stability", "and `sanity` need the engine: ask for them when explaining, not on a saved "
+                          "explanation")
 
     scores = np.array([[s["score"] for s in t["segments"]] for t in doc["targets"]])
-    block, curves = run_metrics(problem, scores, maps, full, cfg, no_rerun)
+    block, curves = run_metrics(problem, scores, maps, full, cfg.evaluation, no_rerun)
     doc["evaluation"] = block
     atomic_write_bytes(json_path, json.dumps(doc, indent=2, allow_nan=False).encode() + b"\n")
     from explain_cli.curves_png import render_curves_png
