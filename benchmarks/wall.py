@@ -12,7 +12,8 @@ in two arms, interleaved (today, new, today, new, ...), and prints the median of
   with no flags at all.
 * **new**: no flags: the defaults of this checkout, with a cache of its own. Before the timed
   rounds one untimed run per model fills the cache (the runtime probe); its wall time is
-  printed as ``first run``.
+  printed as ``first run``. When a new run prints its long-run estimate, the last column gives
+  estimate / real wall time of that process.
 
 Models: ``sample`` (sample_models/shapes_cnn.pt, 64²) and ``resnet18`` (torchvision's
 architecture with random weights saved to a file, seed 0, as a user without pretrained weights
@@ -73,7 +74,16 @@ def run_once(model: list[str], image: Path, method: str, out: Path, env: dict[st
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     record = json.loads((out / f"{image.stem}.{method}.json").read_text())
     return {"wall": wall, "evaluations": record["evaluations"], "runtime": record["model"].get("runtime"),
-            "stderr": proc.stderr}
+            "estimate": said_seconds(proc.stderr)}
+
+
+def said_seconds(stderr: str) -> float | None:
+    """The long-run estimate the run printed ("this run will take about 3 min: ..."), in seconds."""
+    for line in stderr.splitlines():
+        if "this run will take about " in line:
+            value, unit = line.split("this run will take about ")[1].split(":")[0].split()
+            return float(value) * {"s": 1, "min": 60, "h": 3600}[unit]
+    return None
 
 
 def main() -> None:
@@ -95,8 +105,9 @@ def main() -> None:
     print(f"command: PYTHONPATH=. python benchmarks/wall.py --models {args.models} --methods {args.methods} "
           f"--repeats {args.repeats}" + (f" --today-src {args.today_src}" if args.today_src else "")
           + f" --image {args.image.relative_to(ROOT) if args.image.is_relative_to(ROOT) else args.image}\n")
-    print("| model | method | today s | new s | new / today | today evals | new evals | new runtime |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| model | method | today s | new s | new / today | today evals | new evals | new runtime "
+          "| new estimate / real |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|")
     firsts = []
     for name in args.models.split(","):
         model = model_args(name)
@@ -110,8 +121,10 @@ def main() -> None:
                     last[arm] = run_once(model, args.image, method, work / f"{arm}-{r}", envs[arm], flags(arm, method))
                     times[arm].append(last[arm]["wall"])
             today, new = statistics.median(times["today"]), statistics.median(times["new"])
+            said = last["new"]["estimate"]
+            ratio = f"{said / last['new']['wall']:.2f}" if said else "(under 60 s: none)"
             print(f"| {name} | {method} | {today:.1f} | {new:.1f} | {new / today:.2f} | {last['today']['evaluations']} "
-                  f"| {last['new']['evaluations']} | {last['new']['runtime']} |", flush=True)
+                  f"| {last['new']['evaluations']} | {last['new']['runtime']} | {ratio} |", flush=True)
     print()
     for line in firsts:
         print(line)

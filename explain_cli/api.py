@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from explain_cli.announce import OnStart, long_run_warning, probe_cost
+from explain_cli.announce import Announcer, planned_evaluations, speed_hints
 from explain_cli.errors import ExplainError, OptionError
 from explain_cli.inputs import LoadedInput
 from explain_cli.inputs.memory import as_inputs
@@ -112,10 +112,10 @@ class Explainer:
     def __init__(self, model: Any, *, progress: Any = None, on_warning: Callable[[str], Any] | None = None,
                  on_info: Callable[[str], Any] | None = None, **options: Any) -> None:
         """``on_warning(message)``, if given, hears each warning the moment it is known (random
-        weights, a run estimated to be long, before the engine starts); every warning also ends
-        up in the Explanation's ``warnings`` (and the JSON) as before. ``on_info(message)`` hears
-        information that is no warning (the runtime probe and its verdict); without it, that
-        goes to stderr when ``progress`` is shown.
+        weights, before the engine starts); every warning also ends up in the Explanation's
+        ``warnings`` (and the JSON). ``on_info(message)`` hears information that is no warning
+        and never goes into the JSON (the runtime probe and its verdict, the estimate of a run
+        longer than a minute); without it, that goes to stderr when ``progress`` is True.
         """
         self.options = options
         cfg = settings(options)
@@ -214,22 +214,17 @@ class Explainer:
         head = cfg.targets.target[0] if callable_target else None
         evaluator = make_evaluator(model, cfg, progress=progress, head=head)
         chosen_targets: list[int] = []
-        early: list[str] = []  # warnings known before the engine's first evaluation
 
-        def announce(total: int) -> None:
-            message = long_run_warning(total, seconds_per_eval, cfg, len(chosen_targets),
-                                       lambda: probe_cost(model.module, x[0], evaluator))
-            if message is not None:
-                early.append(message)
-                self._emit(message)
 
         with eval_mode(self.model.module if self.model.kind == "module" else None):
             evaluator.progress = NullProgress()  # f(x) comes before the engine starts the bar (it counts it)
             all_outputs = np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
             for note in evaluator.warnings:
                 self._emit(note)
-            seconds_per_eval = evaluator.forward_s / max(1, evaluator.evaluations)
-            evaluator.progress = OnStart(progress, announce)
+            evaluator.progress = Announcer(
+                progress, evaluator, seconds_per_image=model.seconds_per_image, runtime=model.runtime,
+                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), tuple(x.shape[-2:])),
+                hints=lambda: speed_hints(model, tuple(x.shape[1:]), evaluator.batch_size), tell=self._info)
             labels: list[str] | None
             if callable_target:
                 labels, targets = [getattr(head, "__name__", "target")] * all_outputs.shape[1], list(range(all_outputs.shape[1]))
@@ -248,7 +243,7 @@ class Explainer:
         progress.stop()
         seg = first.segmentation
         assert seg is not None  # prepared with segments
-        warnings = list(model.notes) + evaluator.warnings + early + list(attribution.warnings)
+        warnings = list(model.notes) + evaluator.warnings + list(attribution.warnings)
         from explain_cli.result import MAX_PANELS
 
         if len(targets) > MAX_PANELS:
@@ -352,6 +347,7 @@ def explain(
     preprocess: str | None = None,
     progress: "bool | Callable[[int, int, str], Any] | Progress | None" = None,
     on_warning: Callable[[str], Any] | None = None,
+    on_info: Callable[[str], Any] | None = None,
     **options: Any,
 ) -> list["Explanation"]:
     """Explain what ``model`` looks at in each input.
@@ -372,8 +368,12 @@ def explain(
     progress
         True for a line on stderr, a callable ``fn(done, total, description)``, or None.
     on_warning
-        A callable ``fn(message)`` told each warning as soon as it is known (random weights, a
-        long run, before the engine starts); the warnings are in each Explanation either way.
+        A callable ``fn(message)`` told each warning as soon as it is known (random weights,
+        before the engine starts); the warnings are in each Explanation either way.
+    on_info
+        A callable ``fn(message)`` told information that is no warning and stays out of the
+        JSON: the runtime probe and its verdict, the estimate of a run longer than a minute
+        (default: stderr when ``progress`` is True).
     **options
         Every other option (``kernel_width``, ``masks``, ``output``, ...); see ``explain info``.
 
@@ -397,4 +397,4 @@ def explain(
         given["target"] = [target]
     elif target is not None and not isinstance(target, (list, tuple)):
         given["target"] = [target]
-    return Explainer(model, progress=progress, on_warning=on_warning, **given).explain(inputs)
+    return Explainer(model, progress=progress, on_warning=on_warning, on_info=on_info, **given).explain(inputs)

@@ -149,17 +149,20 @@ def _auto(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", 
     if verdict is not None:
         module = _build(verdict.runtime, model, probe, reference, cache, fingerprint, tell)
         if module is not None:
-            return dataclasses.replace(model, module=module, runtime=verdict.runtime)
+            return dataclasses.replace(model, module=module, runtime=verdict.runtime,
+                                       seconds_per_image=verdict.per_image_s.get(verdict.runtime))
         tell(f"the cached runtime verdict ({verdict.runtime}) no longer applies; measuring again")
     if cold_s < CHEAP_S:
-        save_verdict(cache, key, Verdict("eager", f"under {CHEAP_S * 1e3:.1f} ms per image: nothing to gain",
-                                         {"eager": cold_s}, len(probe), {"eager": 0.0}))
+        # No batched time is measured, so the long-run estimate times the run's first batches instead.
+        save_verdict(cache, key, Verdict("eager", f"{cold_s * 1e3:.2g} ms per image on a cold call, under "
+                                         f"{CHEAP_S * 1e3:.1f}: nothing to gain", {}, len(probe), {"eager": 0.0}))
         return dataclasses.replace(model, runtime="eager")
     tell("choosing the fastest runtime for this model (once; later runs reuse the choice)…")
     verdict, candidates = _measure(model, probe, reference, cache, fingerprint, batch_size, tell)
     save_verdict(cache, key, verdict)
     tell(f"runtime: {verdict.summary()}")
-    return dataclasses.replace(model, module=candidates[verdict.runtime], runtime=verdict.runtime)
+    return dataclasses.replace(model, module=candidates[verdict.runtime], runtime=verdict.runtime,
+                               seconds_per_image=verdict.per_image_s.get(verdict.runtime))
 
 
 def _build(name: str, model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", cache: Path,

@@ -23,6 +23,8 @@ from explain_cli.models.onnx_cache import version
 if TYPE_CHECKING:
     import torch
 
+    from explain_cli.models.base import LoadedModel
+
 VERDICT_VERSION = 1
 
 
@@ -109,3 +111,17 @@ def save_verdict(cache: Path, key: str, verdict: Verdict) -> None:
         atomic_write_bytes(path, json.dumps({"key": key, **asdict(verdict)}, indent=1, sort_keys=True).encode())
     except (OSError, ExplainError):
         pass
+
+
+def lookup_verdict(model: "LoadedModel", shape: tuple[int, ...], batch_size: int, cache: Path | None = None) -> Verdict | None:
+    """This machine's cached verdict for ``model`` on inputs of ``shape`` (C, H, W), or None; never measures."""
+    from explain_cli.models.fingerprint import graph_fingerprint
+    from explain_cli.models.onnx_cache import cache_dir
+
+    if model.kind == "onnx":
+        return None
+    fingerprint = graph_fingerprint(model)
+    if fingerprint is None:
+        return None
+    return load_verdict(cache or cache_dir(), verdict_key(fingerprint, tuple(shape), batch_size, model.device))
+
