@@ -102,9 +102,10 @@ def main() -> None:
           "| default top-5 = 10x | 10x evals |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
-    for method in args.methods.split(","):
-        for image in image_set(args.images):
+    for image in image_set(args.images):  # image by image, so a partial run covers every method
+        for method in args.methods.split(","):
             have = [r for r in done if r["method"] == method and r["image"] == image.name]
+            have = [r for i, r in enumerate(have) if r["tolerance"] not in [h["tolerance"] for h in have[:i]]]
             new = [] if have else measure(model, image, method, tolerances)
             if args.jsonl:
                 with args.jsonl.open("a") as fh:
