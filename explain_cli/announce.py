@@ -29,12 +29,26 @@ if TYPE_CHECKING:
 LONG_RUN_S = 60.0
 #: The fewest rows in a batch whose time may stand for the run's cost per evaluation.
 MIN_ROWS = 16
+#: Evaluations an ``auto`` budget used on average over the sample and ground-truth images
+#: (benchmarks/auto_samples.py, sample model); the estimate's count for an auto run.
+TYPICAL_AUTO = {"kernelshap": 1100, "lime": 1700, "rise": 20_000}
+
+
+def auto_budget(cfg: "Settings") -> bool:
+    """True when the method's budget is ``auto`` (``samples`` or ``masks``)."""
+    return any(getattr(cfg.params, name, None) == "auto" for name in ("samples", "masks"))
 
 
 def planned_evaluations(total: int, cfg: "Settings", n_targets: int, shape: tuple[int, int]) -> int:
-    """The engine's ``total`` times its re-runs (stability, sanity), plus the ``evaluate`` curves."""
+    """The engine's ``total`` times its re-runs (stability, sanity), plus the ``evaluate`` curves.
+
+    An ``auto`` budget announces its cap; the estimate takes what it typically uses instead
+    (:data:`TYPICAL_AUTO`), which the line says.
+    """
     from explain_cli.metrics.curves import step_counts
 
+    if auto_budget(cfg):
+        total = min(total, TYPICAL_AUTO.get(cfg.engine.name, total))
     metrics = cfg.evaluation
     runs = 1 + (max(0, metrics.stability - 1) if metrics.stability >= 2 else 0) + (1 if metrics.sanity else 0)
     evaluations = total * runs
@@ -44,16 +58,21 @@ def planned_evaluations(total: int, cfg: "Settings", n_targets: int, shape: tupl
     return evaluations
 
 
-def estimate_message(evaluations: int, seconds_per_eval: float, runtime: str, hints: list[str]) -> str | None:
-    """The line for a run of ``evaluations`` at ``seconds_per_eval``, or None when it is short."""
+def estimate_message(evaluations: int, seconds_per_eval: float, runtime: str, hints: list[str],
+                     typical: bool = False) -> str | None:
+    """The line for a run of ``evaluations`` at ``seconds_per_eval``, or None when it is short.
+
+    ``typical``: the count is what an ``auto`` budget typically uses, not a fixed budget.
+    """
     estimate = evaluations * seconds_per_eval
     if estimate <= LONG_RUN_S:
         return None
     rate = 1.0 / seconds_per_eval
     rate_text = f"{rate:.3g}" if rate < 100 else f"{rate:,.0f}"
     advice = "; ".join(hints + ["fewer `samples`/`masks`, `n_segments` or `size` shorten it"])
-    return (f"this run will take about {duration(estimate)}: {evaluations:,} model evaluations at "
-            f"{rate_text}/s on {runtime}; {advice}")
+    count = f"typically {evaluations:,} model evaluations (auto: until the map is stable)" if typical else \
+        f"{evaluations:,} model evaluations"
+    return f"this run will take about {duration(estimate)}: {count} at {rate_text}/s on {runtime}; {advice}"
 
 
 class Announcer:
@@ -65,8 +84,8 @@ class Announcer:
 
     def __init__(self, inner: Any, evaluator: "Evaluator", *, seconds_per_image: float | None, runtime: str,
                  evaluations: Callable[[int], int], hints: Callable[[], list[str]], tell: Callable[[str], Any],
-                 clock: Callable[[], float] = time.perf_counter) -> None:
-        self.inner, self.evaluator, self.runtime = inner, evaluator, runtime
+                 typical: bool = False, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.inner, self.evaluator, self.runtime, self.typical = inner, evaluator, runtime, typical
         self.seconds_per_image, self.evaluations, self.hints, self.tell, self.clock = (
             seconds_per_image, evaluations, hints, tell, clock)
         self.planned: int | None = None  # the run's evaluations, from the engine's first start
@@ -95,7 +114,7 @@ class Announcer:
         self.done = True
         if evaluations * seconds_per_eval <= LONG_RUN_S:
             return
-        message = estimate_message(evaluations, seconds_per_eval, self.runtime, self.hints())
+        message = estimate_message(evaluations, seconds_per_eval, self.runtime, self.hints(), self.typical)
         if message is not None:
             self.tell(message)
 

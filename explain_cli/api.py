@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from explain_cli.announce import Announcer, planned_evaluations, speed_hints
+from explain_cli.announce import Announcer, auto_budget, planned_evaluations, speed_hints
 from explain_cli.errors import ExplainError, OptionError
 from explain_cli.inputs import LoadedInput
 from explain_cli.inputs.memory import as_inputs
@@ -209,22 +209,19 @@ class Explainer:
         engine = cfg.engine
         started = time.perf_counter()
         first, x = self._batch(items, cfg)
-        model = self._runtime(cfg, x)
         callable_target = check_callable_target(cfg.targets.target)
         head = cfg.targets.target[0] if callable_target else None
-        evaluator = make_evaluator(model, cfg, progress=progress, head=head)
+        evaluator = make_evaluator(self.model, cfg, progress=progress, head=head)
         chosen_targets: list[int] = []
 
+        def f_x() -> np.ndarray:  # uncounted by the progress: the engine's bar counts it when it starts
+            evaluator.progress = NullProgress()
+            return np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
 
         with eval_mode(self.model.module if self.model.kind == "module" else None):
-            evaluator.progress = NullProgress()  # f(x) comes before the engine starts the bar (it counts it)
-            all_outputs = np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
+            all_outputs = f_x()  # on the model as loaded: every check on the user's input comes first
             for note in evaluator.warnings:
                 self._emit(note)
-            evaluator.progress = Announcer(
-                progress, evaluator, seconds_per_image=model.seconds_per_image, runtime=model.runtime,
-                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), tuple(x.shape[-2:])),
-                hints=lambda: speed_hints(model, tuple(x.shape[1:]), evaluator.batch_size), tell=self._info)
             labels: list[str] | None
             if callable_target:
                 labels, targets = [getattr(head, "__name__", "target")] * all_outputs.shape[1], list(range(all_outputs.shape[1]))
@@ -235,8 +232,18 @@ class Explainer:
                 evaluator.select_targets(targets)
             chosen_targets[:] = targets
             chosen = all_outputs[:, targets]
-            reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
-            problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, reference)
+            problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, torch.zeros(0))
+            model = self._runtime(cfg, x)  # may time the runtimes once: after every check, before the engine
+            if model.module is not evaluator.model:  # f(x) again on the runtime the engine uses, counted once
+                evaluator.model, counted = model.module, (evaluator.evaluations, evaluator.forward_s)
+                chosen = f_x()
+                evaluator.evaluations, evaluator.forward_s = counted
+            problem.reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
+            evaluator.progress = Announcer(
+                progress, evaluator, seconds_per_image=model.seconds_per_image, runtime=model.runtime,
+                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), tuple(x.shape[-2:])),
+                hints=lambda: speed_hints(model, tuple(x.shape[1:]), evaluator.batch_size), tell=self._info,
+                typical=auto_budget(cfg))
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
             evaluations, forward_s, explained_s = evaluator.evaluations, evaluator.forward_s, time.perf_counter() - started
             evaluation, curves = self._evaluate(problem, attribution, first, cfg)  # counts its own evaluations

@@ -85,8 +85,10 @@ class RateProgress:
         self._shown = False
 
     def start(self, total: int, description: str) -> None:
+        """A new phase; the same description again (an auto budget's next round) keeps the phase's clock."""
+        if description != self.description or not self.total:
+            self._began = self.clock()
         self.done, self.total, self.description = 0, int(total), description
-        self._began = self.clock()
         if not self._shown:
             self._last = self._began  # the first line comes one interval after the first phase starts
 

@@ -430,7 +430,8 @@ def test_model_writing_into_its_input_changes_nothing(method, extra):
     inputs = [torch.rand(3, 16, 16, generator=gen), torch.rand(3, 16, 16, generator=gen)]
     if method != "permutation":
         inputs = inputs[:1]
-    kw = dict(method=method, n_segments=8, seed=0, top_k=2, **extra)
+    # eager: two models are compared bit for bit, so neither may get another runtime's rounding
+    kw = dict(method=method, n_segments=8, seed=0, top_k=2, runtime="eager", **extra)
     a = explain_cli.explain(_Pure(), inputs, **kw)[0]
     b = explain_cli.explain(_Vandal(), inputs, **kw)[0]
     np.testing.assert_array_equal(a.scores, b.scores)

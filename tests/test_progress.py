@@ -121,3 +121,29 @@ def test_a_long_run_off_a_terminal_prints_a_progress_line(cli, tmp_path, monkeyp
     assert result.exit_code == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("explain: ablation: ")]
     assert lines and "evaluations" in lines[0] and "/s" in lines[0], result.stderr
+
+
+def test_an_auto_budget_shows_each_round_not_the_cap():
+    from explain_cli import explain
+
+    seen: list[tuple[int, int, str]] = []
+    (e,) = explain(make_linear(k=1), [torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))],
+                   method="kernelshap", samples="auto", segments="grid", n_segments=16, runtime="eager",
+                   progress=CallbackProgress(lambda *a: seen.append(a)))
+    rounds = [s for s in seen if s[2] == "kernelshap (auto)"]
+    assert rounds and max(total for _, total, _ in rounds) < e.params["max_samples"]
+    assert all(done <= total for done, total, _ in seen)
+    assert rounds[-1][0] == e.evaluations  # the last round ends where the run does
+
+
+def test_a_restart_under_the_same_description_keeps_the_rate_clock():
+    clock, out = FakeClock(), io.StringIO()
+    bar = TextProgress(out, clock=clock)
+    bar.start(256, "lime (auto)")
+    clock.now += 10
+    bar.advance(256)  # 25.6/s
+    bar.start(384, "lime (auto)")
+    bar.advance(256)
+    clock.now += 5
+    bar.advance(128)  # 384 in 15 s: 25.6/s over the rounds, not 128 in 5 s after a jump
+    assert out.getvalue().endswith("lime (auto): 384/384 evaluations, 25.6/s\x1b[K")
