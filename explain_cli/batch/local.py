@@ -34,7 +34,8 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
     job = items[0].job
     first = items[0].cfg
     try:
-        explainer = Explainer(job.model, weights=first.model.weights, device=first.model.device, seed=first.seed)
+        explainer = Explainer(job.model, weights=first.model.weights, device=first.model.device, seed=first.seed,
+                              on_info=lambda message: emit({"event": "info", "job": job.name, "message": message}))
     except Exception as exc:  # the whole job fails, the others go on
         return [finish(Row(job.name, i.input_label, i.method, "failed", error=error_message(exc)), emit, progress)
                 for i in items]

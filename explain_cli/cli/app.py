@@ -160,6 +160,8 @@ def batch(
                 typer.echo(json.dumps(event, default=str), err=True)
             elif event["event"] == "item" and event["status"] == "failed" and not quiet:
                 warn(f"{event['job']}: {event['input']} · {event['method']}: {event['error']}")
+            elif event["event"] == "info" and not quiet:  # the runtime probe, a long item's estimate
+                typer.echo(f"explain: {event['job']}: {event['message']}", err=True)
 
         progress = NullProgress() if json_log else make_progress(quiet=quiet, unit="items")
         rows, summary = run_batch(config, overrides=overrides, dry_run=dry_run, force=force, shard=shard_spec,
