@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 
 RUNTIMES = ("auto", "eager", "compile", "onnxruntime")
-PROBE_BATCH = 4  # rows in the probe batch used for matching
+PROBE_BATCH = 2  # rows in the probe batch used for matching (two, so a graph that mixes rows shows)
 TIMING_ROWS = 8  # rows in each timed batch (fewer when the batch size is smaller)
 TIMING_BUDGET_S = 3.0  # timing rounds stop once they have taken this long (after the first round)
 CHEAP_S = 5e-4  # seconds per image (a warm call) under which eager is kept: no export could pay for itself
