@@ -185,7 +185,7 @@ def segment(image: np.ndarray, algorithm: str = "slic", **params: Any) -> Segmen
     Examples
     --------
     >>> seg = segment(np.zeros((8, 8, 3)), "grid", n_segments=4)
-    >>> seg.n_segments, seg.labels[0, 0], seg.labels[7, 7]
+    >>> seg.n_segments, int(seg.labels[0, 0]), int(seg.labels[7, 7])
     (4, 0, 3)
     """
     given = check_segmenter_params(algorithm, params)
