@@ -241,7 +241,7 @@ class Explainer:
             problem.reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
             evaluator.progress = Announcer(
                 progress, evaluator, seconds_per_image=model.seconds_per_image, runtime=model.runtime,
-                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), tuple(x.shape[-2:])),
+                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), (int(x.shape[-2]), int(x.shape[-1]))),
                 hints=lambda: speed_hints(model, tuple(x.shape[1:]), evaluator.batch_size), tell=self._info,
                 typical=auto_budget(cfg))
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
