@@ -239,9 +239,10 @@ class Explainer:
                 chosen = f_x()
                 evaluator.evaluations, evaluator.forward_s = counted
             problem.reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
+            shape = (int(x.shape[-2]), int(x.shape[-1]))
             evaluator.progress = Announcer(
                 progress, evaluator, seconds_per_image=model.seconds_per_image, runtime=model.runtime,
-                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), (int(x.shape[-2]), int(x.shape[-1]))),
+                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), shape),
                 hints=lambda: speed_hints(model, tuple(x.shape[1:]), evaluator.batch_size), tell=self._info,
                 typical=auto_budget(cfg))
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
