@@ -202,3 +202,26 @@ def test_first_run_that_probes_and_second_that_reuses_write_the_same_json(cli, t
     assert not any("runtime" in w for w in json1["warnings"])
     json1.pop("timing"), json2.pop("timing")
     assert json.dumps(json1, sort_keys=True) == json.dumps(json2, sort_keys=True)
+
+
+def test_concurrent_first_runs_measure_once_and_agree(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(rt, "CHEAP_S", 0.0)
+    measured = []
+    real = rt._measure
+
+    def counting(*args, **kwargs):
+        measured.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rt, "_measure", counting)
+    net = loaded(make_net())
+    chosen: list[str] = []
+    threads = [threading.Thread(target=lambda: chosen.append(
+        select_runtime(net, X[0], "auto", cache=tmp_path, batch_size=8).runtime)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(measured) == 1 and len(chosen) == 2 and chosen[0] == chosen[1]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from explain_cli.errors import OptionError, install_hint, one_line
 from explain_cli.models.base import LoadedModel
 from explain_cli.models.onnx_cache import MATCH_RTOL, cache_dir, cached_onnx, deviation, onnx_available
-from explain_cli.models.verdict import Verdict, load_verdict, save_verdict, verdict_key
+from explain_cli.models.verdict import Verdict, load_verdict, save_verdict, verdict_key, verdict_lock
 
 if TYPE_CHECKING:
     import torch
@@ -150,15 +150,22 @@ def _auto(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", 
             return dataclasses.replace(model, module=module, runtime=verdict.runtime,
                                        seconds_per_image=verdict.per_image_s.get(verdict.runtime))
         tell(f"the cached runtime verdict ({verdict.runtime}) no longer applies; measuring again")
-    warm_s = _warm_cost(model.module, probe)
-    if warm_s < CHEAP_S:
-        # No batched time is measured, so the long-run estimate times the run's first batches instead.
-        save_verdict(cache, key, Verdict("eager", f"{warm_s * 1e3:.2g} ms per image, under {CHEAP_S * 1e3:.1f}: "
-                                         "nothing to gain", {}, len(probe), {"eager": 0.0}))
-        return dataclasses.replace(model, runtime="eager")
-    tell("choosing the fastest runtime for this model (once; later runs reuse the choice)…")
-    verdict, candidates = _measure(model, probe, reference, cache, fingerprint, batch_size, tell)
-    save_verdict(cache, key, verdict)
+    with verdict_lock(cache, key):  # concurrent runs (make -j, Ray workers): one measures, the others reuse
+        again = load_verdict(cache, key)
+        if verdict is None and again is not None:
+            module = _build(again.runtime, model, probe, reference, cache, fingerprint, tell)
+            if module is not None:
+                return dataclasses.replace(model, module=module, runtime=again.runtime,
+                                           seconds_per_image=again.per_image_s.get(again.runtime))
+        warm_s = _warm_cost(model.module, probe)
+        if warm_s < CHEAP_S:
+            # No batched time is measured, so the long-run estimate times the run's first batches instead.
+            save_verdict(cache, key, Verdict("eager", f"{warm_s * 1e3:.2g} ms per image, under {CHEAP_S * 1e3:.1f}: "
+                                             "nothing to gain", {}, len(probe), {"eager": 0.0}))
+            return dataclasses.replace(model, runtime="eager")
+        tell("choosing the fastest runtime for this model (once; later runs reuse the choice)…")
+        verdict, candidates = _measure(model, probe, reference, cache, fingerprint, batch_size, tell)
+        save_verdict(cache, key, verdict)
     tell(f"runtime: {verdict.summary()}")
     return dataclasses.replace(model, module=candidates[verdict.runtime], runtime=verdict.runtime,
                                seconds_per_image=verdict.per_image_s.get(verdict.runtime))

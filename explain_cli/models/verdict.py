@@ -10,13 +10,14 @@ runtime, hence the same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from explain_cli.models.onnx_cache import version
 
@@ -111,6 +112,32 @@ def save_verdict(cache: Path, key: str, verdict: Verdict) -> None:
         atomic_write_bytes(path, json.dumps({"key": key, **asdict(verdict)}, indent=1, sort_keys=True).encode())
     except (OSError, ExplainError):
         pass
+
+
+@contextlib.contextmanager
+def verdict_lock(cache: Path, key: str) -> Iterator[None]:
+    """Hold an exclusive lock on one verdict while it is measured (POSIX ``flock``; elsewhere, no lock).
+
+    A cache that cannot be written is not locked: each run then measures, as before.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent first runs may each measure; the last verdict written wins
+        yield
+        return
+    path = Path(cache) / f"verdict-{key[:32]}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def lookup_verdict(model: "LoadedModel", shape: tuple[int, ...], batch_size: int, cache: Path | None = None) -> Verdict | None:
