@@ -93,7 +93,7 @@ def test_a_yolo_style_raw_onnx_model_with_decoder_yolo(cli, tmp_path):
     pytest.importorskip("onnxruntime")
     from PIL import Image
 
-    from explain_cli.models.runtime import export_onnx_bytes
+    from explain_cli.models.export import export_onnx_bytes
 
     path = tmp_path / "yolo.onnx"
     path.write_bytes(export_onnx_bytes(TinyYolo().eval(), (2, 3, 32, 32)))
