@@ -322,3 +322,12 @@ def test_a_callable_detector_sees_the_photo_as_it_is_at_most_800_on_its_short_si
     (e,) = explain(detector, large, task="detection", method="ablation", segments="grid", n_segments=4)
     assert seen[0] == (800, 1066) and e.to_dict()["targets"][0]["box_original"] == pytest.approx(
         [300, 225, 900, 675], abs=1)
+
+
+def test_an_image_without_detections_may_give_boxes_of_shape_0():
+    from explain_cli.tasks.detection_formats import decode_detections
+
+    empty = {"boxes": torch.zeros(0), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+    full = {"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([2])}
+    det = decode_detections([empty, full], (8, 8))
+    assert det.n_images == 2 and det.image.tolist() == [1]

@@ -262,6 +262,8 @@ def _image_fields(d: dict, i: int) -> dict[str, "torch.Tensor"]:
         if not isinstance(value, torch.Tensor):
             raise ExplainError(f"{where}: {key} is {type(value).__name__}, not a tensor; {FORMAT_HINT}")
         out[key] = value.detach()
+    if out["boxes"].numel() == 0 and out["boxes"].dim() != 2:  # no detection, returned as shape (0,)
+        out["boxes"] = out["boxes"].reshape(0, 4)
     n = out["boxes"].shape[0] if out["boxes"].dim() >= 1 else -1
     expected = {"boxes": (n, 4), "scores": (n,), "labels": (n,), "objectness": (n,)}
     for key, shape in expected.items():
