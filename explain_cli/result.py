@@ -136,7 +136,7 @@ class Explanation:
     def top(self, k: int = 5, target: int | str | None = None) -> list[tuple[int, float]]:
         """The ``k`` segments with the largest score for ``target``, as (segment id, score), strongest first.
 
-        ``target`` is an explained class index or label; None is the first explained target.
+        ``target`` is an explained class index or label (a detection: the box's row); None is the first.
         """
         return self._top_row(k, self._target_row(target))
 
