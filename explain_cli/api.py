@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from explain_cli.announce import OnStart, long_run_warning, probe_cost
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import ExplainError, OptionError, warn_user
 from explain_cli.inputs import LoadedInput
 from explain_cli.inputs.memory import as_inputs
 from explain_cli.models import LoadedModel, load_model, resolve_device
+from explain_cli.models.heads import imagenet_head
+from explain_cli.models.labels import imagenet_labels
 from explain_cli.options.groups import Settings
 from explain_cli.options.settings import settings
 from explain_cli.preprocess import PreparedInput, prepare
@@ -61,7 +63,9 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
         if dev != here:
             model = model.to(dev)  # the caller asked for this device explicitly
         kind = "torchscript" if isinstance(model, torch.jit.ScriptModule) else "module"
-        return LoadedModel(module=model, source=type(model).__name__, kind=kind, sha256=None, weights=None, device=dev)
+        labels_from = imagenet_head(model)  # a torchvision/timm ImageNet classifier: caption 'tabby (281)'
+        return LoadedModel(module=model, source=type(model).__name__, kind=kind, sha256=None, weights=None, device=dev,
+                           labels=imagenet_labels() if labels_from else None, labels_from=labels_from)
     if callable(model):
         dev = torch.device("cpu") if device in (None, "auto") else resolve_device(device)
         name = getattr(model, "__name__", type(model).__name__)
@@ -113,14 +117,17 @@ class Explainer:
                  **options: Any) -> None:
         """``on_warning(message)``, if given, hears each warning the moment it is known (random
         weights, a run estimated to be long, before the engine starts); every warning also ends
-        up in the Explanation's ``warnings`` (and the JSON) as before.
+        up in the Explanation's ``warnings`` (and the JSON) as before. Each is also issued once
+        through :func:`warnings.warn` as an :class:`~explain_cli.errors.ExplainWarning`.
         """
         self.options = options
         cfg = settings(options)
         self.on_warning = on_warning
+        self._warned: set[str] = set()  # issued through warnings.warn for the explanation under way
         self.model = as_model(model, weights=cfg.model.weights, device=cfg.model.device, seed=cfg.seed)
         for note in self.model.notes:
             self._emit(note)
+        self._notes = set(self.model.notes)  # warned once, at load
         self.progress = progress
         self._cache: OrderedDict = OrderedDict()
         self._runtimes: dict[tuple, LoadedModel] = {}  # (runtime, input shape) -> the model running it
@@ -128,6 +135,12 @@ class Explainer:
     def _emit(self, message: str) -> None:
         if self.on_warning is not None:
             self.on_warning(message)
+        self._warn(message)
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warn_user(message)
 
     def _runtime(self, cfg: Settings, x: "torch.Tensor") -> LoadedModel:
         """The model on the runtime asked for, chosen once per input shape (an export is per shape)."""
@@ -359,7 +372,8 @@ def explain(
         True for a line on stderr, a callable ``fn(done, total, description)``, or None.
     on_warning
         A callable ``fn(message)`` told each warning as soon as it is known (random weights, a
-        long run, before the engine starts); the warnings are in each Explanation either way.
+        long run, before the engine starts); the warnings are in each Explanation either way,
+        and each is issued through :func:`warnings.warn` as an ``ExplainWarning``.
     **options
         Every other option (``kernel_width``, ``masks``, ``output``, ...); see ``explain info``.
 

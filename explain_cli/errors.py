@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Iterable
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class ExplainError(Exception):
@@ -15,6 +18,26 @@ class ExplainError(Exception):
     """
 
     exit_code = 2
+
+
+class ExplainWarning(UserWarning):
+    """A warning a user should see: random weights, a coarse segmentation, a poor fit, ...
+
+    Issued through :func:`warnings.warn` (see :func:`warn_user`) and also kept in the
+    Explanation's ``warnings``, so the JSON has them too. Silence them in Python with
+    ``warnings.simplefilter("ignore", explain_cli.ExplainWarning)``.
+    """
+
+
+def warn_user(message: str) -> None:
+    """Issue ``message`` as an :class:`ExplainWarning`, pointing at the caller's first line outside this package."""
+    import sys
+    import warnings
+
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ExplainWarning, stacklevel=level)
 
 
 class OptionError(ExplainError):

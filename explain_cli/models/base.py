@@ -52,6 +52,7 @@ class LoadedModel:
     runtime: str = "eager"  # what runs the forward passes: eager, eager+channels_last, compile, onnxruntime
     notes: list[str] = field(default_factory=list)  # warnings for the user (random weights, fallbacks)
     task: str = "classification"  # what the outputs are (explain_cli.tasks): 'detection' for detectors
+    labels_from: str | None = None  # where `labels` came from, when the model did not declare them itself
 
     def describe(self) -> dict:
         """What the result JSON records about the model."""
@@ -65,6 +66,8 @@ class LoadedModel:
         }
         if self.notes:
             info["notes"] = list(self.notes)
+        if self.labels_from:
+            info["labels_from"] = self.labels_from
         return info
 
 
