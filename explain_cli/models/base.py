@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 METADATA_FILE = "explain_cli.json"
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
+#: The note a model file exported from random weights (``random_weights: true``) carries.
+RANDOM_FILE_NOTE = ("random weights: this file was exported from an architecture without trained weights "
+                    "(random_weights in its metadata); its outputs are meaningless")
 
 
 @dataclass
@@ -181,9 +184,10 @@ def _validate_preprocess(pre: dict, where: str) -> dict:
 
 
 def metadata_fields(metadata: dict) -> dict:
-    """The LoadedModel fields a validated metadata dict provides: labels, preprocess, in_channels."""
+    """The LoadedModel fields a validated metadata dict provides: notes, labels, preprocess, in_channels."""
     pre = metadata.get("preprocess")
     return {
+        "notes": [RANDOM_FILE_NOTE] if metadata.get("random_weights") is True else [],
         "labels": list(metadata["labels"]) if metadata.get("labels") else None,
         "preprocess": Preprocess.from_dict(pre) if pre else None,
         "in_channels": metadata.get("in_channels"),
