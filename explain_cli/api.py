@@ -163,9 +163,19 @@ class Explainer:
         items = self._inputs(inputs, cfg)
         engine = cfg.engine
         engine.check_inputs(len(items))
+        if cfg.evaluation.mask and not engine.batch:  # a mask that cannot be scored fails before any evaluation
+            from explain_cli.metrics.localisation import check_mask_fits
+
+            check_mask_fits(cfg.evaluation.mask, [(item.path.name, tuple(item.pixels.shape[-2:])) for item in items])
         bar = as_progress(progress if progress is not None else self.progress)
         groups = [items] if engine.batch else [[item] for item in items]
-        return [self._explain_group(group, cfg, bar) for group in groups]
+        done = []
+        for group in groups:
+            self._warned = set(self._notes)
+            done.append(self._explain_group(group, cfg, bar))
+            for message in done[-1].warnings:  # those the engine found, and any not issued yet
+                self._warn(message)
+        return done
 
     def prepare(self, inputs: Any, **options: Any) -> list[PreparedInput]:
         """Each input as the model sees it with its superpixels (what ``explain segment`` draws)."""
