@@ -61,12 +61,11 @@ def run(*, model: str | None, inputs: list[str] | None, config: Path | None, deb
         else:
             from explain_cli.config import load_job
 
-            job = load_job(config, overrides={k: v for k, v in given.items() if k != "method"})
-            methods = [layers for m, layers in job.methods if "method" not in given or m == given["method"]]
-            if not methods:
-                raise OptionError("method", f"{given['method']} is not among the config's methods "
-                                            f"({', '.join(m for m, _ in job.methods)})")
-            jobs = [(model or job.model, inputs or [str(p) for p in job.inputs], layers) for layers in methods]
+            # options given here override the file; --method replaces the job's methods
+            schema.check(given)  # a bad value is named as the flag it came from, before the file is read
+            job = load_job(config, overrides={k: v for k, v in given.items() if k != "method"},
+                           method=given.get("method"))
+            jobs = [(model or job.model, inputs or [str(p) for p in job.inputs], layers) for _, layers in job.methods]
         out = None
         for source, paths, layers in jobs:
             out = _run_job(source, paths, layers, quiet=quiet)
