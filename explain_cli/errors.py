@@ -79,6 +79,8 @@ def suggest(word: str, choices: Iterable[Any], *, n: int = 1, quote: bool = Fals
     "did you mean 'RdBu_r'?"
     >>> suggest("zzz", ["lime"])
     ''
+    >>> suggest("shap", ["kernelshap", "partition", "lime"])
+    'did you mean kernelshap?'
     """
     import difflib
 
@@ -86,7 +88,10 @@ def suggest(word: str, choices: Iterable[Any], *, n: int = 1, quote: bool = Fals
     by_folded: dict[str, str] = {}
     for name in names:
         by_folded.setdefault(name.casefold(), name)
-    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=n)
+    folded = str(word).casefold()
+    close = difflib.get_close_matches(folded, list(by_folded), n=n)
+    if not close and len(folded) >= 3:  # a part of a name: shap -> kernelshap, perm -> permutation
+        close = [name for name in by_folded if folded in name][:n]
     if not close:
         return ""
     shown = [repr(by_folded[c]) if quote else by_folded[c] for c in close]
