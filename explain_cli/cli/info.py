@@ -85,14 +85,14 @@ def _print_overview(data: dict[str, Any]) -> None:
 
 
 def _print_formats(data: dict[str, Any]) -> None:
-    """One line per format; a missing extra's install command on a line of its own, never cut."""
+    """One line per format; the command that installs its extra on a line of its own, never cut."""
     rows = data["formats"]
     name_w = max(len(f["format"]) for f in rows) + 2
     example_w = max(len(f["example"]) for f in rows) + 2
     typer.echo("model formats (MODEL as you pass it; installed or not):")
     for f in rows:
         typer.echo(f"  {f['format']:<{name_w}}{f['example']:<{example_w}}{'installed' if f['installed'] else 'not installed'}")
-        if f["install"] and not f["installed"]:
+        if f["install"]:
             typer.echo(" " * (2 + name_w) + f["install"])
     typer.echo("torchvision architectures (torchvision:ARCH):")
     import textwrap
