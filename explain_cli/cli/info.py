@@ -31,7 +31,7 @@ def overview() -> dict[str, Any]:
             for name, e in ENGINES.items()
         },
         "options": {o.name: {"default": o.per_method or o.default, "help": o.help, "choices": o.choices,
-                             "methods": o.methods, "cli": o.flag} for o in schema.OPTIONS.values()},
+                             "methods": o.methods, "tasks": o.tasks, "cli": o.flag} for o in schema.OPTIONS.values()},
         "segmenters": {name: segmenter_defaults(name) for name in SEGMENTERS},
         "preprocess": {"auto": "the model's own (images) / none (tensors)",
                        "model": "the preprocessing the model file or architecture declares",
