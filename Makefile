@@ -27,11 +27,12 @@ batch-demo: install
 	@echo "Batch outputs and summary.json/csv are in $(OUT)/batch-demo/"
 
 ## Pattern rule for pipelines: `make -j2 out/explained/circle.json out/explained/cross_circle.json`
-## explains each image once; make's own timestamps skip finished ones, and atomic writes mean
-## an interrupted job never leaves a target that looks complete.
+## explains each image once (the heatmap beside it: circle.lime.png, not to be mistaken for the
+## input); make's own timestamps skip finished ones, and the JSON, the target, is moved in last,
+## so an interrupted job never leaves a target that looks complete.
 $(OUT)/explained/%.json: sample_models/images/%.png | install
 	$(EXPLAIN) run sample_models/shapes_cnn.pt $< --method lime --quiet --out $(OUT)/explained/.tmp-$*
-	mv $(OUT)/explained/.tmp-$*/$*.lime.png $(OUT)/explained/$*.png
+	mv $(OUT)/explained/.tmp-$*/$*.lime.png $(OUT)/explained/$*.lime.png
 	mv $(OUT)/explained/.tmp-$*/$*.lime.json $@
 	rmdir $(OUT)/explained/.tmp-$*
 

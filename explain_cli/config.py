@@ -11,7 +11,6 @@ in that order; :func:`explain_cli.options.schema.merge` applies it.
 
 from __future__ import annotations
 
-import glob
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,7 +119,13 @@ def expand_inputs(spec: Any, where: str, problems: list[str]) -> list[Path]:
             continue
         p = Path(entry)
         if any(ch in entry for ch in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(entry, recursive=True) if Path(m).is_file())
+            from explain_cli.batch.walk import bounded_glob  # a symlink cycle must not hang validation
+
+            try:
+                matches = sorted(Path(m) for m in bounded_glob(entry, at) if Path(m).is_file())
+            except ExplainError as exc:
+                problems.append(str(exc))
+                continue
         elif p.is_dir():
             matches = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in INPUT_SUFFIXES)
         elif p.exists():

@@ -155,8 +155,8 @@ class Evaluator:
 
         start = time.perf_counter()
         with torch.inference_mode(), self.autocast():
-            raw = _guarded("model", self.model, inputs)
-            out = _guarded("target callable", self.head, raw) if self.head is not None else raw
+            raw = guarded("model", self.model, inputs)
+            out = guarded("target callable", self.head, raw) if self.head is not None else raw
         out = self._scores(out, len(inputs))
         if self.head is None and self.output == "probs":
             out = torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)
@@ -211,7 +211,7 @@ class Evaluator:
             start = stop
 
 
-def _guarded(what: str, fn: Callable, arg: object) -> object:
+def guarded(what: str, fn: Callable, arg: object) -> object:
     """Call the user's model or target callable; its failure becomes one line with its own message.
 
     Running out of GPU memory passes through: :meth:`Evaluator.forward` backs off and retries.

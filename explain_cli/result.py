@@ -161,33 +161,28 @@ class Explanation:
     def _png(self, **options: Any) -> bytes:
         from explain_cli.options.settings import output_options
         from explain_cli.preprocess import map_to_original
-        from explain_cli.render import render_png
+        from explain_cli.render.captions import heatmap_captions, heatmap_title
+        from explain_cli.render.figures import render_image
+        from explain_cli.render.layout import to_png
 
         opts = output_options(self.render_options, **options) if options else self.render_options
         full = self.pixel_maps()
         # Boundaries help read segment-level scores; pixel-level maps (RISE) are clearer without them.
         show_edges = opts.boundaries and self.attribution.pixel_maps is None
         labels_full = map_to_original(self.segmentation.labels[None], self.geometry, nearest=True)[0] if show_edges else None
-        captions = []
         drawn = min(len(self.targets), MAX_PANELS)
         full = full[:drawn]
-        for k, index in enumerate(self.targets[:drawn]):
-            name = _printable(self.labels[k]) if self.labels[k] is not None else f"class {index}"
-            space = {"probs": "prob", "logits": "logit"}.get(self.output_space, "score")
-            if self.inputs is not None:
-                space = f"mean {space}"
-            captions.append(f"{name} ({index}): {space} {self.target_scores[k]:.3g}")
-        name = _printable(Path(self.input["path"]).name)
-        if self.inputs is not None:
-            name = f"{len(self.inputs)} inputs (global importance, drawn on {name})"
-        title = f"{self.method} · {name} · {self.segmentation.n_segments} segments · {self.evaluations} evals"
-        if drawn < len(self.targets):
-            title += f" · first {drawn} of {len(self.targets)} targets"
+        captions = heatmap_captions(self.labels[:drawn], self.targets[:drawn], self.target_scores[:drawn],
+                                    self.output_space, mean=self.inputs is not None)
+        title = heatmap_title(self.method, self.input["path"], self.segmentation.n_segments, self.evaluations,
+                              n_inputs=None if self.inputs is None else len(self.inputs), drawn=drawn,
+                              total=len(self.targets))
         display = self.display if self.display is not None else np.full((*self.geometry.original, 3), 128, np.uint8)
         # the top segments are numbered as the JSON ranks them (largest score first)
         top = [[g for g, _ in self._top_row(TOP_NUMBERED, k)] for k in range(drawn)] if show_edges else None
-        return render_png(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
-                          style=opts.style, alpha=opts.opacity, cmap=opts.cmap, scale=opts.scale, top_segments=top)
+        return to_png(render_image(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
+                                   style=opts.style, opacity=opts.opacity, cmap=opts.cmap, scale=opts.scale,
+                                   top_segments=top))
 
     def output_paths(self, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Where :meth:`save` writes: STEM.METHOD.png, .json, and .npy with ``save_map``."""
@@ -207,10 +202,12 @@ class Explanation:
             np.save(buffer, self.pixel_maps().astype(np.float32), allow_pickle=False)
             files["npy"] = buffer.getvalue()
         if self.curves:
-            from explain_cli.curves_png import render_curves_png
+            from explain_cli.render.captions import curve_labels, curves_title
+            from explain_cli.render.curves import render_curves_image
+            from explain_cli.render.layout import to_png
 
-            names = [label or f"class {t}" for label, t in zip(self.labels, self.targets)]
-            files["curves"] = render_curves_png(self.curves, f"{self.method} · {self.stem}", labels=names)
+            names = curve_labels(self.labels, self.targets)
+            files["curves"] = to_png(render_curves_image(self.curves, curves_title(self.method, self.stem), labels=names))
         return files
 
     def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
@@ -342,8 +339,3 @@ def check_unique_stems(paths: list[Path], fix: str, where: str = "") -> list[str
                                f"would collide; {fix}")
         seen[p.stem] = p
     return list(seen)
-
-
-def _printable(text: str) -> str:
-    """A file name safe to draw: control characters (a newline in a name) shown as escapes."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

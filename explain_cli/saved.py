@@ -73,11 +73,14 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     block, curves = run_metrics(problem, scores, maps, full, cfg.evaluation, no_rerun)
     doc["evaluation"] = block
     atomic_write_bytes(json_path, json.dumps(doc, indent=2, allow_nan=False).encode() + b"\n")
-    from explain_cli.curves_png import render_curves_png
+    from explain_cli.render.captions import curve_labels, curves_title
+    from explain_cli.render.curves import render_curves_image
+    from explain_cli.render.layout import to_png
 
     curves_path = json_path.with_suffix(".curves.png")
-    names = [t.get("label") or f"class {t['index']}" for t in doc["targets"]]
-    atomic_write_bytes(curves_path, render_curves_png(curves, f"{method} · {json_path.stem}", labels=names))
+    names = curve_labels([t.get("label") for t in doc["targets"]], [t["index"] for t in doc["targets"]])
+    figure = render_curves_image(curves, curves_title(method, json_path.stem), labels=names)
+    atomic_write_bytes(curves_path, to_png(figure))
     return block, [json_path, curves_path]
 
 

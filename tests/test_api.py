@@ -224,16 +224,16 @@ def test_top_default_is_the_first_explained_target(cropped):
 
 
 def test_png_numbers_each_panels_own_top_segments(cropped, monkeypatch):
-    import explain_cli.render as render
+    import explain_cli.render.figures as figures
 
     seen = {}
-    real = render.render_png
+    real = figures.render_image
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(render, "render_png", spy)
+    monkeypatch.setattr(figures, "render_image", spy)
     cropped._repr_png_()
     for k in range(len(cropped.targets)):
         expected = [int(g) for g in np.argsort(-cropped.scores[k], kind="stable")[:len(seen["top_segments"][k])]]

@@ -56,7 +56,7 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
             inputs = [loaded[p] for p in item.inputs]
             (expl,) = explainer.explain(inputs, **item.cfg.values)
             files = expl.save(item.cfg.output.out, item.stem)
-            mark_done(row, files, expl.scores[0], expl.evaluations, expl.evaluation)
+            mark_done(row, files, expl.scores[0], expl.evaluations, expl.evaluation, expl.timing.get("total_s"))
         except Exception as exc:
             row.error = error_message(exc)
         row.time_s = round(time.perf_counter() - start, 3)

@@ -164,6 +164,9 @@ def batch(
             for row in rows:
                 for path in row.outputs:
                     typer.echo(f"{row.status.removeprefix('planned-')} {path}")
+            if summary is not None:  # the summary (and report) the run would write
+                for listed in [summary, summary.with_suffix(".csv"), summary.parent / "report.html"][: 3 if report else 2]:
+                    typer.echo(f"write {listed}")
             typer.echo(f"explain: dry run: {len(rows)} items, nothing written", err=True)
             return
         for row in rows:
@@ -171,7 +174,7 @@ def batch(
                 typer.echo(path)
         failed = [r for r in rows if r.status == "failed"]
         if report and summary is not None:
-            from explain_cli.report import write_report
+            from explain_cli.render.report import write_report
 
             jsons = [p for r in rows for p in r.outputs if p.endswith(".json")]
             typer.echo(str(write_report(summary.parent, extra=jsons)))
@@ -201,7 +204,8 @@ def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: An
         from explain_cli.inputs.memory import as_inputs
         from explain_cli.options.settings import settings
         from explain_cli.preprocess import map_to_original, prepare
-        from explain_cli.render import render_segments_png
+        from explain_cli.render.figures import render_segments_image
+        from explain_cli.render.layout import to_png
 
         given = given_options(opts)
         cfg = settings(given)
@@ -222,7 +226,7 @@ def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: An
             h, w = prep.prepared.geometry.model
             title = f"{seg.algorithm}: {seg.n_segments} segments at {h}x{w} ({prep.spec.name} preprocessing)"
             path = out_dir / f"{item.stem}.segments.png"
-            atomic_write_bytes(path, render_segments_png(item.display, full, title))
+            atomic_write_bytes(path, to_png(render_segments_image(item.display, full, title)))
             typer.echo(str(path))
             typer.echo(f"explain: {item.path.name}: {seg.n_segments} segments ({seg.algorithm}, {seg.params})", err=True)
 
@@ -285,7 +289,7 @@ def report_cmd(
 ) -> None:
     """Write OUT_DIR/report.html: every explanation with its map, scores and metrics, sortable, offline."""
     with guard(debug):
-        from explain_cli.report import write_report
+        from explain_cli.render.report import write_report
 
         typer.echo(str(write_report(out_dir)))
 
@@ -300,7 +304,7 @@ def compare_cmd(
 ) -> None:
     """One montage PNG: per input, the image then each method's map per target, with metrics (needs --save-map)."""
     with guard(debug):
-        from explain_cli.report import write_compare
+        from explain_cli.render.montage import write_compare
 
         typer.echo(str(write_compare(sources, out)))
 

@@ -150,9 +150,9 @@ def load_detector(source: str, weights: str | None, device: "torch.device", seed
     if weights is None:
         notes.append(RANDOM_DETECTOR_NOTE)
     elif weights.upper() == "DEFAULT":
-        from explain_cli.models.torchvision import _download_weights
+        from explain_cli.models.weights import download_weights
 
-        state = _download_weights(default_weights, arch_name)
+        state = download_weights(default_weights, arch_name)
         weights = f"DEFAULT ({default_weights})"
     else:
         path = Path(weights)

@@ -116,9 +116,9 @@ def load_segmenter(source: str, weights: str | None, device: "torch.device", see
     if weights is None:
         notes.append(RANDOM_SEGMENTER_NOTE)
     elif weights.upper() == "DEFAULT":
-        from explain_cli.models.torchvision import _download_weights
+        from explain_cli.models.weights import download_weights
 
-        state = _download_weights(default_weights, arch_name)
+        state = download_weights(default_weights, arch_name)
         weights = f"DEFAULT ({default_weights})"
     else:
         path = Path(weights)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from explain_cli.options.parse import Baseline
     from explain_cli.engines.base import Engine
-    from explain_cli.render import Scale
+    from explain_cli.render.scale import Scale
 
 
 @dataclass(frozen=True)

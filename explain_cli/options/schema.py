@@ -128,7 +128,6 @@ def _general() -> list[Option]:
     from pathlib import Path
 
     from explain_cli.baselines import BASELINE_HELP
-    from explain_cli.colormaps import NAMES as CMAPS
     from explain_cli.core import OUTPUT_SPACES, PRECISIONS
     from explain_cli.engines import ENGINES
     from explain_cli.inputs.limits import MAX_PIXELS, MIN_SIDE
@@ -136,7 +135,9 @@ def _general() -> list[Option]:
     from explain_cli.models.runtime import RUNTIMES
     from explain_cli.options.parse import check_name, parse_baseline, parse_batch_size, parse_mean, parse_size, parse_std
     from explain_cli.preprocess import PRESET_NAMES
-    from explain_cli.render import DEFAULT_ALPHA, DEFAULT_SCALE, DEFAULT_STYLE, STYLES, parse_scale
+    from explain_cli.render.colormaps import NAMES as CMAPS
+    from explain_cli.render.figures import DEFAULT_OPACITY, DEFAULT_STYLE, STYLES
+    from explain_cli.render.scale import DEFAULT_SCALE, parse_scale
     from explain_cli.segmentation import DEFAULT_N_SEGMENTS, SEGMENTERS
 
     return [
@@ -190,7 +191,7 @@ def _general() -> list[Option]:
         Option("boundaries", "bool", True, "Draw superpixel boundaries and number the top segments.", "Output"),
         Option("style", "str", DEFAULT_STYLE, "Heatmap style: the map over a dimmed grey image, or image and map side by side.",
                "Output", choices=STYLES),
-        Option("opacity", "float", DEFAULT_ALPHA, "Map opacity in the overlay style.", "Output", minimum=0.0, maximum=1.0),
+        Option("opacity", "float", DEFAULT_OPACITY, "Map opacity in the overlay style.", "Output", minimum=0.0, maximum=1.0),
         Option("cmap", "str", None, "Colour map. [default: RdBu_r for signed scores, inferno for non-negative]",
                "Output", choices=tuple(CMAPS)),
         Option("scale", "str", DEFAULT_SCALE, "Colour scale: one per figure, one per panel, or fixed:LO,HI to compare "

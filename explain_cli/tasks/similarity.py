@@ -140,10 +140,10 @@ class SimilarityTask(Task):
         """
         import torch
 
-        from explain_cli.core import _guarded
+        from explain_cli.core import guarded
 
         with torch.inference_mode():
-            raw = _guarded("model", model, x_ref.unsqueeze(0).clone())
+            raw = guarded("model", model, x_ref.unsqueeze(0).clone())
         return cls.from_reference_output(raw, **options)
 
     def decode(self, raw: object, size: tuple[int, int]) -> "torch.Tensor":

@@ -1,0 +1,115 @@
+"""`explain compare`: one montage PNG of every method's saved map, read back from written results.
+
+Per input, the image then each method's map for every target the methods share, with the
+metrics under each panel. The maps come from the ``.npy`` files written with ``--save-map``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from explain_cli.errors import ExplainError
+from explain_cli.render.captions import compare_caption, metric_line
+from explain_cli.render.records import Record, read_explanations, target_metrics
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+
+def _load_map(record: Record) -> np.ndarray:
+    """The (K, H, W) maps saved beside ``record`` (NAME.METHOD.npy), checked against its targets and input size."""
+    npy = record.sibling(".npy")
+    if not npy.is_file():
+        raise ExplainError(f"{npy.name} not found next to {record.path}: compare needs the saved map; "
+                           "rerun with --save-map (batch: save_map: true)")
+    try:
+        maps = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ExplainError(f"{npy} is not a readable .npy map: {exc}") from None
+    k = len(record.doc["targets"])
+    size = (record.doc.get("input") or {}).get("size")
+    if maps.ndim != 3 or maps.shape[0] != k or (size and list(maps.shape[1:]) != list(size)):
+        raise ExplainError(f"{npy} holds shape {list(maps.shape)}, not ({k}, H, W) at the input's size {size}; "
+                           "it belongs to another run: rerun with --save-map")
+    return maps
+
+
+def _signed(method: str) -> bool:
+    """Signed scores (diverging colours) or non-negative (RISE), as the engine declares."""
+    from explain_cli.engines import ENGINES
+
+    engine = ENGINES.get(method)
+    return True if engine is None else bool(engine.signed)
+
+
+def compare_image(records: list[Record]) -> "PILImage.Image":
+    """A PIL montage: one block per input (the image, then each method's map per shared target)."""
+    from PIL import Image
+
+    from explain_cli.inputs import load_input
+    from explain_cli.render.figures import CompareRow, render_compare_image
+
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for rec in sorted(records, key=lambda r: (r.input_path, r.method)):
+        if not rec.batch:  # a batch method's map is global, not this input's
+            groups.setdefault(rec.input_key, []).append(rec)
+    if not groups:
+        raise ExplainError("no per-input explanation to compare (batch methods such as permutation are global)")
+    blocks = []
+    for (_, input_path), recs in groups.items():
+        first = recs[0]
+        shared = [t["index"] for t in first.doc["targets"]
+                  if all(t["index"] in [u["index"] for u in r.doc["targets"]] for r in recs)]
+        if not shared:
+            raise ExplainError(f"{input_path}: the methods explained no class in common; use one --target or --top-k")
+        try:
+            display = load_input(input_path, channels=None).display
+        except ExplainError as exc:
+            raise ExplainError(f"cannot redraw {input_path} (recorded in {first.path}): {exc}") from None
+        rows = []
+        for rec in recs:
+            indices = [t["index"] for t in rec.doc["targets"]]
+            pick = [indices.index(i) for i in shared]
+            evaluation = rec.doc.get("evaluation")
+            rows.append(CompareRow(method=rec.method, maps=_load_map(rec)[pick], signed=_signed(rec.method),
+                                   evaluations=rec.doc.get("evaluations"),
+                                   metrics=[metric_line(target_metrics(evaluation, k)) for k in pick],
+                                   boundaries=False))
+        by_index = {t["index"]: t for t in first.doc["targets"]}
+        captions = [compare_caption(by_index[i].get("label"), i, first.doc.get("output_space"), by_index[i]["score"])
+                    for i in shared]
+        blocks.append(render_compare_image(display, rows, target_captions=captions, title=Path(input_path).name))
+    width = max(b.width for b in blocks)
+    canvas = Image.new("RGB", (width, sum(b.height for b in blocks)), "white")
+    y = 0
+    for block in blocks:
+        canvas.paste(block, (0, y))
+        y += block.height
+    return canvas
+
+
+def write_compare(sources: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Write the comparison montage: ``out``, else compare.png in the one folder given (or the first JSON's).
+
+    Raises
+    ------
+    ExplainError
+        No explanation found, a map not saved (rerun with --save-map), an input that cannot be read.
+    """
+    from explain_cli.fileio import atomic_write_bytes
+    from explain_cli.render.layout import to_png
+
+    records = read_explanations(sources)
+    if not records:
+        raise ExplainError(f"no explanation JSON in {', '.join(map(str, sources))}")
+    if out is None:
+        first = Path(sources[0])
+        out = (first if first.is_dir() else first.parent) / "compare.png"
+    png = to_png(compare_image(records))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, png)
+    return path
