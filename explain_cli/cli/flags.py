@@ -27,6 +27,8 @@ def _help(o: schema.Option) -> str:
         text += f" ({'/'.join(o.methods)})"
     elif o.methods:
         text += f" ({'/'.join(o.methods)} only)"
+    if o.tasks:
+        text += f" (task {'/'.join(o.tasks)})"
     if "[default:" not in text and o.default_text() not in ("none", "{}"):
         text += f" [default: {o.default_text()}]"
     return text
