@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from explain_cli.announce import Announcer, auto_budget, planned_evaluations, speed_hints
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import ExplainError, OptionError, warn_user
 from explain_cli.inputs import LoadedInput
 from explain_cli.inputs.memory import as_inputs
+from explain_cli.metrics.localisation import check_mask_fits
 from explain_cli.models import LoadedModel, load_model, resolve_device
+from explain_cli.models.heads import imagenet_head
+from explain_cli.models.labels import imagenet_labels
 from explain_cli.options.groups import Settings
 from explain_cli.options.settings import for_task, settings
 from explain_cli.preprocess import PreparedInput, prepare
@@ -66,8 +69,10 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
         kind = "torchscript" if isinstance(model, torch.jit.ScriptModule) else "module"
         module = as_detector(model)  # a torchvision detector: its list of dicts, with per-box probs where it can
         task = "classification" if module is model else "detection"
+        labels_from = imagenet_head(model) if task == "classification" else None  # caption 'tabby (281)'
         return LoadedModel(module=module, source=type(model).__name__, kind=kind, sha256=None, weights=None, device=dev,
-                           task=task, in_channels=3 if task == "detection" else None)
+                           task=task, in_channels=3 if task == "detection" else None,
+                           labels=imagenet_labels() if labels_from else None, labels_from=labels_from)
     if callable(model):
         dev = torch.device("cpu") if device in (None, "auto") else resolve_device(device)
         name = getattr(model, "__name__", type(model).__name__)
@@ -122,17 +127,21 @@ class Explainer:
                  on_info: Callable[[str], Any] | None = None, **options: Any) -> None:
         """``on_warning(message)``, if given, hears each warning the moment it is known (random
         weights, before the engine starts); every warning also ends up in the Explanation's
-        ``warnings`` (and the JSON). ``on_info(message)`` hears information that is no warning
-        and never goes into the JSON (the runtime probe and its verdict, the estimate of a run
-        longer than a minute); without it, that goes to stderr when ``progress`` is True.
+        ``warnings`` (and the JSON), and is issued once through :func:`warnings.warn` as an
+        :class:`~explain_cli.errors.ExplainWarning`. ``on_info(message)`` hears information that
+        is no warning and never goes into the JSON (the runtime probe and its verdict, the
+        estimate of a run longer than a minute); without it, that goes to stderr when ``progress``
+        is True.
         """
         self.options = options
         cfg = settings(options)
         self.on_warning = on_warning
         self.on_info = on_info
+        self._warned: set[str] = set()  # issued through warnings.warn for the explanation under way
         self.model = as_model(model, weights=cfg.model.weights, device=cfg.model.device, seed=cfg.seed)
         for note in self.model.notes:
             self._emit(note)
+        self._notes = set(self.model.notes)  # warned once, at load
         self.progress = progress
         self._cache: OrderedDict = OrderedDict()
         self._runtimes: dict[tuple, LoadedModel] = {}  # (runtime, input shape) -> the model running it
@@ -140,6 +149,12 @@ class Explainer:
     def _emit(self, message: str) -> None:
         if self.on_warning is not None:
             self.on_warning(message)
+        self._warn(message)
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warn_user(message)
 
     def _info(self, message: str) -> None:
         if self.on_info is not None:
@@ -178,9 +193,17 @@ class Explainer:
         items = self._inputs(inputs, cfg)
         engine = cfg.engine
         engine.check_inputs(len(items))
+        if cfg.evaluation.mask and not engine.batch:  # a mask that cannot be scored fails before any evaluation
+            check_mask_fits(cfg.evaluation.mask, [(item.path.name, tuple(item.pixels.shape[-2:])) for item in items])
         bar = as_progress(progress if progress is not None else self.progress)
         groups = [items] if engine.batch else [[item] for item in items]
-        return [self._explain_group(group, cfg, bar) for group in groups]
+        done = []
+        for group in groups:
+            self._warned = set(self._notes)
+            done.append(self._explain_group(group, cfg, bar))
+            for message in done[-1].warnings:  # those the engine found, and any not issued yet
+                self._warn(message)
+        return done
 
     def prepare(self, inputs: Any, **options: Any) -> list[PreparedInput]:
         """Each input as the model sees it with its superpixels (what ``explain segment`` draws)."""
@@ -392,7 +415,8 @@ def explain(
         True for a line on stderr, a callable ``fn(done, total, description)``, or None.
     on_warning
         A callable ``fn(message)`` told each warning as soon as it is known (random weights,
-        before the engine starts); the warnings are in each Explanation either way.
+        before the engine starts); the warnings are in each Explanation either way, and each is
+        issued through :func:`warnings.warn` as an ``ExplainWarning``.
     on_info
         A callable ``fn(message)`` told information that is no warning and stays out of the
         JSON: the runtime probe and its verdict, the estimate of a run longer than a minute

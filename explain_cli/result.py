@@ -98,24 +98,11 @@ class Explanation:
         """(H, W) segment id of every model-input pixel, 0..M-1."""
         return self.segmentation.labels
 
-    def _target_row(self, target: int | str | None) -> int:
-        """The row 0..K-1 of a target given as an explained class index or label; None is the first.
+    def _target_row(self, target: int | str | None, class_index: int | None = None) -> int:
+        """The row 0..K-1 of a target: a position (0: the first), a label, or ``class_index``."""
+        from explain_cli.views import target_row
 
-        Detection targets are boxes, several of one class: an int is the row itself.
-        """
-        if target is None:
-            return 0
-        if self.task == "detection" and isinstance(target, int) and not isinstance(target, bool):
-            if not 0 <= target < len(self.targets):
-                raise KeyError(f"box {target} was not explained; explained: boxes 0..{len(self.targets) - 1}")
-            return target
-        if isinstance(target, str):
-            if target not in self.labels:
-                raise KeyError(f"{target!r} was not explained; explained: {self.labels}")
-            return self.labels.index(target)
-        if target in self.targets:
-            return self.targets.index(target)
-        raise KeyError(f"class {target} was not explained; explained: {self.targets}")
+        return target_row(self.targets, self.labels, target, class_index=class_index)
 
     def segment_maps(self) -> np.ndarray:
         """(K, H, W) score maps at model resolution: pixel maps, or segment scores painted on segments."""
@@ -129,16 +116,35 @@ class Explanation:
 
         return map_to_original(self.segment_maps(), self.geometry)
 
-    def pixel_map(self, target: int | str | None = None) -> np.ndarray:
-        """(H0, W0) map of one target (an explained class index or label, a box's row; None: the first) at the input's resolution."""
-        return self.pixel_maps()[self._target_row(target)]
+    def pixel_map(self, target: int | str = 0, *, class_index: int | None = None) -> np.ndarray:
+        """(H0, W0) map of one target at the input's resolution.
 
-    def top(self, k: int = 5, target: int | str | None = None) -> list[tuple[int, float]]:
-        """The ``k`` segments with the largest score for ``target``, as (segment id, score), strongest first.
-
-        ``target`` is an explained class index or label (a detection: the box's row); None is the first.
+        ``target`` is a position among the explained targets (0: the first) or a label;
+        ``class_index=`` picks one by the model's class. Anything not explained is an ExplainError.
         """
-        return self._top_row(k, self._target_row(target))
+        return self.pixel_maps()[self._target_row(target, class_index)]
+
+    def top(self, k: int = 5, target: int | str = 0, *, class_index: int | None = None) -> list[tuple[int, float]]:
+        """The ``k`` segments with the largest score for one target, as (segment id, score), strongest first.
+
+        ``target`` and ``class_index`` as in :meth:`pixel_map`.
+        """
+        return self._top_row(k, self._target_row(target, class_index))
+
+    def tensors(self) -> dict[str, Any]:
+        """The results as CPU torch tensors: ``scores``, ``stderr``, ``segments``, ``pixel_maps``, ``target_scores``."""
+        from explain_cli.views import as_tensors
+
+        return as_tensors(self)
+
+    def plot(self, target: int | str = 0, *, class_index: int | None = None, ax: Any = None, **style: Any) -> Any:
+        """Draw one target's map over the input on a matplotlib ``ax`` (optional: matplotlib is); returns the axes.
+
+        ``style``: ``cmap``, ``alpha``, ``colorbar`` (see :func:`explain_cli.views.plot`).
+        """
+        from explain_cli.views import plot
+
+        return plot(self, target, class_index=class_index, ax=ax, **style)
 
     def _top_row(self, k: int, row_index: int) -> list[tuple[int, float]]:
         row = self.scores[row_index]

@@ -48,9 +48,14 @@ class Worker:
     """
 
     def __init__(self) -> None:
+        import warnings
+
         import torch  # noqa: F401  (the slow imports happen while the driver ships files)
 
         import explain_cli.api  # noqa: F401
+        from explain_cli.errors import ExplainWarning
+
+        warnings.simplefilter("ignore", ExplainWarning)  # each item's warnings travel in its JSON
 
         self.explainers: dict[int, Any] = {}  # job index -> Explainer, or the message of its load failure
         self.inputs: OrderedDict = OrderedDict()  # (job, path) -> LoadedInput, or the message of its failure

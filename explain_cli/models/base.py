@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 METADATA_FILE = "explain_cli.json"
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
+#: The note a model file exported from random weights (``random_weights: true``) carries.
+RANDOM_FILE_NOTE = ("random weights: this file was exported from an architecture without trained weights "
+                    "(random_weights in its metadata); its outputs are meaningless")
 #: What a model file may declare as its ``task`` (the names of :data:`explain_cli.tasks.TASKS`,
 #: spelt out here: the loaders know no task; a test keeps the two in step).
 MODEL_TASKS = ("classification", "detection", "segmentation", "similarity")
@@ -58,6 +61,7 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)  # warnings for the user (random weights, fallbacks)
     seconds_per_image: float | None = None  # batched cost on this runtime, as its runtime verdict measured it
     task: str = "classification"  # what the outputs are (explain_cli.tasks): 'detection' for detectors
+    labels_from: str | None = None  # where `labels` came from, when the model did not declare them itself
 
     def describe(self) -> dict:
         """What the result JSON records about the model."""
@@ -73,6 +77,8 @@ class LoadedModel:
             info["task"] = self.task
         if self.notes:
             info["notes"] = list(self.notes)
+        if self.labels_from:
+            info["labels_from"] = self.labels_from
         return info
 
 
@@ -188,9 +194,10 @@ def _validate_preprocess(pre: dict, where: str) -> dict:
 
 
 def metadata_fields(metadata: dict) -> dict:
-    """The LoadedModel fields a validated metadata dict provides: labels, preprocess, in_channels, task."""
+    """The LoadedModel fields a validated metadata dict provides: notes, labels, preprocess, in_channels, task."""
     pre = metadata.get("preprocess")
     return {
+        "notes": [RANDOM_FILE_NOTE] if metadata.get("random_weights") is True else [],
         "labels": list(metadata["labels"]) if metadata.get("labels") else None,
         "preprocess": Preprocess.from_dict(pre) if pre else None,
         "in_channels": metadata.get("in_channels"),

@@ -34,12 +34,19 @@ def score_word(output_space: str | None, *, mean: bool = False) -> str:
 
 def heatmap_captions(labels: Sequence[str | None], indices: Sequence[int], scores: Sequence[float],
                      output_space: str, *, mean: bool = False) -> list[str]:
-    """One caption per target panel: ``name (index): prob 0.612``; an unlabelled class is ``class N``."""
+    """One caption per target panel: ``name (index): prob 0.612``; an unlabelled class is ``class N``.
+
+    >>> heatmap_captions([None], [238], [0.0012], "probs")
+    ['class 238: prob 0.0012']
+    """
     space = score_word(output_space, mean=mean)
     captions = []
     for label, index, score in zip(labels, indices, scores):
-        name = printable(label) if label is not None else f"class {index}"
-        captions.append(f"{name} ({index}): {space} {score:.3g}")
+        if label is None or label == str(index):  # the index once, not "class 238 (238)"
+            name = f"class {index}"
+        else:
+            name = f"{printable(label)} ({index})"
+        captions.append(f"{name}: {space} {score:.3g}")
     return captions
 
 
