@@ -14,6 +14,8 @@ from explain_cli.models.detectors import DETECTORS
 from tests.conftest import ROOT
 from tests.test_detectors import TinyYolo
 
+#: the small grids here are deliberate; the coarse-map warning is tested in test_api
+pytestmark = pytest.mark.filterwarnings("ignore:only .* superpixels:explain_cli.errors.ExplainWarning")
 DETECTOR = ROOT / "sample_models" / "shapes_detector.pt"
 SCENE = ROOT / "sample_models" / "det_eval" / "scene_00.png"
 FAST = ["--method", "ablation", "--segments", "grid", "--n-segments", "4", "--quiet"]
