@@ -112,6 +112,7 @@ def test_a_yolo_style_raw_onnx_model_with_decoder_yolo(cli, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:only 4 superpixels:explain_cli.errors.ExplainWarning")  # a 64-px random image; the map is not the point
 def test_a_live_torchvision_detector_through_explain_is_wrapped_and_given_back_as_it_was():
     import torchvision
 
