@@ -139,4 +139,4 @@ def test_a_folder_given_to_run_is_its_images(cli, tmp_path, linear_script):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["a.ablation.json", "b.ablation.json"]
     (tmp_path / "empty").mkdir()
     r = cli("run", linear_script, tmp_path / "empty", "--out", tmp_path / "out2")
-    assert r.exit_code == 2 and "matches no files" in r.stderr
+    assert r.exit_code == 2 and "is a folder with no image or tensor files in it" in r.stderr
