@@ -13,7 +13,16 @@ import pytest
 from explain_cli.options import schema
 from tests.conftest import ROOT
 
-COMMANDS = ["run", "batch", "segment", "export", "evaluate", "report", "compare", "info"]
+def _commands() -> list[str]:
+    """Every registered command: a new one must take part (its own --help, one metavar style)."""
+    import typer.main
+
+    from explain_cli.cli.app import app
+
+    return list(typer.main.get_command(app).commands)
+
+
+COMMANDS = _commands()
 PYTHONISH = re.compile(r"<[a-z][\w\[\], ]*>")  # <str>, <list[str]>, <int range>, <bool>
 
 
