@@ -145,4 +145,3 @@ def test_readme_commands_run(heading, commands, cli, tmp_path, monkeypatch):
             assert (where / "out" / "demo" / f"{image.stem}.kernelshap.json").is_file()
     if heading.startswith("Reports"):
         assert (where / "out" / "batch-demo" / "report.html").is_file()
-        assert (where / "lime-vs-rise.png").is_file()
