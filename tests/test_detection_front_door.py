@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from explain_cli import explain
-from explain_cli.errors import ExplainError, ExplainWarning, OptionError
+from explain_cli.errors import ExplainError, OptionError
 from explain_cli.options import schema
 from explain_cli.tasks import TASKS
 from tests.conftest import ROOT
@@ -40,9 +40,8 @@ def truth(name: str = "scene_00.png") -> list[dict]:
 def test_known_answer_through_explain_sums_to_the_box_score_difference():
     model = make_detector("score", k=2)
     x, segments = image().float(), grid_segments(cell=16)
-    with pytest.warns(ExplainWarning, match="only 4 superpixels"):
-        (e,) = explain(model, x, task="detection", method="kernelshap", segments=segments.numpy(), baseline="zero",
-                       samples=18, exact=True, min_score=0.3)
+    (e,) = explain(model, x, task="detection", method="kernelshap", segments=segments.numpy(), baseline="zero",
+                   samples=18, exact=True, min_score=0.3)
     assert e.task == "detection" and e.output_space == "detection" and len(e.targets) == 2
     exact = exact_contributions(model, x.double(), torch.zeros_like(x, dtype=torch.float64), segments)
     np.testing.assert_allclose(e.scores, exact, atol=1e-9)
@@ -126,7 +125,7 @@ def test_classification_curves_stay_on_probabilities_with_logits():
     from tests.conftest import make_linear
 
     model, x = make_linear(), torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
-    (e,) = explain(model, x, method="ablation", segments="grid", n_segments=9, output="logits", top_k=2,
+    (e,) = explain(model, x, method="ablation", segments="grid", n_segments=4, output="logits", top_k=2,
                    evaluate=True, eval_step=0.1, deletion="blur")
     old = Evaluator(model, torch.device("cpu"), batch_size=64, output="logits")
     old.select_targets(e.targets)
@@ -318,13 +317,11 @@ def test_a_callable_detector_sees_the_photo_as_it_is_at_most_800_on_its_short_si
 
     rng = np.random.default_rng(0)
     small = Image.fromarray(rng.integers(100, 256, (60, 90, 3), dtype=np.uint8))
-    with pytest.warns(ExplainWarning, match="only 4 superpixels"):
-        (e,) = explain(detector, small, task="detection", method="ablation", segments="grid", n_segments=4)
+    (e,) = explain(detector, small, task="detection", method="ablation", segments="grid", n_segments=4)
     assert seen[0] == (60, 90) and e.preprocess["name"] == "detection" and e.preprocess["mean"] is None
     assert e.to_dict()["targets"][0]["box_original"] == pytest.approx([22.5, 15, 67.5, 45], abs=1e-3)
     seen.clear()
     large = Image.fromarray(rng.integers(100, 256, (900, 1200, 3), dtype=np.uint8))
-    with pytest.warns(ExplainWarning, match="only 4 superpixels"):
-        (e,) = explain(detector, large, task="detection", method="ablation", segments="grid", n_segments=4)
+    (e,) = explain(detector, large, task="detection", method="ablation", segments="grid", n_segments=4)
     assert seen[0] == (800, 1066) and e.to_dict()["targets"][0]["box_original"] == pytest.approx(
         [300, 225, 900, 675], abs=1)
