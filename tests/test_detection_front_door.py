@@ -18,8 +18,9 @@ from tests.conftest import ROOT
 from tests.test_json_schema import _check, validator  # noqa: F401  (a fixture)
 from tests.test_detection import BOX, SIZE, exact_contributions, grid_segments, image, make_detector
 
-#: the small grids here are deliberate; the coarse-map warning is tested in test_api
-pytestmark = pytest.mark.filterwarnings("ignore:only .* superpixels:explain_cli.errors.ExplainWarning")
+# These tests use deliberately small label maps; the few-superpixels advice is not what they test.
+pytestmark = pytest.mark.filterwarnings(r"ignore:only \d+ superpixels:explain_cli.errors.ExplainWarning")
+
 DETECTOR = ROOT / "sample_models" / "shapes_detector.pt"
 DETECTOR_ONNX = ROOT / "sample_models" / "shapes_detector.onnx"
 SCENE = ROOT / "sample_models" / "det_eval" / "scene_00.png"

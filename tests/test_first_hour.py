@@ -189,7 +189,7 @@ def test_export_cli_warns_and_records_random_weights(cli, tmp_path, small_image)
         (name,) = [n for n in archive.namelist() if n.endswith("explain_cli.json")]
         assert json.loads(archive.read(name))["random_weights"] is True
     r = cli("run", out, small_image, "--method", "ablation", "--segments", "grid", "--n-segments", "4",
-            "--out", tmp_path / "o", "--quiet")
+            "--size", "32", "--out", tmp_path / "o", "--quiet")  # the size it was traced at
     assert r.exit_code == 0, r.stderr
     doc = json.loads((tmp_path / "o" / "small.ablation.json").read_text())
     assert any("random_weights" in w for w in doc["warnings"])

@@ -13,7 +13,16 @@ import pytest
 from explain_cli.options import schema
 from tests.conftest import ROOT
 
-COMMANDS = ["run", "batch", "segment", "export", "evaluate", "report", "compare", "info"]
+def _commands() -> list[str]:
+    """Every registered command: a new one must take part (its own --help, one metavar style)."""
+    import typer.main
+
+    from explain_cli.cli.app import app
+
+    return list(typer.main.get_command(app).commands)
+
+
+COMMANDS = _commands()
 PYTHONISH = re.compile(r"<[a-z][\w\[\], ]*>")  # <str>, <list[str]>, <int range>, <bool>
 
 
@@ -139,4 +148,4 @@ def test_a_folder_given_to_run_is_its_images(cli, tmp_path, linear_script):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["a.ablation.json", "b.ablation.json"]
     (tmp_path / "empty").mkdir()
     r = cli("run", linear_script, tmp_path / "empty", "--out", tmp_path / "out2")
-    assert r.exit_code == 2 and "matches no files" in r.stderr
+    assert r.exit_code == 2 and "is a folder with no image or tensor files in it" in r.stderr

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 
+from explain_cli import ExplainWarning
 from explain_cli.progress import CallbackProgress, ItemProgress, LineProgress, TextProgress
 from tests.conftest import SAMPLE_IMAGES, SAMPLE_MODEL, make_linear
 
@@ -76,8 +78,9 @@ def test_evaluate_is_its_own_phase_and_never_passes_its_total():
     seen: list[tuple[int, int, str]] = []
     model = make_linear(h=16, w=16)
     image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
-    explain(model, [torch.from_numpy(image).permute(2, 0, 1)], method="ablation", segments="grid", n_segments=4,
-            target=[0, 1], evaluate=True, eval_step=0.25, progress=CallbackProgress(lambda *a: seen.append(a)))
+    with pytest.warns(ExplainWarning, match="only 4 superpixels"):
+        explain(model, [torch.from_numpy(image).permute(2, 0, 1)], method="ablation", segments="grid", n_segments=4,
+                target=[0, 1], evaluate=True, eval_step=0.25, progress=CallbackProgress(lambda *a: seen.append(a)))
     phases = [d for i, (_, _, d) in enumerate(seen) if i == 0 or seen[i - 1][2] != d]
     assert phases == ["ablation", "evaluate"]
     assert all(done <= total for done, total, _ in seen), [s for s in seen if s[0] > s[1]]

@@ -146,4 +146,3 @@ def test_readme_commands_run(heading, commands, cli, tmp_path, monkeypatch):
         assert (where / "out" / "demo" / "scene_05.kernelshap.png").is_file()  # the sample detector's boxes
     if heading.startswith("Reports"):
         assert (where / "out" / "batch-demo" / "report.html").is_file()
-        assert (where / "lime-vs-rise.png").is_file()

@@ -124,7 +124,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
 
 def _expand_folders(paths: list[str]) -> list[str]:
     """Each folder as the image and tensor files in it (as a batch config takes it); files as given."""
-    from explain_cli.config import expand_inputs
+    from explain_cli.config import INPUT_SUFFIXES, expand_inputs
 
     out: list[str] = []
     for p in paths:
@@ -132,9 +132,11 @@ def _expand_folders(paths: list[str]) -> list[str]:
             out.append(p)
             continue
         problems: list[str] = []
-        out += [str(found) for found in expand_inputs(p, "INPUT", problems)]
-        if problems:
-            raise ExplainError(problems[0])
+        found = expand_inputs(p, "INPUT", problems)
+        if not found:
+            raise ExplainError(f"INPUT {p} is a folder with no image or tensor files in it "
+                               f"({', '.join(sorted(INPUT_SUFFIXES))})")
+        out += [str(f) for f in found]
     return out
 
 
