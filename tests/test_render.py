@@ -11,7 +11,8 @@ from PIL import Image
 
 from explain_cli.errors import OptionError
 from explain_cli.render.colormaps import NAMES, apply_cmap, lookup_table
-from explain_cli.render.figures import CompareRow, render_compare_image, render_image, render_segments_image
+from explain_cli.render.compare import CompareRow, render_compare_image
+from explain_cli.render.figures import render_image, render_segments_image
 from explain_cli.render.layout import PANELS_KEY, bar_ticks, load_font, to_png
 from explain_cli.render.panels import panel_size
 from explain_cli.render.scale import Scale, format_ticks, nice_ticks, parse_scale, tick_labels
@@ -299,7 +300,7 @@ def test_compare_groups_signed_and_unsigned_scales() -> None:
     rows = [CompareRow("lime", signed_a, True, 100, ["AUC 0.1", "AUC 0.2"]),
             CompareRow("kernelshap", signed_b, True, 200),
             CompareRow("rise", unsigned, False, 300)]
-    image = render_compare_image(grey_image(), rows, target_captions=["cat", "dog"], style="side-by-side")
+    image = render_compare_image(grey_image(), rows, target_captions=["cat", "dog"], style="side-by-side", scale="figure")
     found = panels(image)
     assert len(found) == 2 * (1 + len(rows))  # per target: the image, then one panel per method
     lime, shap, rise = found[1:4]

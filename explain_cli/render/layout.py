@@ -83,10 +83,11 @@ class Cell:
 
 
 def compose(title: str, grid: Sequence[Sequence[Cell | None]], bars: Sequence[Bar], font_px: int,
-            bar_span: tuple[int, int] | None = None) -> "PILImage.Image":
-    """Title, a grid of cells (captions above panels, optional per-cell bars) and figure bars below.
+            bar_span: tuple[int, int] | None = None, note: str | None = None) -> "PILImage.Image":
+    """Title, a grid of cells (captions above panels, optional per-cell bars), figure bars and a note below.
 
-    ``bar_span`` = (first, last) columns the figure bars are centred under (the map columns).
+    ``bar_span`` = (first, last) columns the figure bars are centred under (the map columns);
+    ``note`` is one muted line (wrapped) under everything, e.g. what the numbers mean.
     """
     from PIL import Image, ImageDraw
 
@@ -121,9 +122,11 @@ def compose(title: str, grid: Sequence[Sequence[Cell | None]], bars: Sequence[Ba
         own_bar = max((_bar_height(font_px, cell.bar, cell_ticks[id(cell)]) for cell in row if cell and cell.bar),
                       default=0)
         heights.append((cap_h, pan_h, own_bar))
+    note_lines = _wrap(note, font, width - 2 * margin) if note else []
     title_h = round(font_px * 1.5) * len(title_lines) + (gap // 2 if title_lines else 0)
     figure_bars_h = sum(_bar_height(font_px, b, t) + gap // 2 for b, t in zip(bars, figure_ticks))
-    height = y + title_h + sum(c + p + (b + gap // 2 if b else 0) + gap for c, p, b in heights) + figure_bars_h + margin // 2
+    height = (y + title_h + sum(c + p + (b + gap // 2 if b else 0) + gap for c, p, b in heights) + figure_bars_h
+              + line * len(note_lines) + margin // 2)
     canvas = Image.new("RGB", (width, height), PAPER)
     draw = ImageDraw.Draw(canvas)
     boxes: list[tuple[int, int, int, int]] = []
@@ -149,6 +152,9 @@ def compose(title: str, grid: Sequence[Sequence[Cell | None]], bars: Sequence[Ba
     for bar, ticks in zip(bars, figure_ticks):
         _draw_bar(canvas, bar, ticks, span_x0 + (span - figure_bw) // 2, y, figure_bw, font_px)
         y += _bar_height(font_px, bar, ticks) + gap // 2
+    for text in note_lines:
+        draw.text((width / 2, y), text, fill=(90, 90, 90), font=font, anchor="ma")
+        y += line
     # Where each panel lies, so a notebook (or a test) can crop one without knowing the layout.
     canvas.info[PANELS_KEY] = boxes
     return canvas
@@ -234,8 +240,12 @@ def _draw_label(draw, centre: float, y: float, label: str | None, exponent: int,
 
 
 def to_png(image: "PILImage.Image") -> bytes:
-    """The PNG file's bytes for ``image`` (optimised; every figure the tool writes goes through here)."""
+    """The PNG file's bytes for ``image`` (optimised; every figure the tool writes goes through here).
+
+    A print size set in ``image.info["dpi"]`` (the curves figure's) is recorded in the file.
+    """
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    extra = {"dpi": image.info["dpi"]} if "dpi" in image.info else {}
+    image.save(buffer, format="PNG", optimize=True, **extra)
     return buffer.getvalue()
 

@@ -50,7 +50,9 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
     from PIL import Image
 
     from explain_cli.inputs import load_input
-    from explain_cli.render.figures import CompareRow, render_compare_image
+    from explain_cli.render.compare import CompareRow, render_compare_image
+    from explain_cli.render.figures import saliency_centres
+    from explain_cli.render.regions import regions_from_maps
 
     groups: dict[tuple[str, str], list[Record]] = {}
     for rec in sorted(records, key=lambda r: (r.input_path, r.method)):
@@ -74,10 +76,16 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
             indices = [t["index"] for t in rec.doc["targets"]]
             pick = [indices.index(i) for i in shared]
             evaluation = rec.doc.get("evaluation")
-            rows.append(CompareRow(method=rec.method, maps=_load_map(rec)[pick], signed=_signed(rec.method),
+            maps = _load_map(rec)
+            # Segment-level maps get their segments back from their flat regions (smooth edges);
+            # a per-pixel saliency (RISE) has none and is drawn relative to its mean, as in its heatmap.
+            regions = regions_from_maps(maps)
+            signed = _signed(rec.method)
+            rows.append(CompareRow(method=rec.method, maps=maps[pick], signed=signed,
                                    evaluations=rec.doc.get("evaluations"),
                                    metrics=[metric_line(target_metrics(evaluation, k)) for k in pick],
-                                   boundaries=False))
+                                   boundaries=regions is not None, labels=regions,
+                                   centres=saliency_centres(maps[pick]) if regions is None and not signed else None))
         by_index = {t["index"]: t for t in first.doc["targets"]}
         captions = [compare_caption(by_index[i].get("label"), i, first.doc.get("output_space"), by_index[i]["score"])
                     for i in shared]
