@@ -70,7 +70,7 @@ def heatmap_title(method: str, input_path: str, n_segments: int | None, evaluati
 
 def numbering_note(n: int) -> str:
     """What the numbered segments are (drawn under the colour bar)."""
-    return f"numbered 1 to {n}: the segments with the largest |score|, either sign"
+    return f"numbered: the {n} largest |score|, of either sign"
 
 
 def curves_title(method: str, stem: str) -> str:

@@ -1,12 +1,13 @@
 """Heatmap figures drawn with numpy and Pillow (no torch, no matplotlib): the public entry points.
 
-A figure is a title, a grid of panels (the image and one map per target, or per method and
-target for ``explain compare``) and colour bars. The map is drawn opaquely over a dimmed
-greyscale copy of the image (``style="overlay"``) or beside the colour image
+A figure is a title, a grid of panels (the image and one map per target) and colour bars. The
+map is drawn opaquely over a greyscale copy of the image that keeps the object visible
+(``style="overlay"``, `explain_cli.render.panels.contrast_grey`) or beside the colour image
 (``style="side-by-side"``), so the map's colours never mix with the object's. One colour scale
 is shared by the whole figure unless the caller asks otherwise (``scale``), so equal colours mean
-equal scores. Segment boundaries are anti-aliased at the panel's resolution and the top segments
-are outlined and numbered as in the JSON.
+equal scores. Segment-level maps fill their smoothed segments, boundaries are anti-aliased at
+the panel's resolution, and the strongest segments (by |score|) are outlined and numbered.
+``explain compare``'s montage is in `explain_cli.render.compare`.
 
 Every ``render_*_image`` function returns a ``PIL.Image.Image`` (a notebook shows it);
 `explain_cli.render.layout.to_png` encodes it. ``image.info[PANELS_KEY]`` lists the panels' boxes
