@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from explain_cli.announce import OnStart, long_run_warning, probe_cost
+from explain_cli.announce import Announcer, auto_budget, planned_evaluations, speed_hints
 from explain_cli.errors import ExplainError, OptionError
 from explain_cli.inputs import LoadedInput
 from explain_cli.inputs.memory import as_inputs
@@ -110,14 +110,17 @@ class Explainer:
     """
 
     def __init__(self, model: Any, *, progress: Any = None, on_warning: Callable[[str], Any] | None = None,
-                 **options: Any) -> None:
+                 on_info: Callable[[str], Any] | None = None, **options: Any) -> None:
         """``on_warning(message)``, if given, hears each warning the moment it is known (random
-        weights, a run estimated to be long, before the engine starts); every warning also ends
-        up in the Explanation's ``warnings`` (and the JSON) as before.
+        weights, before the engine starts); every warning also ends up in the Explanation's
+        ``warnings`` (and the JSON). ``on_info(message)`` hears information that is no warning
+        and never goes into the JSON (the runtime probe and its verdict, the estimate of a run
+        longer than a minute); without it, that goes to stderr when ``progress`` is True.
         """
         self.options = options
         cfg = settings(options)
         self.on_warning = on_warning
+        self.on_info = on_info
         self.model = as_model(model, weights=cfg.model.weights, device=cfg.model.device, seed=cfg.seed)
         for note in self.model.notes:
             self._emit(note)
@@ -129,15 +132,26 @@ class Explainer:
         if self.on_warning is not None:
             self.on_warning(message)
 
+    def _info(self, message: str) -> None:
+        if self.on_info is not None:
+            self.on_info(message)
+        elif self.progress is True:
+            import sys
+
+            print(f"explain: {message}", file=sys.stderr, flush=True)
+
     def _runtime(self, cfg: Settings, x: "torch.Tensor") -> LoadedModel:
-        """The model on the runtime asked for, chosen once per input shape (an export is per shape)."""
+        """The model on the runtime asked for, chosen once per input shape and batch size (an export is per shape)."""
+        from explain_cli.core import resolve_batch_size
         from explain_cli.models import select_runtime
 
         runtime = cfg.model.runtime
-        key = (runtime, tuple(x.shape[1:]))
+        batch_size = resolve_batch_size(cfg.model.batch_size, self.model.device)
+        key = (runtime, tuple(x.shape[1:]), batch_size)
         if key not in self._runtimes:
             self._runtimes[key] = (self.model if runtime is None or runtime == self.model.runtime
-                                   else select_runtime(self.model, x[0], runtime))
+                                   else select_runtime(self.model, x[0], runtime, batch_size=batch_size,
+                                                       on_info=self._info))
         return self._runtimes[key]
 
     def settings(self, **options: Any) -> Settings:
@@ -195,27 +209,19 @@ class Explainer:
         engine = cfg.engine
         started = time.perf_counter()
         first, x = self._batch(items, cfg)
-        model = self._runtime(cfg, x)
         callable_target = check_callable_target(cfg.targets.target)
         head = cfg.targets.target[0] if callable_target else None
-        evaluator = make_evaluator(model, cfg, progress=progress, head=head)
+        evaluator = make_evaluator(self.model, cfg, progress=progress, head=head)
         chosen_targets: list[int] = []
-        early: list[str] = []  # warnings known before the engine's first evaluation
 
-        def announce(total: int) -> None:
-            message = long_run_warning(total, seconds_per_eval, cfg, len(chosen_targets),
-                                       lambda: probe_cost(model.module, x[0], evaluator))
-            if message is not None:
-                early.append(message)
-                self._emit(message)
+        def f_x() -> np.ndarray:  # uncounted by the progress: the engine's bar counts it when it starts
+            evaluator.progress = NullProgress()
+            return np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
 
         with eval_mode(self.model.module if self.model.kind == "module" else None):
-            evaluator.progress = NullProgress()  # f(x) comes before the engine starts the bar (it counts it)
-            all_outputs = np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
+            all_outputs = f_x()  # on the model as loaded: every check on the user's input comes first
             for note in evaluator.warnings:
                 self._emit(note)
-            seconds_per_eval = evaluator.forward_s / max(1, evaluator.evaluations)
-            evaluator.progress = OnStart(progress, announce)
             labels: list[str] | None
             if callable_target:
                 labels, targets = [getattr(head, "__name__", "target")] * all_outputs.shape[1], list(range(all_outputs.shape[1]))
@@ -226,15 +232,26 @@ class Explainer:
                 evaluator.select_targets(targets)
             chosen_targets[:] = targets
             chosen = all_outputs[:, targets]
-            reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
-            problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, reference)
+            problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, torch.zeros(0))
+            model = self._runtime(cfg, x)  # may time the runtimes once: after every check, before the engine
+            if model.module is not evaluator.model:  # f(x) again on the runtime the engine uses, counted once
+                evaluator.model, counted = model.module, (evaluator.evaluations, evaluator.forward_s)
+                chosen = f_x()
+                evaluator.evaluations, evaluator.forward_s = counted
+            problem.reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
+            shape = (int(x.shape[-2]), int(x.shape[-1]))
+            evaluator.progress = Announcer(
+                progress, evaluator, seconds_per_image=model.seconds_per_image, runtime=model.runtime,
+                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), shape),
+                hints=lambda: speed_hints(model, tuple(x.shape[1:]), evaluator.batch_size), tell=self._info,
+                typical=auto_budget(cfg))
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
             evaluations, forward_s, explained_s = evaluator.evaluations, evaluator.forward_s, time.perf_counter() - started
             evaluation, curves = self._evaluate(problem, attribution, first, cfg)  # counts its own evaluations
         progress.stop()
         seg = first.segmentation
         assert seg is not None  # prepared with segments
-        warnings = list(model.notes) + evaluator.warnings + early + list(attribution.warnings)
+        warnings = list(model.notes) + evaluator.warnings + list(attribution.warnings)
         from explain_cli.result import MAX_PANELS
 
         if len(targets) > MAX_PANELS:
@@ -338,6 +355,7 @@ def explain(
     preprocess: str | None = None,
     progress: "bool | Callable[[int, int, str], Any] | Progress | None" = None,
     on_warning: Callable[[str], Any] | None = None,
+    on_info: Callable[[str], Any] | None = None,
     **options: Any,
 ) -> list["Explanation"]:
     """Explain what ``model`` looks at in each input.
@@ -358,8 +376,12 @@ def explain(
     progress
         True for a line on stderr, a callable ``fn(done, total, description)``, or None.
     on_warning
-        A callable ``fn(message)`` told each warning as soon as it is known (random weights, a
-        long run, before the engine starts); the warnings are in each Explanation either way.
+        A callable ``fn(message)`` told each warning as soon as it is known (random weights,
+        before the engine starts); the warnings are in each Explanation either way.
+    on_info
+        A callable ``fn(message)`` told information that is no warning and stays out of the
+        JSON: the runtime probe and its verdict, the estimate of a run longer than a minute
+        (default: stderr when ``progress`` is True).
     **options
         Every other option (``kernel_width``, ``masks``, ``output``, ...); see ``explain info``.
 
@@ -383,4 +405,4 @@ def explain(
         given["target"] = [target]
     elif target is not None and not isinstance(target, (list, tuple)):
         given["target"] = [target]
-    return Explainer(model, progress=progress, on_warning=on_warning, **given).explain(inputs)
+    return Explainer(model, progress=progress, on_warning=on_warning, on_info=on_info, **given).explain(inputs)

@@ -430,7 +430,8 @@ def test_model_writing_into_its_input_changes_nothing(method, extra):
     inputs = [torch.rand(3, 16, 16, generator=gen), torch.rand(3, 16, 16, generator=gen)]
     if method != "permutation":
         inputs = inputs[:1]
-    kw = dict(method=method, n_segments=8, seed=0, top_k=2, **extra)
+    # eager: two models are compared bit for bit, so neither may get another runtime's rounding
+    kw = dict(method=method, n_segments=8, seed=0, top_k=2, runtime="eager", **extra)
     a = explain_cli.explain(_Pure(), inputs, **kw)[0]
     b = explain_cli.explain(_Vandal(), inputs, **kw)[0]
     np.testing.assert_array_equal(a.scores, b.scores)
@@ -489,36 +490,38 @@ def test_kernelshap_negative_r2_is_explained(monkeypatch):
     assert any("r2 = -0.4 < 0" in w and "r2_definition" in w for w in e.warnings), e.warnings
 
 
-def test_long_run_is_announced_before_the_engine_starts(zoo, monkeypatch):
+def test_long_run_estimate_is_information_after_the_first_batch_and_not_in_the_json(zoo, monkeypatch):
     from explain_cli import announce
 
     monkeypatch.setattr(announce, "LONG_RUN_S", 0.0)
-    heard: list[tuple[str, int]] = []
-    evaluations_at_warning = []
+    heard: list[str] = []
+    evaluations_at_estimate = []
 
     class Spy(_Pure):
         calls = 0
 
         def forward(self, x):
-            Spy.calls += 1
+            Spy.calls += len(x)
             return super().forward(x)
 
-    def on_warning(message: str) -> None:
+    def on_info(message: str) -> None:
         heard.append(message)
-        evaluations_at_warning.append(Spy.calls)
+        evaluations_at_estimate.append(Spy.calls)
 
-    (e,) = explain_cli.explain(Spy(), [torch.rand(3, 16, 16)], method="lime", samples=300, on_warning=on_warning)
-    long = [m for m in heard if "this run will take long" in m]
-    assert len(long) == 1 and "300 model evaluations" in long[0], heard
-    # f(x) and the uncounted timing probe only: the engine had not evaluated anything yet
-    assert evaluations_at_warning[heard.index(long[0])] <= 2
-    assert long[0] in e.warnings and e.evaluations == 300
+    (e,) = explain_cli.explain(Spy(), [torch.rand(3, 16, 16)], method="lime", samples=300, batch_size=64,
+                               runtime="eager", on_info=on_info)
+    long = [m for m in heard if "this run will take about" in m]
+    assert len(long) == 1 and "300 model evaluations" in long[0] and "on eager" in long[0], heard
+    # f(x) and the first full batch of 64: the estimate comes from batched throughput, early
+    assert evaluations_at_estimate[heard.index(long[0])] <= 1 + 64
+    assert not any("take about" in w for w in e.warnings) and e.evaluations == 300
+    assert "GPU" not in long[0] or torch.cuda.is_available()
 
 
 def test_short_run_is_not_announced(zoo):
     heard: list[str] = []
-    explain_cli.explain(zoo["good"], [zoo["a"]], samples=50, on_warning=heard.append)
-    assert not any("take long" in m for m in heard)
+    explain_cli.explain(zoo["good"], [zoo["a"]], samples=50, on_warning=heard.append, on_info=heard.append)
+    assert not any("take about" in m for m in heard)
 
 
 def test_random_torchvision_weights_warn_early_and_in_json():

@@ -110,7 +110,7 @@ def test_python_signature_defaults_are_none():
     assert keywords, "explain() lists no keyword options"
     for p in keywords:
         assert p.default is None, f"explain({p.name}=...) defaults to {p.default!r}, not None"
-        if p.name not in ("progress", "on_warning"):  # callbacks, not options
+        if p.name not in ("progress", "on_warning", "on_info"):  # callbacks, not options
             assert p.name in OPTIONS, f"explain() keyword {p.name} is not an option"
     sig = inspect.signature(explain_cli.Explainer.explain)
     for p in sig.parameters.values():

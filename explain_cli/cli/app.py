@@ -98,7 +98,11 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
             told.add(message)
             warn(message)
 
-    explainer = Explainer(source, progress=make_progress(quiet=quiet), on_warning=tell, **values)
+    def inform(message: str) -> None:  # information, not a warning: the runtime probe and its verdict
+        if not quiet:
+            typer.echo(f"explain: {message}", err=True)
+
+    explainer = Explainer(source, progress=make_progress(quiet=quiet), on_warning=tell, on_info=inform, **values)
     loaded = as_inputs(paths, channels=explainer.model.in_channels or 3, max_pixels=cfg.input.max_pixels)
     groups = [loaded] if engine.batch else [[item] for item in loaded]
     for group in groups:
@@ -156,6 +160,8 @@ def batch(
                 typer.echo(json.dumps(event, default=str), err=True)
             elif event["event"] == "item" and event["status"] == "failed" and not quiet:
                 warn(f"{event['job']}: {event['input']} · {event['method']}: {event['error']}")
+            elif event["event"] == "info" and not quiet:  # the runtime probe, a long item's estimate
+                typer.echo(f"explain: {event['job']}: {event['message']}", err=True)
 
         progress = NullProgress() if json_log else make_progress(quiet=quiet, unit="items")
         rows, summary = run_batch(config, overrides=overrides, dry_run=dry_run, force=force, shard=shard_spec,

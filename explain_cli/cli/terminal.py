@@ -80,10 +80,12 @@ class RichProgress:
 
 
 def make_progress(*, quiet: bool, unit: str = "evals") -> Any:
-    """A bar when stderr is a terminal and not ``quiet``; otherwise nothing."""
-    from explain_cli.progress import NullProgress
+    """A bar when stderr is a terminal, a plain line every 10 s when it is not (make, CI, nohup); nothing if ``quiet``."""
+    from explain_cli.progress import LineProgress, NullProgress
 
-    if quiet or not sys.stderr.isatty():
+    if quiet:
         return NullProgress()
+    if not sys.stderr.isatty():
+        return LineProgress(unit="evaluations" if unit == "evals" else unit)
     return RichProgress(unit)
 

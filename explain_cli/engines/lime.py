@@ -112,6 +112,7 @@ def run_auto(problem: "Problem", params: LimeParams, generator: "torch.Generator
     stop = auto.Stopper(params.auto_tolerance, cap)
     problem.begin("lime", cap, baseline=False)
     n = min(cap, max(256, 4 * (m + 1)))
+    auto.show_round(problem.evaluator.progress, "lime", n, 1)
     zn, yn = _draw(problem, n, generator)
     while True:
         w = kernel_weights(zn, distance=params.distance, width=params.kernel_width)
@@ -123,6 +124,7 @@ def run_auto(problem: "Problem", params: LimeParams, generator: "torch.Generator
             stop.cap()
             break
         more = auto.next_size(len(zn), cap) - len(zn)
+        auto.show_round(problem.evaluator.progress, "lime", len(zn) + more, len(zn))
         z_new, y_new = _draw(problem, more, generator, start=False)
         zn, yn = np.concatenate([zn, z_new]), np.concatenate([yn, y_new])
     out = _attribution(problem, params, zn, yn, fit=fit)

@@ -121,6 +121,8 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
     n = min(cap, 500) if automatic else params.masks
     plan = plan_masks(n, (h, w), params.grid, params.p1, generator)
     _, f_b = problem.begin("rise", cap + 2)
+    if automatic:
+        auto.show_round(ev.progress, "rise", n + 2, 2)
     labels_t = problem.segments.reshape(-1).to(ev.device).long()
     m = problem.n_segments
     area_t = torch.bincount(labels_t, minlength=m).double().clamp(min=1)
@@ -157,6 +159,7 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
             stop.cap()
             break
         new = auto.next_size(n, cap) - n
+        auto.show_round(ev.progress, "rise", n + new + 2, n + 2)
         more = plan_masks(new, (h, w), params.grid, params.p1, generator)
         plan = MaskPlan(grids=torch.cat([plan.grids, more.grids]), shifts=torch.cat([plan.shifts, more.shifts]),
                         shape=plan.shape, cell=plan.cell)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from explain_cli.errors import OptionError
-from explain_cli.metrics.curves import deletion_curve, insertion_curve, random_deletion_curve, random_insertion_curve
+from explain_cli.metrics.curves import (deletion_curve, insertion_curve, random_deletion_curve, random_insertion_curve,
+                                       step_counts)
 from explain_cli.metrics.localisation import energy_in_mask, load_mask, pointing_hit
 from explain_cli.metrics.sanity import SANITY_THRESHOLD, randomized_copy, rank_correlation
 from explain_cli.metrics.stability import topk_jaccard
@@ -49,6 +50,9 @@ def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_
     x = problem.x
     used = problem.evaluator.evaluations
     if cfg.evaluate:
+        steps = len(step_counts(x.shape[-2] * x.shape[-1], cfg.eval_step))
+        # Its own phase of the progress: two curves per map (one map serves every target) and two random ones.
+        problem.evaluator.progress.start(2 * steps * maps.shape[0] + 2 * steps, "evaluate")
         opts = {"step": cfg.eval_step, "seed": cfg.seed}
         dele = deletion_curve(problem.evaluator, x, maps, replacement=cfg.deletion, baseline=problem.baseline, **opts)
         ins = insertion_curve(problem.evaluator, x, maps, **opts)

@@ -6,20 +6,23 @@ the file without ``--labels`` or ``--size``. Files are written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import sys
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError, one_line
+from explain_cli.errors import ExplainError, one_line, require_module
 from explain_cli.fileio import atomic_write_bytes
 from explain_cli.models.base import METADATA_FILE, LoadedModel, validate_metadata
-from explain_cli.models.runtime import export_onnx_bytes
 
 if TYPE_CHECKING:
     import torch
 
 EXPORT_SUFFIXES = (".pt2", ".onnx")
+ONNX_OPSET = 18
 
 
 def export_metadata(model: LoadedModel, labels: list[str] | None = None) -> dict:
@@ -110,3 +113,42 @@ def _pt2_bytes(module: "torch.nn.Module", shape: tuple[int, ...], meta: dict, de
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={METADATA_FILE: json.dumps(meta)})
     return buffer.getvalue()
+
+
+def export_onnx_bytes(module: Any, shape: tuple[int, ...], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise ``module`` to ONNX with a dynamic batch axis; ``metadata`` goes to metadata_props.
+
+    Uses the torch.export-based exporter for ``nn.Module`` and the TorchScript exporter for
+    TorchScript modules (which torch.export cannot trace). Exporter chatter is kept off stdout.
+    """
+    import torch
+
+    require_module("onnx", "exporting to ONNX needs the onnx package", "onnx")  # both exporters need it
+    example = torch.zeros((max(2, shape[0]),) + tuple(shape[1:]))
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")  # deprecation notices from the exporters
+            if isinstance(module, torch.jit.ScriptModule):
+                torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"],
+                                  output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                                  opset_version=ONNX_OPSET)
+            else:
+                batch = torch.export.Dim("batch", min=1)
+                program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                            opset_version=ONNX_OPSET, verbose=False, optimize=True)
+                program.save(buffer, external_data=False)
+    except ExplainError:
+        raise
+    except Exception as exc:
+        raise ExplainError(f"ONNX export failed: {one_line(exc)[:200]}") from None
+    data = buffer.getvalue()
+    if metadata:
+        import onnx
+
+        proto = onnx.load_from_string(data)
+        for key, value in metadata.items():
+            entry = next((p for p in proto.metadata_props if p.key == key), None) or proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        data = proto.SerializeToString()
+    return data

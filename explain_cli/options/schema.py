@@ -174,9 +174,10 @@ def _general() -> list[Option]:
                "Input", shared=True, minimum=MIN_SIDE * MIN_SIDE, maximum=178_956_970),
         Option("weights", "str", None, "torchvision:ARCH weights: a state-dict file, or DEFAULT to download "
                "torchvision's. Omitted: random weights.", "Model", shared=True, metavar="FILE|DEFAULT"),
-        Option("runtime", "str", None, "What runs the model: eager PyTorch; compile (torch.compile); onnxruntime "
-               "(a cached ONNX export checked against eager); auto times them and picks the fastest that matches. "
-               "[default: as loaded: eager for torch models, onnxruntime for ONNX files]",
+        Option("runtime", "str", "auto", "What runs the model: auto, the fastest runtime that matches eager "
+               "(measured once per model, shape, batch size and machine, then cached; ONNX files run on onnxruntime); "
+               "eager PyTorch (bit-for-bit comparisons with other tools); compile (torch.compile); onnxruntime "
+               "(a cached ONNX export checked against eager). Runtimes differ by float rounding only.",
                "Model", shared=True, choices=RUNTIMES),
         Option("device", "str", "auto", "auto | cpu | cuda[:N] | mps.", "Model", shared=True, metavar="DEVICE"),
         Option("precision", "str", "fp32", "Autocast precision (CUDA only).", "Model", choices=PRECISIONS),
