@@ -58,8 +58,9 @@ def regions_from_maps(maps: np.ndarray) -> np.ndarray | None:
     """Segment ids recovered from piecewise-constant (K, H, W) maps; None for per-pixel maps.
 
     Pixels whose K values equal their right and lower neighbours' are a segment's flat interior;
-    4-connected flat pixels of one value make a region, and the remaining pixels (the resampling's
-    ramps between segments) join the nearest region. Regions are numbered 0..R-1 (not the JSON's
+    4-connected flat pixels of one value make a region (specks under a tenth of the median region
+    are dropped), and the remaining pixels (the resampling's ramps between segments) join the
+    nearest region. Regions are numbered 0..R-1 (not the JSON's
     ids); NaN outside the window. Two touching segments with equal scores for every target become
     one region, which draws the same.
 
@@ -92,6 +93,14 @@ def regions_from_maps(maps: np.ndarray) -> np.ndarray | None:
     regions, count = ndimage.label(flat)
     if count == 0:
         return None
+    # Flat specks inside the ramps (where two ramps cross at a junction) are not segments: a
+    # superpixel is rarely a tenth of the typical one, a speck is a few pixels.
+    areas = np.bincount(regions.ravel())[1:]
+    speck = areas < max(4.0, 0.1 * float(np.median(areas)))
+    if speck.all():
+        return None
+    keep = np.concatenate([[0], np.cumsum(~speck)]) * np.concatenate([[0], ~speck])  # old id -> new id, 0: dropped
+    regions = keep[regions]
     # Every other pixel of the window joins its nearest flat region.
     _, (near_r, near_c) = ndimage.distance_transform_edt(regions == 0, return_indices=True)
     labels = (regions[near_r, near_c] - 1).astype(np.float64)
