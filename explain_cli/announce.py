@@ -31,7 +31,7 @@ LONG_RUN_S = 60.0
 MIN_ROWS = 16
 #: Evaluations an ``auto`` budget used on average over the sample and ground-truth images
 #: (benchmarks/auto_samples.py, sample model); the estimate's count for an auto run.
-TYPICAL_AUTO = {"kernelshap": 1100, "lime": 1700, "rise": 20_000}
+TYPICAL_AUTO = {"kernelshap": 900, "lime": 1400, "rise": 20_000}
 
 
 def auto_budget(cfg: "Settings") -> bool:

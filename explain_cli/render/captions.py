@@ -8,6 +8,8 @@ Examples
 ['cat (281): prob 0.612']
 >>> metric_line({"deletion_auc": 0.118, "random_deletion_auc": 0.4, "pointing_hit": True})
 'del 0.12 (rand 0.40) · hit'
+>>> box_caption(0, {"label": "cat", "index": 17, "score": 1.0, "detector_score": 0.912, "source": "detection"})
+'box 0: cat · detector 0.91 · box score 1'
 """
 
 from __future__ import annotations
@@ -35,12 +37,18 @@ def heatmap_captions(labels: Sequence[str | None], indices: Sequence[int], score
     """One caption per target panel: ``name (index): prob 0.612``; an unlabelled class is ``class N``.
 
     ``centres`` (RISE) adds each map's neutral value: ``· mean saliency 0.31``.
+
+    >>> heatmap_captions([None], [238], [0.0012], "probs")
+    ['class 238: prob 0.0012']
     """
     space = score_word(output_space, mean=mean)
     captions = []
     for k, (label, index, score) in enumerate(zip(labels, indices, scores)):
-        name = printable(label) if label is not None else f"class {index}"
-        caption = f"{name} ({index}): {space} {score:.3g}"
+        if label is None or label == str(index):  # the index once, not "class 238 (238)"
+            name = f"class {index}"
+        else:
+            name = f"{printable(label)} ({index})"
+        caption = f"{name}: {space} {score:.3g}"
         if centres is not None:
             caption += f" · mean saliency {centres[k]:.3g}"
         captions.append(caption)
@@ -49,6 +57,25 @@ def heatmap_captions(labels: Sequence[str | None], indices: Sequence[int], score
 
 #: The colour bar's label when maps are drawn relative to their mean (RISE).
 CENTRED_BAR_LABEL = "saliency minus its mean (red: keeping the pixel raises the score)"
+
+
+def box_name(row: int, target: Mapping[str, Any]) -> str:
+    """A detection target's short name, ``box 2: cat`` (a box named without a class: ``any class``)."""
+    label, index = target.get("label"), target.get("index")
+    name = printable(label) if label is not None else (f"class {index}" if index is not None else "any class")
+    return f"box {row}: {name}" + (" (named)" if target.get("source") == "box" else "")
+
+
+def box_caption(row: int, target: Mapping[str, Any]) -> str:
+    """A detection panel's caption from its JSON entry: the box's name, the detector's score, the box score on f(x).
+
+    A named box shows no detector score (the JSON's is the best-matching detection's, maybe of another class).
+    """
+    parts = [box_name(row, target)]
+    if target.get("detector_score") is not None and target.get("source") != "box":
+        parts.append(f"detector {target['detector_score']:.2f}")
+    parts.append(f"box score {target['score']:.3g}")
+    return " · ".join(parts)
 
 
 def heatmap_title(method: str, input_path: str, n_segments: int | None, evaluations: int, *,

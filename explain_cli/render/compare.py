@@ -20,7 +20,7 @@ from explain_cli.render.figures import (
     resolve_cmap,
 )
 from explain_cli.render.layout import Bar, Cell, compose, panel_font_px
-from explain_cli.render.panels import MIN_PANEL, as_rgb, map_panel, panel_anchors, panel_base, panel_size
+from explain_cli.render.panels import MIN_PANEL, as_rgb, draw_box, map_panel, panel_anchors, panel_base, panel_size
 from explain_cli.render.scale import Scale, color_range, group_range, parse_scale
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ def render_compare_image(
     rows: Sequence[CompareRow],
     *,
     target_captions: Sequence[str],
+    target_boxes: Sequence[Sequence[float] | None] | None = None,
     title: str = "",
     labels_full: np.ndarray | None = None,
     style: str = DEFAULT_STYLE,
@@ -77,6 +78,8 @@ def render_compare_image(
         One per method, all with the same K targets and (H, W).
     target_captions : sequence of str
         K captions, e.g. ``"tabby (281): prob 0.61"``.
+    target_boxes : sequence of (x1, y1, x2, y2) or None, optional
+        Per target, a box in the image's pixels drawn over its image and map panels (detection).
     title, labels_full, style, opacity, cmap, scale, bar_label, min_size, max_size
         As in `render_image`; ``cmap`` (if given) applies to both groups.
 
@@ -120,7 +123,11 @@ def render_compare_image(
         layers[i] = (labels, bounds, ranks)
     grid: list[list[Cell | None]] = []
     for t in range(k):
-        line: list[Cell | None] = [Cell(Image.fromarray(base.colour), [target_captions[t]])]
+        box = target_boxes[t] if target_boxes is not None else None
+        picture = Image.fromarray(base.colour)
+        if box is not None:
+            draw_box(picture, box, image.shape[:2], font_px)
+        line: list[Cell | None] = [Cell(picture, [target_captions[t]])]
         for i, row in enumerate(rows):
             values = stacks[i][t]
             vrange = color_range(values, signed=diverging[i]) if parsed.mode == "panel" else shared[row.signed]
@@ -129,6 +136,8 @@ def render_compare_image(
             panel = map_panel(base, panel_values(values, labels, bounds, (h, w), nearest), vrange,
                               cmaps[diverging[i]], map_opacity, bounds, ranks[t] if bounds is not None else [],
                               anchors, font_px)
+            if box is not None:
+                draw_box(panel, box, image.shape[:2], font_px)
             head = row.method + (f" · {row.evaluations} evals" if row.evaluations is not None else "")
             if row.centres is not None:
                 head += f" · centred on its mean {row.centres[t]:.3g}"

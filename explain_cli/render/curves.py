@@ -46,7 +46,7 @@ def _dashed(draw, points: list[tuple[float, float]], fill, width: int, dash: flo
 
 
 def render_curves_image(curves: Sequence["Curve"], title: str, *, labels: Sequence[str] | None = None,
-                        height: int = DEFAULT_HEIGHT) -> "PILImage.Image":
+                        height: int = DEFAULT_HEIGHT, score: str = "probability") -> "PILImage.Image":
     """Deletion and insertion curves as a PIL image (`explain_cli.render.layout.to_png` encodes it).
 
     Parameters
@@ -62,6 +62,8 @@ def render_curves_image(curves: Sequence["Curve"], title: str, *, labels: Sequen
         Output height in pixels, at least 160; everything scales with it. The default (520 px,
         about 1200 px wide) prints sharp at a column's width; `explain_cli.render.layout.to_png`
         records 200 dpi.
+    score : str
+        What the curves measure, in the panels' headings (detection: ``box score``).
 
     Raises
     ------
@@ -96,7 +98,7 @@ def render_curves_image(curves: Sequence["Curve"], title: str, *, labels: Sequen
     for p, kind in enumerate(kinds):
         x0, x1 = p * panel_w + left, (p + 1) * panel_w - right
         y0, y1 = top + line_h, bottom
-        draw.text((x0, top), f"{kind}: probability ({'lower' if kind == 'deletion' else 'higher'} is better)",
+        draw.text((x0, top), f"{kind}: {score} ({'lower' if kind == 'deletion' else 'higher'} is better)",
                   fill=INK, font=font)
         _axes(draw, (x0, y0, x1, y1), font, u, "pixels deleted" if kind == "deletion" else "pixels inserted", line_h)
         legend: dict[int, list[str]] = {}

@@ -28,6 +28,7 @@ from explain_cli.render.panels import (
     MAX_PANEL,
     MIN_PANEL,
     as_rgb,
+    draw_box,
     draw_number_boxes,
     map_panel,
     panel_anchors,
@@ -84,6 +85,7 @@ def render_image(
     bar_label: str | None = None,
     note: str | None = None,
     centres: Sequence[float] | None = None,
+    boxes: Sequence[Sequence[float] | None] | None = None,
     min_size: int = MIN_PANEL,
     max_size: int | None = MAX_PANEL,
 ) -> "PILImage.Image":
@@ -127,6 +129,8 @@ def render_image(
         The value each map is neutral at (RISE: its mean, `saliency_centres`): map k is drawn as
         ``maps[k] - centres[k]``, diverging and symmetric like signed scores, so that 0 means
         "no effect" and a weak target's structure still shows.
+    boxes : sequence of (x1, y1, x2, y2) or None, optional
+        Per target, a box in the image's pixels drawn over its panel (a detection); None: none.
     min_size, max_size : int
         Panel short side is enlarged to at least ``min_size``; long side reduced to ``max_size``
         (None: never reduce).
@@ -181,6 +185,8 @@ def render_image(
         drawn = panel_values(values[i], labels_full, bounds, (h, w), nearest)
         anchors = panel_anchors(labels_full, ranks[i], (h, w))
         panel = map_panel(base, drawn, vrange, cmap_name, map_opacity, bounds, ranks[i], anchors, font_px)
+        if boxes is not None and boxes[i] is not None:
+            draw_box(panel, boxes[i], image.shape[:2], font_px)
         own_bar = Bar(vrange, cmap_name, bar_label) if parsed.mode == "panel" else None
         cells.append(Cell(panel, [captions[i]], own_bar))
     per_row = 4 if style == "overlay" else 5
