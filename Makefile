@@ -53,11 +53,11 @@ bench: install
 
 ## docs-images: regenerate the pictures of README.md and docs/ from the current code (docs/images.py)
 docs-images: install
-	$(PY) docs/images.py
+	$(PY) $(CURDIR)/docs/images.py --root . --docs docs
 
 ## docs-check: fail if `make docs-images` would change a picture in docs/ (tests/test_docs_images.py runs it too)
 docs-check: install
-	$(PY) docs/images.py --check
+	$(PY) $(CURDIR)/docs/images.py --root . --docs docs --check
 
 ## train-sample: re-train the shipped sample model deterministically (a few minutes on CPU)
 train-sample: install

@@ -3,6 +3,9 @@
     python docs/images.py            # regenerate them into out/docs and copy them to docs/ (make docs-images)
     python docs/images.py --check    # regenerate into a temporary folder; exit 1 naming the stale ones (make docs-check)
 
+``--root`` is the folder whose ``sample_models/`` the commands read (default: this repository)
+and ``--docs`` where the pictures go or are compared with (default: this ``docs/``).
+
 Every picture comes from the shipped sample model and images through the real command line, so
 a change to an engine's numbers or to the drawing code shows up here. ``tests/test_docs_images.py``
 runs the check with the test suite.
@@ -42,8 +45,8 @@ PICTURES = ["cross_circle.kernelshap.png", "triangle_square.rise.png", "circle_0
             "circle_00.partition.curves.png", "compare.png"]
 
 
-def build(out: Path) -> list[Path]:
-    """Run every command in-process with its output in ``out``; returns the pictures' paths.
+def build(out: Path, root: Path = ROOT) -> list[Path]:
+    """Run every command in-process, in ``root``, with its output in ``out``; returns the pictures' paths.
 
     Raises
     ------
@@ -54,10 +57,11 @@ def build(out: Path) -> list[Path]:
 
     from explain_cli.cli.app import main
 
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     threads, cwd = torch.get_num_threads(), Path.cwd()
     torch.set_num_threads(1)  # the tiny CNN runs fastest on one thread, and results do not depend on it
-    os.chdir(ROOT)  # the JSONs record the inputs' paths as given: relative to the repository
+    os.chdir(root)  # the JSONs record the inputs' paths as given: relative to the repository
     try:
         for command in COMMANDS:
             args = [str(out) + a[3:] if a.startswith("OUT") else a for a in command]
@@ -94,11 +98,11 @@ def differs(new: Path, old: Path) -> str | None:
     return f"{share:.1%} of the pixels changed" if share >= 0.002 else None
 
 
-def stale(out: Path) -> dict[str, str]:
-    """The docs/ pictures that differ from the ones built in ``out``, with the reason."""
+def stale(out: Path, docs: Path = DOCS) -> dict[str, str]:
+    """The pictures in ``docs`` that differ from the ones built in ``out``, with the reason."""
     found = {}
     for name in PICTURES:
-        reason = differs(out / name, DOCS / name)
+        reason = differs(out / name, docs / name)
         if reason:
             found[name] = reason
     return found
@@ -107,18 +111,21 @@ def stale(out: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only say which pictures in docs/ are stale")
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "docs", help="where to build them")
+    parser.add_argument("--out", type=Path, default=None, help="where to build them [default: ROOT/out/docs]")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the folder holding sample_models/")
+    parser.add_argument("--docs", type=Path, default=DOCS, help="the pictures' folder")
     args = parser.parse_args(argv)
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
-            build(Path(tmp))
-            found = stale(Path(tmp))
+            build(Path(tmp), args.root)
+            found = stale(Path(tmp), args.docs)
         for name, reason in found.items():
-            print(f"docs/{name} is stale ({reason}); run `make docs-images`", file=sys.stderr)
+            print(f"{args.docs / name} is stale ({reason}); run `make docs-images`", file=sys.stderr)
         return 1 if found else 0
-    for path in build(args.out):
-        shutil.copy(path, DOCS / path.name)
-        print(DOCS / path.name)
+    args.docs.mkdir(parents=True, exist_ok=True)
+    for path in build(args.out or args.root / "out" / "docs", args.root):
+        shutil.copy(path, args.docs / path.name)
+        print(args.docs / path.name)
     return 0
 
 
