@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXPLAIN := $(VENV)/bin/explain
 OUT    ?= out
 
-.PHONY: install demo batch-demo test test-fast bench clean train-sample docs-images
+.PHONY: install demo batch-demo test test-fast bench clean train-sample docs-images docs-check
 
 install: $(VENV)/.installed
 
@@ -51,16 +51,13 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/overhead.py
 
-## docs-images: regenerate the README's pictures in docs/ from the current code
+## docs-images: regenerate the pictures of README.md and docs/ from the current code (docs/images.py)
 docs-images: install
-	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/images/cross_circle.png --method kernelshap \
-	    --top-k 2 --seed 0 --quiet --out $(OUT)/docs
-	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/images/triangle_square.png --method rise \
-	    --top-k 2 --seed 0 --quiet --out $(OUT)/docs
-	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/eval/circle_00.png --method partition \
-	    --evaluate --mask sample_models/eval/circle_00.mask.png --seed 0 --quiet --out $(OUT)/docs
-	cp $(OUT)/docs/cross_circle.kernelshap.png $(OUT)/docs/triangle_square.rise.png docs/
-	cp $(OUT)/docs/circle_00.partition.png $(OUT)/docs/circle_00.partition.curves.png docs/
+	$(PY) $(CURDIR)/docs/images.py --root . --docs docs
+
+## docs-check: fail if `make docs-images` would change a picture in docs/ (tests/test_docs_images.py runs it too)
+docs-check: install
+	$(PY) $(CURDIR)/docs/images.py --root . --docs docs --check
 
 ## train-sample: re-train the shipped sample model deterministically (a few minutes on CPU)
 train-sample: install

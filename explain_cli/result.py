@@ -176,8 +176,14 @@ class Explanation:
     def _png(self, **options: Any) -> bytes:
         from explain_cli.options.settings import output_options
         from explain_cli.preprocess import map_to_original
-        from explain_cli.render.captions import box_caption, heatmap_captions, heatmap_title
-        from explain_cli.render.figures import render_image
+        from explain_cli.render.captions import (
+            CENTRED_BAR_LABEL,
+            box_caption,
+            heatmap_captions,
+            heatmap_title,
+            numbering_note,
+        )
+        from explain_cli.render.figures import render_image, saliency_centres, strongest_segments
         from explain_cli.render.layout import to_png
 
         opts = output_options(self.render_options, **options) if options else self.render_options
@@ -187,22 +193,28 @@ class Explanation:
         labels_full = map_to_original(self.segmentation.labels[None], self.geometry, nearest=True)[0] if show_edges else None
         drawn = min(len(self.targets), MAX_PANELS)
         full = full[:drawn]
+        pixel_level = self.attribution.pixel_maps is not None
+        # A per-pixel saliency (RISE, D-RISE) is drawn relative to its mean, its neutral value.
+        centres = saliency_centres(full) if pixel_level and not self.signed else None
         boxes = None
         if self.details is not None and self.task == "detection":
             captions = [box_caption(k, entry) for k, entry in enumerate(self._entries()[:drawn])]
             boxes = [(t.overlay() or {}).get("box") for t in self.details[:drawn]]
         else:
             captions = heatmap_captions(self.labels[:drawn], self.targets[:drawn], self.target_scores[:drawn],
-                                        self.output_space, mean=self.inputs is not None)
-        title = heatmap_title(self.method, self.input["path"], self.segmentation.n_segments, self.evaluations,
+                                        self.output_space, mean=self.inputs is not None, centres=centres)
+        title = heatmap_title(self.method, self.input["path"], None if pixel_level else self.segmentation.n_segments,
+                              self.evaluations,
                               n_inputs=None if self.inputs is None else len(self.inputs), drawn=drawn,
                               total=len(self.targets))
         display = self.display if self.display is not None else np.full((*self.geometry.original, 3), 128, np.uint8)
-        # the top segments are numbered as the JSON ranks them (largest score first)
-        top = [[g for g, _ in self._top_row(TOP_NUMBERED, k)] for k in range(drawn)] if show_edges else None
+        # the segments that matter most, of either sign, are outlined and numbered
+        top = strongest_segments(self.scores[:drawn], TOP_NUMBERED) if show_edges else None
+        note = numbering_note(min(TOP_NUMBERED, self.segmentation.n_segments)) if show_edges else None
         return to_png(render_image(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
                                    style=opts.style, opacity=opts.opacity, cmap=opts.cmap, scale=opts.scale,
-                                   top_segments=top, boxes=boxes))
+                                   top_segments=top, note=note, centres=centres, boxes=boxes,
+                                   bar_label=CENTRED_BAR_LABEL if centres is not None else None))
 
     def _entries(self) -> list[dict[str, Any]]:
         """Each target's JSON entry before its attribution: index, label, the task's fields (a box), score."""

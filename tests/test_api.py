@@ -239,7 +239,8 @@ def test_png_numbers_each_panels_own_top_segments(cropped, monkeypatch):
     monkeypatch.setattr(figures, "render_image", spy)
     cropped._repr_png_()
     for k in range(len(cropped.targets)):
-        expected = [int(g) for g in np.argsort(-cropped.scores[k], kind="stable")[:len(seen["top_segments"][k])]]
+        strongest = np.argsort(-np.abs(cropped.scores[k]), kind="stable")  # |score|: either sign (issue 24, item 6)
+        expected = [int(g) for g in strongest[:len(seen["top_segments"][k])]]
         assert seen["top_segments"][k] == expected, f"panel {k} (class {cropped.targets[k]}) numbers another row"
 
 

@@ -46,6 +46,7 @@ DRY_RUN_ONLY = {
     "test-fast": "it is this test suite",
     "bench": "a benchmark: minutes of timing runs",
     "train-sample": "re-trains the shipped model: minutes, and it rewrites sample_models/",
+    "docs-images": "tests/test_docs_images.py makes the same pictures (docs/images.py) and checks docs/",
 }
 
 

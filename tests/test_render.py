@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -10,10 +11,11 @@ from PIL import Image
 
 from explain_cli.errors import OptionError
 from explain_cli.render.colormaps import NAMES, apply_cmap, lookup_table
-from explain_cli.render.figures import CompareRow, render_compare_image, render_image, render_segments_image
-from explain_cli.render.layout import PANELS_KEY, to_png
+from explain_cli.render.compare import CompareRow, render_compare_image
+from explain_cli.render.figures import render_image, render_segments_image
+from explain_cli.render.layout import PANELS_KEY, bar_ticks, load_font, to_png
 from explain_cli.render.panels import panel_size
-from explain_cli.render.scale import Scale, format_ticks, nice_ticks, parse_scale
+from explain_cli.render.scale import Scale, format_ticks, nice_ticks, parse_scale, tick_labels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -159,11 +161,55 @@ def test_ticks_zero_is_plain_and_integers_have_no_decimals() -> None:
     assert format_ticks(nice_ticks(0.0, 1.0)) == ["0", "0.25", "0.50", "0.75", "1.00"]
 
 
-def test_ticks_scientific_only_when_needed() -> None:
+def test_ticks_share_a_power_of_ten_only_when_needed() -> None:
+    assert tick_labels(nice_ticks(-2.6e-5, 2.6e-5)) == (["-2", "-1", "0", "1", "2"], -5)
+    assert tick_labels(nice_ticks(0.0, 2.0e6)) == (["0", "0.5", "1.0", "1.5", "2.0"], 6)
+    assert tick_labels(nice_ticks(0.0099, 0.0103)) == (["0.99", "1.00", "1.01", "1.02", "1.03"], -2)
     assert format_ticks(nice_ticks(-2.6e-5, 2.6e-5)) == ["-2e-5", "-1e-5", "0", "1e-5", "2e-5"]
-    assert format_ticks(nice_ticks(0.0, 2.0e6)) == ["0", "0.5e6", "1.0e6", "1.5e6", "2.0e6"]
     assert format_ticks(nice_ticks(0.2, 0.73)) == ["0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]
     assert not any(label.startswith("+") for label in format_ticks(nice_ticks(-3.0, 3.0)))
+
+
+def _bar_ranges() -> list[tuple[float, float]]:
+    """Signed, non-negative, offset (RISE-like) and lopsided ranges with magnitudes 1e-8 … 1e3."""
+    ranges = []
+    for exponent in range(-8, 4):
+        for mantissa in (1.0, 2.5, 4.9, 7.7):
+            v = mantissa * 10.0**exponent
+            ranges += [(-v, v), (0.0, v), (v, v * 1.04), (-v, 0.3 * v), (0.25 * v, 0.72 * v)]
+    return ranges
+
+
+@pytest.mark.parametrize("font_px", [12, 16, 22])
+def test_tick_labels_never_collide_or_read_minus_zero(font_px: int) -> None:
+    """Bars of 1e-8 … 1e3 and 100 … 800 px get distinct, honest, separate labels (two at least on
+    bars as long as the figures draw them at that font size)."""
+    font = load_font(font_px)
+    shortest = 0.85 * 16 * font_px  # the figures' shortest bar at this font size (panel_font_px, 0.85 × panel)
+    for lo, hi in _bar_ranges():
+        for width in (100, 150, 217, 300, 435, 600, 800):
+            overhang = 0.075 * width
+            layout = bar_ticks((lo, hi), width, font_px, overhang)
+            case = f"[{lo:g}, {hi:g}] at {width} px: {layout.labels} ×10^{layout.exponent}"
+            assert len(layout.labels) >= (2 if width >= shortest else 1), case
+            assert len(set(layout.labels)) == len(layout.labels), case
+            assert not any(text.lstrip("-").strip("0.") == "" and text.startswith("-") for text in layout.labels), case
+            for value, text in zip(layout.values, layout.labels):
+                assert lo - 1e-12 * abs(hi - lo) <= value <= hi + 1e-12 * abs(hi - lo), case
+                assert math.isclose(float(text) * 10.0**layout.exponent, value, rel_tol=1e-9), case
+            centres = (layout.values - lo) / (hi - lo) * (width - 1)
+            halves = np.array([font.getlength(text) / 2 for text in layout.labels])
+            assert np.all(centres[1:] - halves[1:] - (centres[:-1] + halves[:-1]) >= 4), case
+            assert centres[0] - halves[0] >= -overhang and centres[-1] + halves[-1] <= width - 1 + overhang, case
+
+
+def test_tiny_scores_get_a_shared_exponent_on_the_figure() -> None:
+    """resnet-sized scores (~1e-8) on a single panel: mantissas on the ticks, ×10⁻⁸ drawn under them."""
+    values = np.full((1, 256, 256), 1e-8)
+    values[0, :, :128] = -1.2e-8
+    small = render_image(grey_image(), values, ["a"], signed=True, title="t")
+    plain = render_image(grey_image(), values * 1e8, ["a"], signed=True, title="t")
+    assert small.height > plain.height  # one more line under the bar: the shared ×10⁻⁸
 
 
 # ---------------------------------------------------------------- sizes and output
@@ -254,7 +300,7 @@ def test_compare_groups_signed_and_unsigned_scales() -> None:
     rows = [CompareRow("lime", signed_a, True, 100, ["AUC 0.1", "AUC 0.2"]),
             CompareRow("kernelshap", signed_b, True, 200),
             CompareRow("rise", unsigned, False, 300)]
-    image = render_compare_image(grey_image(), rows, target_captions=["cat", "dog"], style="side-by-side")
+    image = render_compare_image(grey_image(), rows, target_captions=["cat", "dog"], style="side-by-side", scale="figure")
     found = panels(image)
     assert len(found) == 2 * (1 + len(rows))  # per target: the image, then one panel per method
     lime, shap, rise = found[1:4]

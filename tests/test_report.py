@@ -159,3 +159,23 @@ def test_report_renders_in_headless_chromium(batch_dir, tmp_path):
         grey = np.asarray(image.convert("L"), dtype=float)
     assert grey.std() > 20  # text, tables and heatmaps drawn, not a blank page
     assert (grey < 100).mean() > 0.01  # the dark heatmap thumbnails loaded (a broken image is near-white)
+
+
+def test_report_formats_counts_baselines_paths_warnings_and_folders(batch_dir, tmp_path):
+    """Evaluations as whole numbers, no 'None' baseline, paths that wrap at separators, whole warnings,
+    and two runs of one method on one input told apart by their folders."""
+    from explain_cli.render.report import write_report
+
+    doc = json.loads((batch_dir / "out" / "shapes" / "circle.ablation.json").read_text())
+    warning = "a long warning that says exactly what to change " * 4
+    doc.update(evaluations=1024, baseline=None, warnings=[warning])
+    doc["input"]["path"] = "some_folder/with-long_names/circle.png"
+    for run in ("run-a", "run-b"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "circle.ablation.json").write_text(json.dumps(doc))
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "1,024" in html and "e+0" not in html
+    assert ">None<" not in html and "None" not in html.split("<h2>Methods</h2>")[1].split("</table>")[0]
+    assert "some_<wbr>folder/<wbr>with-long_<wbr>names/<wbr>circle.png" in html
+    assert f"⚠ {warning}</div>" in html  # whole, not cut to "…"
+    assert "<code>run-a</code>" in html and "<code>run-b</code>" in html

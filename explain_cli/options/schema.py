@@ -228,10 +228,10 @@ def _general() -> list[Option]:
         Option("save_map", "bool", False, "Also write NAME.METHOD.npy, (K,H,W) maps at the original resolution.",
                "Output"),
         Option("boundaries", "bool", True, "Draw superpixel boundaries and number the top segments.", "Output"),
-        Option("style", "str", DEFAULT_STYLE, "Heatmap style: the map over a dimmed grey image, or image and map side by side.",
+        Option("style", "str", DEFAULT_STYLE, "Heatmap style: the map over a grey copy of the image, or image and map side by side.",
                "Output", choices=STYLES),
         Option("opacity", "float", DEFAULT_OPACITY, "Map opacity in the overlay style.", "Output", minimum=0.0, maximum=1.0),
-        Option("cmap", "str", None, "Colour map. [default: RdBu_r for signed scores, inferno for non-negative]",
+        Option("cmap", "str", None, "Colour map. [default: RdBu_r; RISE is drawn around its mean]",
                "Output", choices=tuple(CMAPS)),
         Option("scale", "str", DEFAULT_SCALE, "Colour scale: one per figure, one per panel, or fixed:LO,HI to compare "
                "maps across images.", "Output", metavar="figure|panel|fixed:LO,HI", parse=parse_scale),

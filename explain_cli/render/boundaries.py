@@ -23,8 +23,10 @@ def segments_layer(labels_full: np.ndarray | None, size: tuple[int, int], neares
     factor = size[0] / h0
     step = _label_step(labels_full)
     # Smooth away the staircase left by upsampling model-space segments; keep real pixel edges
-    # (step ~1, or an enlarged pixel-art input) crisp, with just enough blur to anti-alias.
-    sigma = max(1.5, 0.5 * step * factor) if step >= 1.5 and not nearest else 1.5
+    # (step ~1, or an enlarged pixel-art input) and rectangles (grid cells) crisp and straight,
+    # with just enough blur to anti-alias.
+    smooth = step >= 1.5 and not nearest and not all_rectangles(labels_full)
+    sigma = max(1.5, 0.5 * step * factor) if smooth else 1.5
     # The outlines' blur must keep the margin linear out to the halo (~2 px) yet not swallow
     # a segment's thin parts (a part narrower than ~2 sigma would be painted solid).
     return _boundaries(resize_labels(labels_full, size), sigma, outline, outline_sigma=max(2.0, sigma))
@@ -39,6 +41,23 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if ids.shape != (h, w):
         ids = np.asarray(Image.fromarray(ids).resize((w, h), Image.Resampling.NEAREST))
     return np.rint(ids).astype(np.int64)
+
+
+def all_rectangles(labels: np.ndarray) -> bool:
+    """Whether every segment of ``labels`` (NaN outside) is one axis-aligned rectangle, as grid cells are."""
+    ids = np.where(np.isfinite(labels), labels, -1).astype(np.int64)
+    h, w = ids.shape
+    inside = ids.ravel() >= 0
+    flat = ids.ravel()[inside]
+    if flat.size == 0:
+        return False
+    rows, cols = np.divmod(np.nonzero(inside)[0], w)
+    order = np.argsort(flat, kind="stable")
+    _, starts, counts = np.unique(flat[order], return_index=True, return_counts=True)
+    r, c = rows[order], cols[order]
+    height = np.maximum.reduceat(r, starts) - np.minimum.reduceat(r, starts) + 1
+    width = np.maximum.reduceat(c, starts) - np.minimum.reduceat(c, starts) + 1
+    return bool(np.all(height * width == counts))
 
 
 def _label_step(labels: np.ndarray) -> float:
@@ -85,10 +104,12 @@ _SLOPE_ONE = 1.0 / math.sqrt(2.0 * math.pi)
 
 @dataclass
 class Boundaries:
-    """Approximate distances (panel px) to the nearest boundary and to each outlined segment's edge."""
+    """Approximate distances (panel px) to the nearest boundary and to each outlined segment's edge,
+    and which segment owns each pixel once the staircase is smoothed away."""
 
     all: np.ndarray  # (h, w) distance to the nearest boundary between any two segments
     outlines: dict[int, np.ndarray] = field(default_factory=dict)  # id -> (h, w) distance to its edge
+    owner: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # (h, w) smoothed segment id, -1 outside
 
 
 def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), outline_sigma: float = 2.0) -> Boundaries:
@@ -109,6 +130,7 @@ def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), o
     right_cols = np.maximum.reduceat(cols, starts)
     first = np.zeros((h, w))
     second = np.zeros((h, w))
+    owner = np.full((h, w), -1, dtype=np.int64)
     pad = int(math.ceil(3 * sigma)) + 1
     wanted = {int(i) for i in outline}
     out = Boundaries(all=np.zeros((h, w)))
@@ -117,10 +139,11 @@ def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), o
         le, r = max(0, left_cols[i] - pad), min(w, right_cols[i] + pad + 1)
         inside = (labels[t:b, le:r] == seg).astype(np.float64)
         soft = _gaussian_blur(inside, sigma)
-        f, s = first[t:b, le:r], second[t:b, le:r]
+        f, s, o = first[t:b, le:r], second[t:b, le:r], owner[t:b, le:r]
         higher = soft > f
         s[...] = np.where(higher, f, np.maximum(s, soft))
         f[...] = np.where(higher, soft, f)
+        o[...] = np.where(higher, seg, o)
         if int(seg) in wanted:
             # A wider blur for outlines: the margin must stay linear out to the halo's width.
             pad_o = int(math.ceil(3 * outline_sigma)) + 1
@@ -131,6 +154,7 @@ def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), o
             dist[t2:b2, l2:r2] = np.abs(soft_o - 0.5) * outline_sigma / _SLOPE_ONE
             out.outlines[int(seg)] = dist
     out.all = (first - second) * sigma / _SLOPE_PAIR
+    out.owner = owner
     return out
 
 

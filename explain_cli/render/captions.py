@@ -33,21 +33,30 @@ def score_word(output_space: str | None, *, mean: bool = False) -> str:
 
 
 def heatmap_captions(labels: Sequence[str | None], indices: Sequence[int], scores: Sequence[float],
-                     output_space: str, *, mean: bool = False) -> list[str]:
+                     output_space: str, *, mean: bool = False, centres: Sequence[float] | None = None) -> list[str]:
     """One caption per target panel: ``name (index): prob 0.612``; an unlabelled class is ``class N``.
+
+    ``centres`` (RISE) adds each map's neutral value: ``· mean saliency 0.31``.
 
     >>> heatmap_captions([None], [238], [0.0012], "probs")
     ['class 238: prob 0.0012']
     """
     space = score_word(output_space, mean=mean)
     captions = []
-    for label, index, score in zip(labels, indices, scores):
+    for k, (label, index, score) in enumerate(zip(labels, indices, scores)):
         if label is None or label == str(index):  # the index once, not "class 238 (238)"
             name = f"class {index}"
         else:
             name = f"{printable(label)} ({index})"
-        captions.append(f"{name}: {space} {score:.3g}")
+        caption = f"{name}: {space} {score:.3g}"
+        if centres is not None:
+            caption += f" · mean saliency {centres[k]:.3g}"
+        captions.append(caption)
     return captions
+
+
+#: The colour bar's label when maps are drawn relative to their mean (RISE).
+CENTRED_BAR_LABEL = "saliency minus its mean (red: keeping the pixel raises the score)"
 
 
 def box_name(row: int, target: Mapping[str, Any]) -> str:
@@ -69,19 +78,26 @@ def box_caption(row: int, target: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def heatmap_title(method: str, input_path: str, n_segments: int, evaluations: int, *, n_inputs: int | None = None,
-                  drawn: int, total: int) -> str:
+def heatmap_title(method: str, input_path: str, n_segments: int | None, evaluations: int, *,
+                  n_inputs: int | None = None, drawn: int, total: int) -> str:
     """The heatmap's title: method, input, segments and evaluations (and how many targets are drawn).
 
-    ``n_inputs`` is given for a batch method, whose map is global and drawn on the first input.
+    ``n_inputs`` is given for a batch method, whose map is global and drawn on the first input;
+    ``n_segments`` is None for a per-pixel map (RISE), which has no segments to count.
     """
     name = printable(Path(input_path).name)
     if n_inputs is not None:
         name = f"{n_inputs} inputs (global importance, drawn on {name})"
-    title = f"{method} · {name} · {n_segments} segments · {evaluations} evals"
+    segments = f" · {n_segments} segments" if n_segments is not None else ""
+    title = f"{method} · {name}{segments} · {evaluations} evals"
     if drawn < total:
         title += f" · first {drawn} of {total} targets"
     return title
+
+
+def numbering_note(n: int) -> str:
+    """What the numbered segments are (drawn under the colour bar)."""
+    return f"numbered: the {n} largest |score|, of either sign"
 
 
 def curves_title(method: str, stem: str) -> str:

@@ -56,7 +56,9 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
     from PIL import Image
 
     from explain_cli.inputs import load_input
-    from explain_cli.render.figures import CompareRow, render_compare_image
+    from explain_cli.render.compare import CompareRow, render_compare_image
+    from explain_cli.render.figures import saliency_centres
+    from explain_cli.render.regions import regions_from_maps
 
     groups: dict[tuple[str, str], list[Record]] = {}
     for rec in sorted(records, key=lambda r: (r.input_path, r.method)):
@@ -81,10 +83,16 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
             keys = [target_key(t) for t in rec.doc["targets"]]
             pick = [keys.index(i) for i in shared]
             evaluation = rec.doc.get("evaluation")
-            rows.append(CompareRow(method=rec.method, maps=_load_map(rec)[pick], signed=_signed(rec.method),
+            maps = _load_map(rec)
+            # Segment-level maps get their segments back from their flat regions (smooth edges);
+            # a per-pixel saliency (RISE) has none and is drawn relative to its mean, as in its heatmap.
+            regions = regions_from_maps(maps)
+            signed = _signed(rec.method)
+            rows.append(CompareRow(method=rec.method, maps=maps[pick], signed=signed,
                                    evaluations=rec.doc.get("evaluations"),
                                    metrics=[metric_line(target_metrics(evaluation, k)) for k in pick],
-                                   boundaries=False))
+                                   boundaries=regions is not None, labels=regions,
+                                   centres=saliency_centres(maps[pick]) if regions is None and not signed else None))
         by_key = {target_key(t): (row, t) for row, t in enumerate(first.doc["targets"])}
         chosen = [by_key[i] for i in shared]
         if first.doc.get("output_space") == "detection":

@@ -64,10 +64,10 @@ def resize_float(values: np.ndarray, size: tuple[int, int], nearest: bool) -> np
 
 
 class Base(NamedTuple):
-    """The picture at panel size: colour, and the dimmed greyscale copy maps are drawn over."""
+    """The picture at panel size: colour, and the greyscale copies maps are drawn over."""
 
     colour: np.ndarray  # (h, w, 3) uint8
-    grey: np.ndarray  # (h, w, 3) float, dimmed greyscale under a map
+    grey: np.ndarray  # (h, w, 3) float, contrast-preserving greyscale under a map
     outside: np.ndarray  # (h, w, 3) float, darker greyscale where the model saw nothing
     nearest: bool
 
@@ -88,12 +88,35 @@ def as_rgb(display: np.ndarray) -> np.ndarray:
 def panel_base(display: np.ndarray, size: tuple[int, int], nearest: bool) -> Base:
     """The picture resampled to panel ``size`` and its greyscale copies (see `Base`)."""
     colour = np.ascontiguousarray(_resize_rgb(display, size, nearest))
-    lum = colour.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    # Grey keeps the image's structure without lending hue to the map; the compressed range
-    # (40..190) keeps the map's colours from being pushed to black or white by the image.
-    grey = np.repeat((40.0 + lum * (150.0 / 255.0))[..., None], 3, axis=2)
-    outside = np.repeat((25.0 + lum * (90.0 / 255.0))[..., None], 3, axis=2)
-    return Base(colour, grey, outside, nearest)
+    grey = contrast_grey(colour)
+    # A wide range (25..230) keeps the object visible under an opaque map; the part the model did
+    # not see is the same picture, darker.
+    under = 25.0 + grey * 205.0
+    outside = 15.0 + grey * 110.0
+    return Base(colour, np.repeat(under[..., None], 3, axis=2), np.repeat(outside[..., None], 3, axis=2), nearest)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def contrast_grey(colour: np.ndarray) -> np.ndarray:
+    """A greyscale copy of ``colour`` (h, w, 3) in [0, 1] that keeps objects apart by colour as well as by light.
+
+    Plain luminance makes a blue disc on green grass one grey; half of it is replaced by the
+    image's main colour axis (its first principal component, signed to agree with luminance),
+    then the 1st..99th percentiles are stretched to [0, 1], so a dark or washed-out photo shows
+    its structure too. No hue is kept: the map's colours never mix with the object's.
+    """
+    pixels = colour.reshape(-1, 3).astype(np.float64)
+    centred = pixels - pixels.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axis = vectors[:, -1] * (1.0 if vectors[:, -1] @ _LUMA >= 0 else -1.0)
+    axis /= np.abs(axis).sum()  # a weighted mean of the channels, as luminance is
+    grey = 0.5 * (centred @ axis) + 0.5 * (centred @ _LUMA)
+    lo, hi = np.percentile(grey, [1, 99])
+    if hi - lo < 1.0:  # a flat picture: mid-grey, not amplified noise
+        return np.full(colour.shape[:2], 0.5)
+    return np.clip((grey - lo) / (hi - lo), 0.0, 1.0).reshape(colour.shape[:2])
 
 
 def _colourize(values: np.ndarray, vrange: tuple[float, float], cmap: str) -> np.ndarray:
@@ -159,17 +182,32 @@ def draw_number_boxes(panel: "PILImage.Image", anchors: Sequence[tuple[float, fl
     # Box height from the digits' ink, so every box of a figure has the same height.
     x0, y0, x1, y1 = draw.textbbox((0, 0), "0123456789", font=font, anchor="lt")
     box_h = (y1 - y0) + 2 * pad
+    placed: list[tuple[float, float, float, float]] = []
     for anchor, text in zip(anchors, texts):
         if anchor is None:
             continue
-        cy, cx = anchor
         box_w = max(box_h, draw.textlength(text, font=font) + 2 * pad + 2)
-        left = float(np.clip(cx - box_w / 2, 1, panel.width - box_w - 2))
-        top = float(np.clip(cy - box_h / 2, 1, panel.height - box_h - 2))
+        left, top = _free_spot(anchor, box_w, box_h, panel.width, panel.height, placed)
+        placed.append((left, top, left + box_w, top + box_h))
         draw.rounded_rectangle([left, top, left + box_w, top + box_h], radius=max(2, box_h // 4),
                                fill=PAPER, outline=(40, 40, 40), width=1)
         draw.text((left + box_w / 2, top + box_h / 2), text, fill=INK, font=font, anchor="mm")
 
+
+def _free_spot(anchor: tuple[float, float], box_w: float, box_h: float, width: int, height: int,
+               placed: Sequence[tuple[float, float, float, float]]) -> tuple[float, float]:
+    """Top-left of a box centred on ``anchor`` (row, col), kept inside the panel and, when a shift of
+    about half a box frees it, clear of the boxes already ``placed`` (numbers of small neighbours)."""
+    cy, cx = anchor
+    shifts = sorted(((dy * box_h * 0.6, dx * box_w * 0.6) for dy in (0, -1, 1) for dx in (0, -1, 1)),
+                    key=lambda d: abs(d[0]) + abs(d[1]))
+    spots = [(float(np.clip(cx + dx - box_w / 2, 1, width - box_w - 2)),
+              float(np.clip(cy + dy - box_h / 2, 1, height - box_h - 2))) for dy, dx in shifts]
+    for left, top in spots:
+        if not any(left < r + 1 and l < left + box_w + 1 and top < b + 1 and t < top + box_h + 1
+                   for l, t, r, b in placed):
+            return left, top
+    return spots[0]
 
 
 #: A drawn box's colour: a green that none of the colour maps (RdBu, inferno, viridis ...) nor grey takes.

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from markupsafe import Markup
 
 from explain_cli.errors import ExplainError
 from explain_cli.render.captions import box_name
@@ -28,6 +32,33 @@ def _num(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _count(value: float | None) -> str:
+    """A count (or a mean of counts) as a whole number with thousands separators: ``1,024``, never ``1.02e+03``."""
+    return "–" if value is None else f"{round(value):,}"
+
+
+def _folder(record: Record, base: Path) -> str:
+    """The JSON's folder relative to the report (``.`` at its top), so two runs of one method on one input differ."""
+    rel = os.path.relpath(os.path.abspath(record.path.parent), os.path.abspath(base))
+    return Path(rel).as_posix()
+
+
+def breakable(text: Any) -> Markup:
+    r"""``text`` HTML-escaped, with a line-break opportunity (``<wbr>``) after each ``/``, ``\`` and ``_``.
+
+    Paths then wrap between their parts instead of mid-word (a Jinja filter: ``{{ path|breakable }}``).
+
+    Examples
+    --------
+    >>> str(breakable("out/run_1/<a>.png"))
+    'out/<wbr>run_<wbr>1/<wbr>&lt;a&gt;.png'
+    """
+    from markupsafe import Markup, escape
+
+    parts = [part for part in re.split(r"(?<=[/\\_])", str(text)) if part]
+    return Markup("").join(Markup(f"{escape(part)}<wbr>") if part[-1] in "/\\_" else escape(part) for part in parts)
 
 
 def _href(target: Path, base: Path) -> str:
@@ -65,7 +96,9 @@ def _row(record: Record, base: Path) -> dict[str, Any]:
         "json": _href(record.path, base), "png": _href(png, base) if png.is_file() else None,
         "curves": _href(curves, base) if curves.is_file() else None,
         "targets": targets, "first_score": (doc["targets"][0].get("score") if doc["targets"] else None),
-        "evaluations": doc.get("evaluations"), "time": timing.get("total_s"), "time_text": _num(timing.get("total_s")),
+        "folder": _folder(record, base),
+        "evaluations": doc.get("evaluations"), "evaluations_text": _count(doc.get("evaluations")),
+        "time": timing.get("total_s"), "time_text": _num(timing.get("total_s")),
         "segments": (doc.get("segmentation") or {}).get("n_segments"),
         "metrics": m,
         "deletion_beats_random": (None if m["deletion_auc"] is None or m["random_deletion_auc"] is None
@@ -83,9 +116,12 @@ def _pairs(mapping: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(mapping.items()))
 
 
-def _mean(values: Sequence[Any]) -> str:
+def _mean(values: Sequence[Any], *, count: bool = False) -> str:
     numbers = [float(v) for v in values if v is not None]
-    return _num(statistics.fmean(numbers)) if numbers else "–"
+    if not numbers:
+        return "–"
+    mean = statistics.fmean(numbers)
+    return _count(mean) if count else _num(mean)
 
 
 def _rate(flags: Sequence[Any]) -> str:
@@ -105,14 +141,15 @@ def _methods(rows: list[dict[str, Any]], records: list[Record]) -> list[dict[str
             "method": method, "count": len(mine),
             "params": " | ".join(sorted(params)), "evaluation": " | ".join(sorted(e for e in evals if e)) or "–",
             "seed": ", ".join(sorted({str(rec.doc.get("seed")) for _, rec in mine})),
-            "baseline": ", ".join(sorted({str(rec.doc.get("baseline")) for _, rec in mine})),
+            "baseline": ", ".join(sorted({str(rec.doc["baseline"]) for _, rec in mine if rec.doc.get("baseline")}))
+                        or "–",
             "deletion": _mean([row["metrics"]["deletion_auc"] for row, _ in mine]),
             "insertion": _mean([row["metrics"]["insertion_auc"] for row, _ in mine]),
             "deletion_wins": _rate([row["deletion_beats_random"] for row, _ in mine]),
             "insertion_wins": _rate([row["insertion_beats_random"] for row, _ in mine]),
             "pointing": _rate([row["metrics"]["pointing_hit"] for row, _ in mine]),
             "energy": _mean([row["metrics"]["energy_in_mask"] for row, _ in mine]),
-            "evaluations": _mean([row["evaluations"] for row, _ in mine]),
+            "evaluations": _mean([row["evaluations"] for row, _ in mine], count=True),
             "time": _mean([row["time"] for row, _ in mine]),
         })
     return out
@@ -189,6 +226,7 @@ def report_html(records: list[Record], base: Path, *, title: str, summaries: lis
     # autoescape=True, not select_autoescape(): the template's name ends in .j2, not .html
     env = Environment(loader=PackageLoader("explain_cli.render", "templates"), autoescape=True,
                       trim_blocks=True, lstrip_blocks=True)
+    env.filters["breakable"] = breakable
     records = sorted(records, key=lambda r: (Path(r.input_path).name, r.input_path, r.method))
     rows = [_row(r, base) for r in records]
     return env.get_template("report.html.j2").render(
