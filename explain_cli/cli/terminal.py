@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -29,7 +30,14 @@ class guard:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, (typer.Exit, typer.Abort, KeyboardInterrupt)) or self.debug:
+        if isinstance(exc, KeyboardInterrupt):
+            # Typer would turn it into a silent exit 130 whatever the signal; the shell's
+            # convention is 128 + signum (143 for SIGTERM, 129 for SIGHUP), with a word on why.
+            signum = getattr(exc, "signum", signal.SIGINT)
+            err("interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}; "
+                "files being written were removed, finished ones kept")
+            raise typer.Exit(code=128 + int(signum)) from None
+        if exc is None or isinstance(exc, (typer.Exit, typer.Abort)) or self.debug:
             return False
         if isinstance(exc, ExplainError):
             err(render(exc))
