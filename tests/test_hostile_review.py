@@ -73,3 +73,25 @@ def test_termination_signal_exits_128_plus_signum_with_one_line(signame, linear_
                                            "removed, finished ones kept", stderr
     assert stdout == ""
     assert not out.exists() or [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels files (items 24, 40): the real reason, bounded, and no RecursionError.
+# ---------------------------------------------------------------------------------------------
+
+LABELS_CASES = {
+    "fifo": (lambda p: os.mkfifo(p), "is a FIFO (named pipe), not a regular file"),
+    "folder": (lambda p: p.mkdir(), "is a folder"),
+    "nested 100000 deep": (lambda p: p.write_text("[" * 100_000 + "]" * 100_000), "not lists nested deeply"),
+    "over the size limit": (lambda p: p.write_bytes(b"x\n" * (9 * 2**20)), "over the 16,777,216-byte limit"),
+}
+
+
+@pytest.mark.parametrize("name", list(LABELS_CASES))
+def test_bad_labels_file_is_one_line(name, cli, linear_script, small_image, tmp_path):
+    make, fragment = LABELS_CASES[name]
+    path = tmp_path / "labels.txt"
+    make(path)
+    out = tmp_path / "out"
+    result = cli("run", linear_script, small_image, "--out", out, "-m", "ablation", "--labels", path)
+    _assert_refused(result, out, fragment)
