@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,3 +96,39 @@ def test_bad_labels_file_is_one_line(name, cli, linear_script, small_image, tmp_
     out = tmp_path / "out"
     result = cli("run", linear_script, small_image, "--out", out, "-m", "ablation", "--labels", path)
     _assert_refused(result, out, fragment)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model metadata (item 24): sizes within the `size` option's bound, documents within theirs.
+# ---------------------------------------------------------------------------------------------
+
+METADATA_CASES = {
+    "size 10^9": ('{"preprocess": {"size": 1000000000}}', "preprocess.size: must be at most 4096 pixels a side"),
+    "size 4097": ('{"preprocess": {"size": [4097, 16]}}', "preprocess.size: must be at most 4096"),
+    "crop 10^9": ('{"preprocess": {"size": 16, "crop": [1000000000, 16]}}', "preprocess.crop: must be at most 4096"),
+    "resize 10^9": ('{"preprocess": {"resize": 1000000000}}', "preprocess.resize: must be at most 4096 pixels"),
+    "channels 10^9": ('{"in_channels": 1000000000}', "in_channels: must be at most 4096"),
+    "nested 10^5 deep": ('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    "5 MB document": ('{"x": "' + "a" * (5 * 2**20) + '"}', "over the 4,194,304-byte limit"),
+}
+
+
+@pytest.mark.parametrize("name", list(METADATA_CASES))
+def test_model_metadata_cannot_ask_for_absurd_work(name, cli, small_image, tmp_path):
+    text, fragment = METADATA_CASES[name]
+    model = tmp_path / "m.pt"
+    torch.jit.script(make_linear()).save(str(model), _extra_files={"explain_cli.json": text})
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    result = cli("run", model, small_image, "--out", out, "-m", "ablation")
+    _assert_refused(result, out, f"m.pt: explain_cli.json: {fragment}" if "nested" not in name and "MB" not in name
+                    else fragment)
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("name", list(METADATA_CASES))
+def test_every_format_shares_the_metadata_checks(name):
+    from explain_cli.models.base import parse_metadata
+
+    with pytest.raises(ExplainError, match=re.escape(METADATA_CASES[name][1])):
+        parse_metadata(METADATA_CASES[name][0], "model m.onnx")
