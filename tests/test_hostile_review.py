@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -132,3 +134,36 @@ def test_every_format_shares_the_metadata_checks(name):
 
     with pytest.raises(ExplainError, match=re.escape(METADATA_CASES[name][1])):
         parse_metadata(METADATA_CASES[name][0], "model m.onnx")
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed .safetensors (item 25): one line, exit 2, the file's own fault named.
+# ---------------------------------------------------------------------------------------------
+
+def _sparse_header(path: Path) -> None:
+    """A header claiming 200 MB in a (sparse) file that large: over safetensors' own limit."""
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", 200_000_000) + b"{")
+        fh.truncate(200_000_100)
+
+
+SAFETENSORS_CASES = {
+    "pickle renamed": (lambda p: p.write_bytes(pickle.dumps({"fc.weight": [1.0, 2.0]})), "header claims"),
+    "torch.save renamed": (lambda p: torch.save({"fc.weight": torch.zeros(2, 2)}, p), "header claims"),
+    "header claims 10^9 bytes": (lambda p: p.write_bytes(struct.pack("<Q", 10**9) + b"{" + b" " * 100), "header claims"),
+    "header over the library's limit": (_sparse_header, "header claims 200,000,000 bytes"),
+    "header not JSON": (lambda p: p.write_bytes(struct.pack("<Q", 4) + b"{{{{" + b"\0" * 16), "not a valid safetensors"),
+    "too short": (lambda p: p.write_bytes(b"\x01\x02"), "too short"),
+}
+
+
+@pytest.mark.parametrize("name", list(SAFETENSORS_CASES))
+def test_malformed_safetensors_is_one_line(name, cli, small_image, tmp_path):
+    make, fragment = SAFETENSORS_CASES[name]
+    weights = tmp_path / "w.safetensors"
+    make(weights)
+    out = tmp_path / "out"
+    result = cli("run", "torchvision:resnet18", small_image, "--weights", weights, "--out", out, "-m", "ablation",
+                 "--size", "32", "--segments", "grid", "--n-segments", "4")
+    _assert_refused(result, out, fragment)
+    assert "is not a valid safetensors file" in result.stderr
