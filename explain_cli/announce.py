@@ -28,11 +28,7 @@ def long_run_warning(total: int, seconds_per_eval: float, cfg: "Settings", n_tar
     measures the warm cost per image; it is still an upper bound (full batches are cheaper per
     image). The evaluation options multiply the count.
     """
-    metrics = cfg.evaluation
-    runs = 1 + (max(0, metrics.stability - 1) if metrics.stability >= 2 else 0) + (1 if metrics.sanity else 0)
-    evaluations = total * runs
-    if metrics.evaluate and not cfg.engine.batch:
-        evaluations += 4 * (int(np.ceil(1.0 / metrics.eval_step)) + 1) * max(1, n_targets)
+    evaluations = evaluations_with_metrics(total, cfg, n_targets)
     if evaluations * seconds_per_eval <= LONG_RUN_S:
         return None
     seconds_per_eval = min(seconds_per_eval, probe())
@@ -42,6 +38,16 @@ def long_run_warning(total: int, seconds_per_eval: float, cfg: "Settings", n_tar
     return (f"this run will take long: {evaluations:,} model evaluations at up to {seconds_per_eval * 1e3:.3g} ms "
             f"each, up to about {duration(estimate)}; lower `samples`/`masks`/`repeats`, "
             "`n_segments` or `size`, or use a GPU (`device` cuda)")
+
+
+def evaluations_with_metrics(total: int, cfg: "Settings", n_targets: int) -> int:
+    """The engine's ``total`` evaluations times its reruns (stability, sanity), plus the curves' (evaluate)."""
+    metrics = cfg.evaluation
+    runs = 1 + (max(0, metrics.stability - 1) if metrics.stability >= 2 else 0) + (1 if metrics.sanity else 0)
+    evaluations = total * runs
+    if metrics.evaluate and not cfg.engine.batch:
+        evaluations += 4 * (int(np.ceil(1.0 / metrics.eval_step)) + 1) * max(1, n_targets)
+    return evaluations
 
 
 def duration(seconds: float) -> str:

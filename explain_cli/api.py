@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from explain_cli.announce import OnStart, long_run_warning, probe_cost
+from explain_cli.budget import check_budget
 from explain_cli.errors import ExplainError, OptionError
 from explain_cli.inputs import LoadedInput
 from explain_cli.inputs.memory import as_inputs
@@ -226,6 +227,8 @@ class Explainer:
                 evaluator.select_targets(targets)
             chosen_targets[:] = targets
             chosen = all_outputs[:, targets]
+            check_budget(cfg, tuple(x.shape), first.segmentation.n_segments, len(targets), evaluator.batch_size,
+                         seconds_per_eval, lambda: probe_cost(model.module, x[0], evaluator))
             reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
             problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, reference)
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
