@@ -167,3 +167,79 @@ def test_malformed_safetensors_is_one_line(name, cli, small_image, tmp_path):
                  "--size", "32", "--segments", "grid", "--n-segments", "4")
     _assert_refused(result, out, fragment)
     assert "is not a valid safetensors file" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Label maps and masks (items 23, 37, 40): the input's limits, from headers; ids that survive.
+# ---------------------------------------------------------------------------------------------
+
+def _jpeg_of_16_colours(path: Path) -> None:
+    ids = np.arange(52)[:, None] // 13 * 4 + np.arange(52)[None, :] // 13  # 4×4 blocks of 13 px: 16 ids
+    colours = np.random.default_rng(0).integers(0, 256, (16, 3), dtype=np.uint8)
+    Image.fromarray(colours[ids]).save(path, "JPEG", quality=90)
+
+
+MAP_CASES = {
+    "png 30000x30000 header": ("big.png", lambda p: p.write_bytes(png_bytes(30000, 30000, with_data=False)),
+                               "is refused before decoding"),
+    "png 12000x12000 bomb": ("bomb.png", lambda p: p.write_bytes(png_bytes(12000, 12000)), "144.0 megapixels"),
+    "npy forged (100000, 100000)": ("big.npy", lambda p: p.write_bytes(npy_bytes(
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (100000, 100000), }")), "10000.0 megapixels"),
+    "npy forged (3, 100000, 100000)": ("three.npy", lambda p: p.write_bytes(npy_bytes(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 100000, 100000), }")), "must be 2-D"),
+    "npy truncated": ("short.npy", lambda p: p.write_bytes(npy_bytes(
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (16, 16), }", b"\0" * 16)), "truncated"),
+    "npy pickle": ("objects.npy", lambda p: np.save(p, np.array([{"a": 1}, None], dtype=object), allow_pickle=True),
+                   "numeric array"),
+    "fifo": ("pipe.png", lambda p: os.mkfifo(p), "FIFO"),
+}
+
+
+@pytest.mark.parametrize("option", ["segments", "mask"])
+@pytest.mark.parametrize("name", list(MAP_CASES))
+def test_maps_meet_the_inputs_limits_from_their_headers(name, option, cli, linear_script, small_image, tmp_path):
+    file_name, make, fragment = MAP_CASES[name]
+    path = tmp_path / file_name
+    make(path)
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    result = cli("run", linear_script, small_image, "--out", out, "-m", "ablation", f"--{option}", path)
+    _assert_refused(result, out, fragment)
+    assert f"--{option}" in result.stderr
+    assert time.perf_counter() - start < 5
+
+
+def test_label_map_respects_max_pixels(cli, linear_script, small_image, tmp_path):
+    np.save(tmp_path / "wide.npy", np.zeros((50, 100), dtype=np.int64))
+    out = tmp_path / "out"
+    result = cli("run", linear_script, small_image, "--out", out, "--segments", tmp_path / "wide.npy",
+                 "--max-pixels", "4999")
+    _assert_refused(result, out, "100×50 = 0.0 megapixels, over the limit of 0.004999 megapixels")
+
+
+def test_jpeg_label_map_is_refused_not_multiplied(cli, linear_script, small_image, tmp_path):
+    _jpeg_of_16_colours(tmp_path / "labels.jpg")
+    with Image.open(tmp_path / "labels.jpg") as img:
+        assert len(np.unique(np.asarray(img))) > 16  # what compression did to 16 ids
+    out = tmp_path / "out"
+    result = cli("run", linear_script, small_image, "--out", out, "-m", "ablation", "--segments",
+                 tmp_path / "labels.jpg")
+    _assert_refused(result, out, "is a JPEG file: lossy compression turns a few ids into many; save the map as PNG")
+
+
+@pytest.mark.parametrize("dtype, ids", [
+    (np.float64, [1e19, 1e19 + 4096]),  # beyond int64: the cast wrapped both to one id
+    (np.float64, [2.0**60, 2.0**60 + 256]),  # within int64 but past float64's exact integers
+    (np.float32, [2.0**25, 2.0**25 + 4]),
+])
+def test_float_label_ids_beyond_exact_integers_are_refused(dtype, ids):
+    labels = np.array([[ids[0]] * 8 + [ids[1]] * 8] * 16, dtype=dtype)
+    with pytest.raises(ExplainError, match="ids beyond .* save integer ids"):
+        explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments=labels)
+
+
+def test_exact_float_and_uint64_label_ids_still_work():
+    halves = np.array([[0] * 8 + [1] * 8] * 16)
+    for labels in (halves.astype(np.float32) * 1000.0, halves.astype(np.uint64) * (2**64 - 2)):
+        (e,) = explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments=labels)
+        assert e.segmentation.n_segments == 2

@@ -13,24 +13,19 @@ import numpy as np
 from explain_cli.errors import ExplainError, OptionError
 
 
-def load_mask(path: str) -> np.ndarray:
-    """An object mask from a PNG (non-zero = object) or a ``.npy`` array; a bool (H, W) array."""
-    p = Path(path)
-    if not p.is_file():
-        raise OptionError("mask", f"file {p} does not exist (a PNG or .npy with the object's pixels non-zero)")
-    if p.suffix.lower() == ".npy":
-        try:
-            array = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise OptionError("mask", f"file {p} is not a readable .npy array: {exc}") from None
-    else:
-        from PIL import Image, UnidentifiedImageError
+def load_mask(path: str, *, max_pixels: int | None = None) -> np.ndarray:
+    """An object mask from a PNG (non-zero = object) or a ``.npy`` array; a bool (H, W) array.
 
-        try:
-            with Image.open(p) as img:
-                array = np.asarray(img.convert("L"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise OptionError("mask", f"file {p} is not an image Pillow can read: {exc}") from None
+    Its size is checked from the file's header before decoding, as an input's is
+    (:func:`explain_cli.inputs.maps.read_map`; ``max_pixels`` None: the default limit).
+    """
+    from explain_cli.inputs.limits import MAX_PIXELS
+    from explain_cli.inputs.maps import read_map
+
+    p = Path(path)
+    if not (p.exists() or p.is_symlink()):
+        raise OptionError("mask", f"file {p} does not exist (a PNG or .npy with the object's pixels non-zero)")
+    array = read_map(p, "mask", "file", max_pixels=max_pixels or MAX_PIXELS, mode="L")
     array = np.squeeze(np.asarray(array))
     if array.ndim != 2 or array.dtype.kind not in "biuf":
         raise OptionError("mask", f"file {p} must hold a 2-D numeric mask, got shape {list(array.shape)}")
