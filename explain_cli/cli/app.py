@@ -315,6 +315,7 @@ def info(
     import platform
 
     from explain_cli.baselines import BASELINES
+    from explain_cli.budget import describe_bounds
     from explain_cli.engines import ENGINES
     from explain_cli.preprocess import PRESETS
     from explain_cli.segmentation import SEGMENTERS, segmenter_params
@@ -333,6 +334,7 @@ def info(
                        "model": "the preprocessing the model file or architecture declares",
                        **{k: v.to_dict() for k, v in PRESETS.items()}},
         "baselines": list(BASELINES),
+        "limits": describe_bounds(),
         "python": platform.python_version(),
     }
     import torch
@@ -364,6 +366,7 @@ def info(
     console.print(table)
     console.print("preprocess presets: " + ", ".join(data["preprocess"]))
     console.print("baselines: " + ", ".join(data["baselines"]))
+    console.print("limits: " + "; ".join(f"{k} {v}" for k, v in data["limits"].items()))
     if models:
         table = Table("format", "example", "needs", "installed")
         for f in data["formats"]:
