@@ -7,6 +7,7 @@ failed write leaves no partial set of files. Big files are forged headers, never
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -243,3 +244,111 @@ def test_exact_float_and_uint64_label_ids_still_work():
     for labels in (halves.astype(np.float32) * 1000.0, halves.astype(np.uint64) * (2**64 - 2)):
         (e,) = explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments=labels)
         assert e.segmentation.n_segments == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API (items 28, 33): ExplainError, never an internal error; one decoding path.
+# ---------------------------------------------------------------------------------------------
+
+class _WidthFollowsBatch(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :1].repeat(1, 2 + x.shape[0])  # 3 outputs for f(x), more for a batch
+
+
+class _Square(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :1] * torch.ones(x.shape[0], x.shape[0])  # (B, B): a batch's "scores"
+
+
+def _meta_module() -> torch.nn.Module:
+    with torch.device("meta"):
+        return make_linear()
+
+
+API_CASES = {
+    "empty array": (make_linear, lambda: np.zeros((0, 0, 3), dtype=np.uint8), "at least 4"),
+    "empty tensor": (make_linear, lambda: torch.zeros(3, 0, 0), "at least 4"),
+    "meta tensor": (make_linear, lambda: torch.empty(3, 16, 16, device="meta"), "meta tensor"),
+    "3x3 array": (make_linear, lambda: np.zeros((3, 3, 3), dtype=np.uint8), "at least 4"),
+    "2x2 PIL image": (make_linear, lambda: Image.new("RGB", (2, 2)), "at least 4"),
+    "output width follows the batch": (_WidthFollowsBatch, lambda: torch.rand(3, 16, 16), "must not depend on the batch"),
+    "square (B, B) output": (_Square, lambda: torch.rand(3, 16, 16), "must not depend on the batch"),
+    "module on the meta device": (_meta_module, lambda: torch.rand(3, 16, 16), "meta device"),
+    "array over max_pixels": (make_linear, lambda: np.zeros((100, 100), dtype=np.uint8), "over the limit"),
+}
+
+
+@pytest.mark.parametrize("name", list(API_CASES))
+def test_python_api_raises_explain_error(name):
+    make_model, make_input, fragment = API_CASES[name]
+    with pytest.raises(ExplainError, match=re.escape(fragment)):
+        explain_cli.explain(make_model(), make_input(), method="ablation", segments="grid", n_segments=4,
+                            preprocess="none", max_pixels=9999)
+
+
+def _exif_rotated() -> Image.Image:
+    img = Image.new("RGB", (8, 6), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 4, 6))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG", exif=exif)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def _palette_transparent() -> Image.Image:
+    img = Image.new("P", (8, 8), 0)
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    img.paste(1, (4, 0, 8, 8))
+    img.info["transparency"] = 1
+    return img
+
+
+PIL_CASES = {
+    "16-bit grey": lambda: Image.frombytes("I;16", (8, 8), np.full((8, 8), 20000, dtype="<u2").tobytes()),
+    "float 0..255": lambda: Image.fromarray(np.full((8, 8), 51.0, dtype=np.float32), mode="F"),
+    "RGBA half transparent": lambda: Image.new("RGBA", (8, 8), (0, 0, 0, 51)),
+    "palette transparency": _palette_transparent,
+    "EXIF rotation": _exif_rotated,
+}
+
+
+@pytest.mark.parametrize("name", list(PIL_CASES))
+def test_pil_image_is_decoded_as_its_file_is(name, tmp_path):
+    from explain_cli.inputs import load_input
+    from explain_cli.inputs.memory import as_inputs
+
+    img = PIL_CASES[name]()
+    path = tmp_path / ("x.tif" if img.mode in ("F", "I;16") else "x.png")
+    img.save(path, exif=img.getexif()) if name == "EXIF rotation" else img.save(path)
+    from_file = load_input(path).pixels
+    (in_memory,) = as_inputs(img)
+    torch.testing.assert_close(in_memory.pixels, from_file, rtol=0, atol=1e-7)
+    assert not bool((in_memory.pixels == 1.0).all()) or name == "palette transparency"  # not saturated white
+
+
+@pytest.mark.parametrize("array, expected", [
+    (np.full((8, 8, 3), 51, dtype=np.int64), 0.2),  # 0-255 in a wide integer dtype: 8-bit values
+    (np.full((8, 8, 3), 51.0, dtype=np.float64), 0.2),  # floats in [0, 255]: as a float image
+    (np.full((8, 8, 3), 0.2, dtype=np.float32), 0.2),
+    (np.full((8, 8, 3), 13107, dtype=np.uint16), 0.2),
+    (np.full((8, 8, 3), 13107, dtype=np.int32), 0.2),  # past 8 bits: 16-bit values
+])
+def test_arrays_are_scaled_by_their_values_range(array, expected):
+    from explain_cli.inputs.memory import as_inputs
+
+    (item,) = as_inputs(array)
+    torch.testing.assert_close(item.pixels, torch.full((3, 8, 8), expected), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("array, fragment", [
+    (np.full((8, 8), -1, dtype=np.int16), "negative values"),
+    (np.full((8, 8), 1000.0), "neither [0, 1] nor [0, 255]"),
+    (np.full((8, 8), 2**20, dtype=np.int64), "beyond 16 bits"),
+    (np.full((8, 8), np.nan), "NaN"),
+])
+def test_arrays_no_scale_explains_are_refused(array, fragment):
+    from explain_cli.inputs.memory import as_inputs
+
+    with pytest.raises(ExplainError, match=re.escape(fragment)):
+        as_inputs(array)
