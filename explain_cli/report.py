@@ -22,6 +22,7 @@ from urllib.parse import quote
 import numpy as np
 
 from explain_cli.errors import ExplainError
+from explain_cli.schemacheck import check_explanation
 
 #: Evaluation keys that become one number per row (the first explained target), as in summary.json.
 METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",
@@ -93,7 +94,7 @@ def read_explanations(paths: Iterable[str | Path]) -> list[Record]:
                     raise ExplainError(f"{q} is not an explanation JSON (no schema_version/method); "
                                        "pass the NAME.METHOD.json files `explain run` writes")
                 continue
-            records[q.resolve()] = Record(q, doc)
+            records[q.resolve()] = Record(q, check_explanation(doc, q))  # a tampered one: one line, not a crash
     return list(records.values())
 
 
@@ -335,20 +336,10 @@ def _metric_line(evaluation: dict[str, Any], k: int) -> str:
 
 
 def _load_map(record: Record) -> np.ndarray:
-    npy = record.sibling(".npy")
-    if not npy.is_file():
-        raise ExplainError(f"{npy.name} not found next to {record.path}: compare needs the saved map; "
-                           "rerun with --save-map (batch: save_map: true)")
-    try:
-        maps = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ExplainError(f"{npy} is not a readable .npy map: {exc}") from None
-    k = len(record.doc["targets"])
-    size = (record.doc.get("input") or {}).get("size")
-    if maps.ndim != 3 or maps.shape[0] != k or (size and list(maps.shape[1:]) != list(size)):
-        raise ExplainError(f"{npy} holds shape {list(maps.shape)}, not ({k}, H, W) at the input's size {size}; "
-                           "it belongs to another run: rerun with --save-map")
-    return maps
+    """The run's own saved map (its hash and shape checked against the JSON), or a one-line error."""
+    from explain_cli.saved import load_saved_map
+
+    return load_saved_map(record.path, record.doc)
 
 
 def _signed(method: str) -> bool:

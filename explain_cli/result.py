@@ -6,6 +6,7 @@ Keys are only ever added within a major version; renaming or removing one bumps 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import platform
@@ -200,12 +201,16 @@ class Explanation:
         What :meth:`save` writes, built without touching the disk (``explain batch --backend ray``
         builds them on a worker and writes them on the driver).
         """
-        files = {"png": self._png(),
-                 "json": json.dumps(self.to_json(), indent=2, allow_nan=False).encode() + b"\n"}
+        doc = self.to_json()
+        files = {"png": self._png()}
         if self.render_options.save_map:
             buffer = io.BytesIO()
-            np.save(buffer, self.pixel_maps().astype(np.float32), allow_pickle=False)
+            maps = self.pixel_maps().astype(np.float32)
+            np.save(buffer, maps, allow_pickle=False)
             files["npy"] = buffer.getvalue()
+            # the JSON names its own map: `explain evaluate` and `compare` refuse a stale or foreign .npy
+            doc["map"] = {"sha256": hashlib.sha256(files["npy"]).hexdigest(), "shape": list(maps.shape)}
+        files["json"] = json.dumps(doc, indent=2, allow_nan=False).encode() + b"\n"
         if self.curves:
             from explain_cli.curves_png import render_curves_png
 

@@ -352,3 +352,107 @@ def test_arrays_no_scale_explains_are_refused(array, fragment):
 
     with pytest.raises(ExplainError, match=re.escape(fragment)):
         as_inputs(array)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved explanations (items 34, 37): the map must be the JSON's own; the JSON must follow the schema.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def saved_run(cli, linear_script, small_image, tmp_path) -> Path:
+    out = tmp_path / "run"
+    result = cli("run", linear_script, small_image, "--out", out, "-m", "ablation", "--save-map", "--top-k", "2",
+                 "--segments", "grid", "--n-segments", "4")
+    assert result.exit_code == 0, result.stderr
+    return out / "small.ablation.json"
+
+
+def _evaluate_refused(cli, json_path: Path, fragment: str) -> None:
+    before = {p.name: p.read_bytes() for p in json_path.parent.iterdir()}
+    result = cli("evaluate", json_path, "--eval-step", "0.25")
+    message = result.stderr.strip()
+    assert result.exit_code == 2 and "\n" not in message and "internal error" not in message, message
+    assert fragment in message, message
+    assert {p.name: p.read_bytes() for p in json_path.parent.iterdir()} == before  # nothing written
+
+
+def test_saved_map_round_trip_evaluates(cli, saved_run):
+    doc = json.loads(saved_run.read_text())
+    assert doc["map"]["shape"] == [2, 24, 32] and len(doc["map"]["sha256"]) == 64
+    result = cli("evaluate", saved_run, "--eval-step", "0.25")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(saved_run.read_text())["map"] == doc["map"]
+
+
+def test_rerun_without_save_map_leaves_a_stale_npy_that_is_refused(cli, linear_script, small_image, saved_run):
+    result = cli("run", linear_script, small_image, "--out", saved_run.parent, "-m", "ablation", "--top-k", "2",
+                 "--segments", "grid", "--n-segments", "4", "--seed", "1")
+    assert result.exit_code == 0 and saved_run.with_suffix(".npy").exists()
+    _evaluate_refused(cli, saved_run, "records no saved map (it was explained without --save-map)")
+
+
+def test_edited_map_is_refused(cli, saved_run):
+    npy = saved_run.with_suffix(".npy")
+    maps = np.load(npy)
+    maps[0, 0, 0] += 1.0
+    np.save(npy, maps)
+    _evaluate_refused(cli, saved_run, "is not the map small.ablation.json records (its SHA-256 differs)")
+
+
+def test_forged_saved_map_header_is_refused_before_loading(cli, saved_run):
+    saved_run.with_suffix(".npy").write_bytes(npy_bytes(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 100000, 100000), }"))
+    start = time.perf_counter()
+    _evaluate_refused(cli, saved_run, "holds shape [2, 100000, 100000] of float32, not the [2, 24, 32] float32 maps")
+    assert time.perf_counter() - start < 5
+
+
+TAMPERED = {
+    "target index a string": (lambda d: d["targets"][0].update(index="x"), "targets/0/index: must be integer"),
+    "target index -1": (lambda d: d["targets"][0].update(index=-1), "targets/0/index: must be ≥ 0"),
+    "targets missing": (lambda d: d.pop("targets"), "lacks 'targets'"),
+    "model a list": (lambda d: d.update(model=[1]), "model: must be object"),
+    "map shape forged": (lambda d: d["map"].update(shape=[2, 100000, 100000]), "does not fit its 2 targets"),
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERED))
+def test_tampered_json_is_one_line_in_evaluate_compare_and_report(name, cli, saved_run):
+    edit, fragment = TAMPERED[name]
+    doc = json.loads(saved_run.read_text())
+    edit(doc)
+    saved_run.write_text(json.dumps(doc))
+    _evaluate_refused(cli, saved_run, fragment)
+    commands = [["compare", saved_run, "--out", saved_run.parent / "c.png"]]
+    if name != "map shape forged":  # valid as a document: report reads no map
+        commands.append(["report", saved_run.parent])
+    for command in commands:
+        result = cli(*command)
+        message = result.stderr.strip()
+        assert result.exit_code == 2 and "\n" not in message and "internal error" not in message, (command, message)
+
+
+def test_target_beyond_the_model_is_one_line(cli, saved_run):
+    doc = json.loads(saved_run.read_text())
+    doc["targets"][0]["index"] = 999
+    saved_run.write_text(json.dumps(doc))
+    _evaluate_refused(cli, saved_run, "explains target 999, but the model has 3 outputs")
+
+
+def test_schema_check_agrees_with_jsonschema(saved_run):
+    jsonschema = pytest.importorskip("jsonschema")
+    from explain_cli.schemacheck import SCHEMA_PATH, first_error
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    base = json.loads(saved_run.read_text())
+    docs = [base]
+    for edit, _ in TAMPERED.values():
+        doc = json.loads(json.dumps(base))
+        edit(doc)
+        docs.append(doc)
+    extra = json.loads(json.dumps(base))
+    extra["unknown"] = 1
+    docs.append(extra)
+    for doc in docs:
+        assert (first_error(doc, schema, schema) is None) == validator.is_valid(doc), first_error(doc, schema, schema)
