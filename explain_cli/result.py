@@ -307,21 +307,30 @@ def _number(value: float) -> float | None:
 
 def write_files(out_dir: str | Path, paths: dict[str, Path], files: dict[str, bytes]) -> list[Path]:
     """Write ``files`` (kind -> bytes) to ``paths`` (kind -> path) atomically, the JSON last; returns png, json, others."""
-    from explain_cli.fileio import atomic_write_bytes, sweep_stale_temps
+    from explain_cli.fileio import atomic_write_files, sweep_stale_temps
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(Path(out_dir))  # temp files a killed run left behind
     others = [kind for kind in ("npy", "curves") if kind in paths]
-    for kind in others:
-        atomic_write_bytes(paths[kind], files[kind])
-    atomic_write_bytes(paths["png"], files["png"])
+    # one set: every file staged before any is replaced (a full disk leaves none of them new);
     # JSON last: its presence marks a complete set of outputs.
-    atomic_write_bytes(paths["json"], files["json"])
+    atomic_write_files([(paths[kind], files[kind]) for kind in (*others, "png", "json")])
     return [paths["png"], paths["json"], *(paths[kind] for kind in others)]
 
 
 def output_paths(out_dir: Path, stem: str, method: str, save_map: bool, curves: bool = False) -> dict[str, Path]:
-    """The files one explanation writes: STEM.METHOD.png, .json (and .npy, .curves.png)."""
+    """The files one explanation writes: STEM.METHOD.png, .json (and .npy, .curves.png), all in ``out_dir``.
+
+    Raises
+    ------
+    ExplainError
+        A ``stem`` that is not a plain file name (``../x``, ``/etc/x``, ``..``): outputs never leave ``out_dir``.
+    """
+    from explain_cli.errors import ExplainError
+
+    if not stem or stem in (".", "..") or any(sep in stem for sep in ("/", "\\", "\x00")):
+        raise ExplainError(f"the output name {stem!r} must be a plain file name (no folders); pass the folder as "
+                           "out_dir")
     paths = {"png": out_dir / f"{stem}.{method}.png", "json": out_dir / f"{stem}.{method}.json"}
     if save_map:
         paths["npy"] = out_dir / f"{stem}.{method}.npy"

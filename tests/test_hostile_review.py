@@ -456,3 +456,58 @@ def test_schema_check_agrees_with_jsonschema(saved_run):
     docs.append(extra)
     for doc in docs:
         assert (first_error(doc, schema, schema) is None) == validator.is_valid(doc), first_error(doc, schema, schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writes (item 40): a set of outputs is all new or all old; outputs never leave out_dir.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_explanation():
+    (e,) = explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments="grid",
+                               n_segments=4, save_map=True, evaluate=True, eval_step=0.25)
+    return e
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4])
+def test_failed_write_leaves_no_partial_set(fail_at, small_explanation, tmp_path, monkeypatch):
+    import errno
+
+    from explain_cli import fileio
+
+    out = tmp_path / "out"
+    old = small_explanation.save(out, "x")  # a complete earlier set
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+    real = fileio.os.fsync
+
+    def full_disk(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", full_disk)
+    (changed,) = explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments="grid",
+                                     n_segments=4, save_map=True, evaluate=True, eval_step=0.25, seed=1)
+    with pytest.raises(ExplainError, match="no space left on device"):
+        changed.save(out, "x")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old set, whole; no temp files
+    assert len(old) == 4
+
+
+@pytest.mark.parametrize("stem", ["../escape", "/tmp/escape", "..", "a/b"])
+def test_save_stem_cannot_leave_out_dir(stem, small_explanation, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ExplainError, match="must be a plain file name"):
+        small_explanation.save(out, stem)
+    assert not (tmp_path / "escape.ablation.json").exists() and not out.exists()
+
+
+def test_over_long_output_name_is_refused_before_the_work(cli, linear_script, tmp_path):
+    name = "n" * 245
+    image = tmp_path / f"{name}.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    result = cli("run", linear_script, image, "--out", out, "-m", "ablation")
+    _assert_refused(result, out, "over this file system's 255")
