@@ -511,3 +511,35 @@ def test_over_long_output_name_is_refused_before_the_work(cli, linear_script, tm
     out = tmp_path / "out"
     result = cli("run", linear_script, image, "--out", out, "-m", "ablation")
     _assert_refused(result, out, "over this file system's 255")
+
+
+# ---------------------------------------------------------------------------------------------
+# The blur baseline (item 38): torchvision's numbers, at the cost of an FFT.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 16, 23), (3, 64, 64), (3, 69, 64), (3, 100, 107), (2, 5, 9)])
+def test_blur_equals_torchvision_to_float_rounding(shape):
+    from torchvision.transforms.functional import gaussian_blur as reference
+
+    from explain_cli.baselines import make_baseline
+    from explain_cli.options.parse import parse_baseline
+    from explain_cli.preprocess import Preprocess
+
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0)) * 4 - 2
+    sigma = max(shape[1:]) / 16.0
+    size = min(int(2 * round(3 * sigma) + 1), 2 * (min(shape[1:]) // 2) - 1)
+    expected = reference(x[None], [size, size], [sigma, sigma])[0]
+    got = make_baseline(parse_baseline("blur"), x, Preprocess("none"))
+    assert got.shape == x.shape and got.dtype == x.dtype
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+
+
+def test_blur_costs_about_a_forward_pass_at_1024():
+    from explain_cli.baselines import make_baseline
+    from explain_cli.options.parse import parse_baseline
+    from explain_cli.preprocess import Preprocess
+
+    x = torch.rand(3, 1024, 1024)
+    start = time.process_time()
+    make_baseline(parse_baseline("blur"), x, Preprocess("none"))
+    assert time.process_time() - start < 3.0  # torchvision's direct 2-D convolution: about 70 s
