@@ -59,17 +59,17 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def probe_cost(module: Any, x: "torch.Tensor", evaluator: "Evaluator") -> float:
-    """Seconds per image of the model on a small batch of copies of ``x`` (not counted, not kept)."""
+def probe_cost(module: Any, x: "torch.Tensor", evaluator: "Evaluator", copies: int = PROBE_BATCH) -> float:
+    """Seconds per image of the model on a batch of ``copies`` copies of ``x`` (not counted, not kept)."""
     import torch
 
-    batch = x.unsqueeze(0).repeat(PROBE_BATCH, *([1] * x.dim()))  # its own memory: the model may write into it
+    batch = x.unsqueeze(0).repeat(copies, *([1] * x.dim()))  # its own memory: the model may write into it
     start = time.perf_counter()
     with torch.inference_mode(), evaluator.autocast():
         module(batch)
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
-    return (time.perf_counter() - start) / PROBE_BATCH
+    return (time.perf_counter() - start) / copies
 
 
 class OnStart:

@@ -230,8 +230,9 @@ class Explainer:
                 evaluator.select_targets(targets)
             chosen_targets[:] = targets
             chosen = all_outputs[:, targets]
-            check_budget(cfg, tuple(x.shape), first.segmentation.n_segments, len(targets), evaluator.batch_size,
-                         seconds_per_eval, lambda: probe_cost(model.module, x[0], evaluator))
+            seconds_per_eval = check_budget(cfg, tuple(x.shape), first.segmentation.n_segments, len(targets),
+                                            evaluator.batch_size, seconds_per_eval,
+                                            lambda n: probe_cost(model.module, x[0], evaluator, n))
             reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
             problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, reference)
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.announce import duration, evaluations_with_metrics
+from explain_cli.announce import PROBE_BATCH, duration, evaluations_with_metrics
 from explain_cli.errors import ExplainError, OptionError
 
 if TYPE_CHECKING:
@@ -137,6 +137,8 @@ def evaluations(run: Run) -> int:
         return m + 2
     if run.method == "permutation":
         return run.inputs * (1 + int(p.repeats) * m)
+    if run.method == "partition":  # the exact Owen values' count, about M² for a balanced tree, caps it
+        return min(_samples(p), m * m + 2)
     return _samples(p) + (2 if run.method == "rise" and not isinstance(p.masks, str) else 0)
 
 
@@ -172,21 +174,24 @@ def check_memory(run: Run, *, limit: int | None = None, no_limit: bool = False) 
                           "or `n_segments`, or pass `no_limit` to try anyway")
 
 
-def check_time(run: Run, cfg: "Settings", seconds_per_eval: float, probe: Callable[[], float]) -> None:
+def check_time(run: Run, cfg: "Settings", seconds_per_eval: float, probe: Callable[[int], float]) -> float:
     """Refuse a run whose model evaluations are estimated at over `MAX_RUN_S`, unless ``no_limit``.
 
-    The estimate is the long-run announcement's: evaluations (metrics included) × the cost of
-    f(x), or of a small warm batch (``probe``) when f(x)'s first call says "too long".
+    The estimate is evaluations (metrics included) × the cost of one: f(x)'s first call (warm-up
+    included), then a small warm batch (``probe(4)``, as the long-run announcement measures),
+    then, before refusing, one full batch (``probe(batch_size)``), the cost the run will pay per
+    image; each is measured only when the one before says "too long". Returns the best cost
+    per evaluation it knows (the announcement then starts from it).
     """
     if cfg.values.get("no_limit"):
-        return
+        return seconds_per_eval
     total = evaluations_with_metrics(evaluations(run), cfg, run.targets)
-    if total * seconds_per_eval <= MAX_RUN_S:
-        return
-    seconds_per_eval = min(seconds_per_eval, probe())
-    estimate = total * seconds_per_eval
-    if estimate <= MAX_RUN_S:
-        return
+    for copies in (None, PROBE_BATCH, run.batch_size):
+        if copies is not None:
+            seconds_per_eval = min(seconds_per_eval, probe(copies))
+        estimate = total * seconds_per_eval
+        if estimate <= MAX_RUN_S:
+            return seconds_per_eval
     raise ExplainError(f"this run would take about {duration(estimate)} ({total:,} model evaluations at "
                        f"{seconds_per_eval * 1e3:.3g} ms each), over the {duration(MAX_RUN_S)} bound; lower "
                        "`samples`/`masks`/`repeats`, `stability` or `n_segments`, use a GPU (`device` cuda), or pass "
@@ -194,10 +199,11 @@ def check_time(run: Run, cfg: "Settings", seconds_per_eval: float, probe: Callab
 
 
 def check_budget(cfg: "Settings", shape: tuple[int, ...], segments: int, targets: int, batch_size: int,
-                 seconds_per_eval: float, probe: Callable[[], float]) -> None:
+                 seconds_per_eval: float, probe: Callable[[int], float]) -> float:
     """Every bound, before the engine's first evaluation: segments, memory, then time.
 
-    ``shape`` is the model input's (N, C, H, W); ``probe`` measures a warm evaluation's cost.
+    ``shape`` is the model input's (N, C, H, W); ``probe(n)`` measures a warm evaluation's cost
+    per image on a batch of n copies. Returns the best known seconds per evaluation.
 
     Raises
     ------
@@ -208,7 +214,7 @@ def check_budget(cfg: "Settings", shape: tuple[int, ...], segments: int, targets
     run = Run(cfg.method, cfg.params, c, h, w, segments, targets, n if cfg.engine.batch else 1, batch_size)
     check_segments(segments, cfg.method, cfg.params)
     check_memory(run, no_limit=bool(cfg.values.get("no_limit")))
-    check_time(run, cfg, seconds_per_eval, probe)
+    return check_time(run, cfg, seconds_per_eval, probe)
 
 
 def describe_bounds() -> dict[str, str]:

@@ -114,12 +114,15 @@ def test_runs_announcing_hours_are_refused_unless_no_limit(name):
     options, cost, m = TIME_CASES[name]
     cfg = _settings(**options)
     run = Run(cfg.method, cfg.params, 3, 64, 64, m, 1, 2 if cfg.engine.batch else 1, 64)
-    probes = []
+    probes: list[int] = []
     with pytest.raises(ExplainError, match=r"over the 2\.0 h bound.*`no_limit`"):
-        check_time(run, cfg, cost * 10, lambda: probes.append(1) or cost)  # f(x)'s first call pays the warm-up
-    assert probes == [1]  # the warm cost decides, as in the announcement
-    check_time(run, _settings(**options, no_limit=True), cost, lambda: cost)
-    check_time(run, cfg, 1e-9, lambda: 1e-9)  # fast enough: no refusal
+        check_time(run, cfg, cost * 10, lambda n: probes.append(n) or cost)  # f(x)'s first call pays the warm-up
+    assert probes == [4, 64]  # a small warm batch, then a full one confirm before refusing
+    check_time(run, _settings(**options, no_limit=True), cost, lambda n: cost)
+    check_time(run, cfg, 1e-9, lambda n: 1e-9)  # fast enough: no refusal
+    probes.clear()
+    check_time(run, cfg, cost * 10, lambda n: probes.append(n) or (cost if n == 4 else 1e-9))
+    assert probes == [4, 64]  # full batches are cheap enough: the run goes ahead
 
 
 def test_evaluation_counts_match_the_engines():
@@ -128,6 +131,8 @@ def test_evaluation_counts_match_the_engines():
     assert evaluations(_run("rise", masks=100)) == 102
     assert evaluations(_run("kernelshap", samples="auto")) == 20_000
     assert evaluations(_run("permutation", m=4, n=3, repeats=2)) == 3 * (1 + 2 * 4)
+    assert evaluations(_run("partition", m=45, samples=100_000)) == 45 * 45 + 2  # the exact count caps samples
+    assert evaluations(_run("partition", m=45, samples=500)) == 500
 
 
 def test_segment_caps():
