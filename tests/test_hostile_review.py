@@ -543,3 +543,29 @@ def test_blur_costs_about_a_forward_pass_at_1024():
     start = time.process_time()
     make_baseline(parse_baseline("blur"), x, Preprocess("none"))
     assert time.process_time() - start < 3.0  # torchvision's direct 2-D convolution: about 70 s
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime's own log line (item 40): the user reads one line, the tool's.
+# ---------------------------------------------------------------------------------------------
+
+def test_onnxruntime_failure_is_the_tools_one_line(tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    shape = numpy_helper.from_array(np.array([-1, 7], dtype=np.int64), "shape")  # 768 values: no row of 7
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g", [x], [y], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    done = subprocess.run([sys.executable, "-m", "explain_cli", "run", str(tmp_path / "bad.onnx"), str(tmp_path / "x.png"),
+                           "--out", str(tmp_path / "out"), "-m", "ablation", "--preprocess", "none"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("explain: error: the model failed"), done.stderr
+    assert "\x1b[" not in done.stderr and "[E:onnxruntime" not in done.stderr
