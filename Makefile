@@ -15,10 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[test,onnx,timm,ray]'
 	touch $@
 
-## demo: explain the shipped sample images with the shipped sample model (Kernel SHAP, top-2 classes)
+## demo: explain the shipped sample images with the shipped sample model (Kernel SHAP, top-2 classes),
+## then every box the sample detector finds in one scene (a few seconds)
 demo: install
 	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/images/*.png \
 	    --method kernelshap --top-k 2 --seed 0 --out $(OUT)/demo
+	$(EXPLAIN) run sample_models/shapes_detector.pt sample_models/det_eval/scene_05.png \
+	    --method kernelshap --samples 200 --seed 0 --out $(OUT)/demo
 	@echo "Demo outputs are in $(OUT)/demo/"
 
 ## batch-demo: four methods on the same images and superpixels, from a YAML config
@@ -27,16 +30,18 @@ batch-demo: install
 	@echo "Batch outputs and summary.json/csv are in $(OUT)/batch-demo/"
 
 ## Pattern rule for pipelines: `make -j2 out/explained/circle.json out/explained/cross_circle.json`
-## explains each image once; make's own timestamps skip finished ones, and atomic writes mean
-## an interrupted job never leaves a target that looks complete.
+## explains each image once (the heatmap beside it: circle.lime.png, not to be mistaken for the
+## input); make's own timestamps skip finished ones, and the JSON, the target, is moved in last,
+## so an interrupted job never leaves a target that looks complete.
 $(OUT)/explained/%.json: sample_models/images/%.png | install
 	$(EXPLAIN) run sample_models/shapes_cnn.pt $< --method lime --quiet --out $(OUT)/explained/.tmp-$*
-	mv $(OUT)/explained/.tmp-$*/$*.lime.png $(OUT)/explained/$*.png
+	mv $(OUT)/explained/.tmp-$*/$*.lime.png $(OUT)/explained/$*.lime.png
 	mv $(OUT)/explained/.tmp-$*/$*.lime.json $@
 	rmdir $(OUT)/explained/.tmp-$*
 
-## test: the whole test suite (a few minutes on 2 cores)
+## test: the type check, then the whole test suite and the doctests (a few minutes on 2 cores)
 test: install
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 test-fast: install

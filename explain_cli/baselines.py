@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     import torch
 
 BASELINES = ("zero", "mean", "blur", "value:R,G,B")
+#: Kernels wider than this blur by FFT: the same Gaussian at a cost independent of its width
+#: (an 800-pixel photo's 403-wide kernel took minutes in 2-D); narrower ones keep torchvision's
+#: 2-D kernel, so results on model-sized inputs stay bit for bit what they were.
+SEPARABLE_ABOVE = 101
 BASELINE_HELP = ("What a removed superpixel becomes: zero (in model input space), mean (the image's channel means), "
                  "blur (Gaussian blur), or value:R,G,B (a 0-255 colour).")
 
@@ -32,10 +36,7 @@ def make_baseline(baseline: Baseline, x: "torch.Tensor", preprocess: Preprocess,
     if kind == "mean":
         return x.mean(dim=(1, 2), keepdim=True).expand_as(x).contiguous()
     if kind == "blur":
-        sigma = max(x.shape[1:]) / 16.0
-        size = int(2 * round(3 * sigma) + 1)
-        size = min(size, 2 * (min(x.shape[1:]) // 2) - 1) if min(x.shape[1:]) > 2 else 1
-        return gaussian_blur(x, size, sigma)
+        return gaussian_blur(x)
     c = x.shape[0]
     if len(values) not in (1, c):
         raise OptionError("baseline", f"{spec!r} gives {len(values)} numbers but the input has {c} channels; give 1 or {c}")
@@ -47,15 +48,33 @@ def make_baseline(baseline: Baseline, x: "torch.Tensor", preprocess: Preprocess,
     return colour.view(c, 1, 1).expand_as(x).contiguous()
 
 
-def gaussian_blur(x: "torch.Tensor", size: int, sigma: float) -> "torch.Tensor":
-    """(C, H, W) ``x`` blurred as ``torchvision``'s ``gaussian_blur(x, [size, size], [sigma, sigma])``, fast.
+def gaussian_blur(x: "torch.Tensor", sigma: float | None = None) -> "torch.Tensor":
+    """A Gaussian-blurred copy of a (C, H, W) ``x``; ``sigma`` defaults to max(H, W) / 16.
+
+    The kernel spans ±3σ, clipped to the largest odd width that reflect padding allows. Up to
+    `SEPARABLE_ABOVE` taps it is torchvision's 2-D blur; wider, the same kernel and padding by
+    FFT (:func:`fft_blur`), whose cost does not grow with the kernel.
+    """
+    from torchvision.transforms.functional import gaussian_blur as tv_blur
+
+    h, w = x.shape[-2:]
+    sigma = max(h, w) / 16.0 if sigma is None else float(sigma)
+    size = int(2 * round(3 * sigma) + 1)
+    size = min(size, 2 * (min(h, w) // 2) - 1) if min(h, w) > 2 else 1
+    if size <= SEPARABLE_ABOVE:
+        return tv_blur(x.unsqueeze(0), [size, size], [sigma, sigma])[0].contiguous()
+    return fft_blur(x, size, sigma)
+
+
+def fft_blur(x: "torch.Tensor", size: int, sigma: float) -> "torch.Tensor":
+    """(C, H, W) ``x`` blurred as torchvision's ``gaussian_blur(x, [size, size], [sigma, sigma])``, by FFT.
 
     The same kernel (``size`` taps, the sampled Gaussian normalised to sum 1) and the same
-    reflect padding, applied as two 1-D circular convolutions by FFT in float64, a channel at a
-    time: on the padded image no output that is kept wraps around, so the result equals
-    torchvision's to float32 rounding, at a cost that grows with H·W·log(H·W) rather than
-    H·W·size² (torchvision's direct 2-D convolution took 70 s at 1024²). ``size // 2`` must be
-    below H and W (reflect padding), as torchvision requires.
+    reflect padding, applied as two 1-D circular convolutions in float64, a channel at a time:
+    on the padded image no output that is kept wraps around, so the result equals torchvision's
+    to float32 rounding, at a cost that grows with H·W·log(H·W) rather than H·W·size² (70 s at
+    1024² in 2-D) or H·W·size (two 1-D passes: minutes at 4096²). ``size // 2`` must be below
+    H and W (reflect padding), as torchvision requires.
     """
     import torch
     import torch.nn.functional as F

@@ -7,7 +7,8 @@ evaluations take, and refuses, in one line naming the option to lower, a run tha
 * :data:`MAX_SEGMENTS` superpixels (:data:`MAX_RAG_SEGMENTS` for partition's ``rag`` tree);
 * :data:`MAX_BATCH_BYTES` for one batch of perturbed inputs (the model's activations multiply it);
 * :data:`MEMORY_FRACTION` of the machine's memory for the engine's own arrays;
-* :data:`MAX_RUN_S` of model evaluations (the long-run announcement's estimate).
+* :data:`MAX_RUN_S` of model evaluations (the long-run announcement's count, at a measured
+  batched cost).
 
 ``no_limit`` lifts the memory and time bounds (never the segment cap). The estimates count the
 largest arrays each engine builds, within a small factor; they do not count the model's own
@@ -20,10 +21,13 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.announce import PROBE_BATCH, duration, evaluations_with_metrics
 from explain_cli.errors import ExplainError, OptionError
+from explain_cli.progress import duration
 
 if TYPE_CHECKING:
+    import torch
+
+    from explain_cli.core import Evaluator
     from explain_cli.options.groups import Settings
 
 #: Most superpixels any method explains; 4096 is a 64 × 64 grid. Kernel SHAP and LIME need many
@@ -174,47 +178,66 @@ def check_memory(run: Run, *, limit: int | None = None, no_limit: bool = False) 
                           "or `n_segments`, or pass `no_limit` to try anyway")
 
 
-def check_time(run: Run, cfg: "Settings", seconds_per_eval: float, probe: Callable[[int], float]) -> float:
+def check_time(run: Run, cfg: "Settings", seconds_per_eval: float, probe: Callable[[int], float]) -> None:
     """Refuse a run whose model evaluations are estimated at over `MAX_RUN_S`, unless ``no_limit``.
 
-    The estimate is evaluations (metrics included) × the cost of one: f(x)'s first call (warm-up
-    included), then a small warm batch (``probe(4)``, as the long-run announcement measures),
-    then, before refusing, one full batch (``probe(batch_size)``), the cost the run will pay per
-    image; each is measured only when the one before says "too long". Returns the best cost
-    per evaluation it knows (the announcement then starts from it).
+    The count is the long-run announcement's (:func:`explain_cli.announce.planned_evaluations`,
+    metrics and an ``auto`` budget's typical use included). The cost of one evaluation is f(x)'s
+    (one row, warm-up included: an upper bound), and before refusing, one full batch of copies
+    (``probe(batch_size)``, uncounted): the batched cost the run will pay, as the announcement
+    measures it. Refused only when that measurement confirms.
     """
+    from explain_cli.announce import planned_evaluations
+
     if cfg.values.get("no_limit"):
-        return seconds_per_eval
-    total = evaluations_with_metrics(evaluations(run), cfg, run.targets)
-    for copies in (None, PROBE_BATCH, run.batch_size):
-        if copies is not None:
-            seconds_per_eval = min(seconds_per_eval, probe(copies))
-        estimate = total * seconds_per_eval
-        if estimate <= MAX_RUN_S:
-            return seconds_per_eval
+        return
+    total = planned_evaluations(evaluations(run), cfg, run.targets, (run.height, run.width))
+    if total * seconds_per_eval <= MAX_RUN_S:
+        return
+    seconds_per_eval = min(seconds_per_eval, probe(run.batch_size))
+    estimate = total * seconds_per_eval
+    if estimate <= MAX_RUN_S:
+        return
     raise ExplainError(f"this run would take about {duration(estimate)} ({total:,} model evaluations at "
                        f"{seconds_per_eval * 1e3:.3g} ms each), over the {duration(MAX_RUN_S)} bound; lower "
                        "`samples`/`masks`/`repeats`, `stability` or `n_segments`, use a GPU (`device` cuda), or pass "
                        "`no_limit` to run it anyway")
 
 
-def check_budget(cfg: "Settings", shape: tuple[int, ...], segments: int, targets: int, batch_size: int,
-                 seconds_per_eval: float, probe: Callable[[int], float]) -> float:
-    """Every bound, before the engine's first evaluation: segments, memory, then time.
+def batch_cost(evaluator: "Evaluator", x: "torch.Tensor", copies: int) -> float:
+    """Seconds per image of the evaluator's model on ``copies`` copies of ``x`` (C, H, W): not counted, not kept."""
+    import time
 
-    ``shape`` is the model input's (N, C, H, W); ``probe(n)`` measures a warm evaluation's cost
-    per image on a batch of n copies. Returns the best known seconds per evaluation.
+    import torch
+
+    batch = x.unsqueeze(0).repeat(copies, *([1] * x.dim()))  # its own memory: the model may write into it
+    start = time.perf_counter()
+    with torch.inference_mode(), evaluator.autocast():
+        evaluator.model(batch)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return (time.perf_counter() - start) / copies
+
+
+def check_budget(cfg: "Settings", x: "torch.Tensor", segments: int, targets: int, evaluator: "Evaluator") -> None:
+    """Every bound, after f(x) and before the engine's first evaluation: segments, memory, then time.
+
+    ``x`` is the model input, (C, H, W) or (N, C, H, W); ``targets`` K; the evaluator gives the
+    batch size, f(x)'s cost and the model a full batch is timed on.
 
     Raises
     ------
     OptionError, ExplainError
         One line naming the option to lower (or ``no_limit``).
     """
+    shape = tuple(x.shape)
     n, c, h, w = shape if len(shape) == 4 else (1, *shape)
-    run = Run(cfg.method, cfg.params, c, h, w, segments, targets, n if cfg.engine.batch else 1, batch_size)
+    run = Run(cfg.method, cfg.params, c, h, w, segments, targets, n if cfg.engine.batch else 1, evaluator.batch_size)
     check_segments(segments, cfg.method, cfg.params)
     check_memory(run, no_limit=bool(cfg.values.get("no_limit")))
-    return check_time(run, cfg, seconds_per_eval, probe)
+    one = x[0] if len(shape) == 4 else x
+    check_time(run, cfg, evaluator.forward_s / max(1, evaluator.evaluations),
+               lambda copies: batch_cost(evaluator, one, copies))
 
 
 def describe_bounds() -> dict[str, str]:

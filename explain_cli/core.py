@@ -95,6 +95,9 @@ class Evaluator:
         self.output = output
         self.precision = precision
         self.head = head  # maps the raw model output to scores (B,) or (B, K); no output space applied
+        # what deletion/insertion score with, where it differs from `head`: the targets' probabilities
+        # when `head` gives a classifier's logits (explain_cli.tasks.Task.probability_scorer)
+        self.curve_head: Callable[[object], "torch.Tensor"] | None = None
         self.progress: Progress = progress or NullProgress()
         self.evaluations = 0
         self.backoffs = 0  # times the batch was halved after running out of GPU memory
@@ -157,9 +160,9 @@ class Evaluator:
 
         start = time.perf_counter()
         with torch.inference_mode(), self.autocast():
-            raw = _guarded("model", self.model, inputs)
+            raw = guarded("model", self.model, inputs)
             self._check_shape(raw, len(inputs))
-            out = _guarded("target callable", self.head, raw) if self.head is not None else raw
+            out = guarded("target callable", self.head, raw) if self.head is not None else raw
         out = self._scores(out, len(inputs))
         if self.head is None and self.output == "probs":
             out = torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)
@@ -242,7 +245,7 @@ class Evaluator:
             start = stop
 
 
-def _guarded(what: str, fn: Callable, arg: object) -> object:
+def guarded(what: str, fn: Callable, arg: object) -> object:
     """Call the user's model or target callable; its failure becomes one line with its own message.
 
     Running out of GPU memory passes through: :meth:`Evaluator.forward` backs off and retries.

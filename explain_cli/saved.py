@@ -47,6 +47,9 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
         raise ExplainError(f"{json_path} is not an explanation JSON written by explain run: {exc}") from None
     if doc.get("inputs"):
         raise ExplainError(f"{json_path}: {method} explains a batch; evaluate explains one input at a time")
+    if doc.get("output_space") not in ("logits", "probs", "callable"):
+        raise ExplainError(f"{json_path}: a {doc.get('output_space')} run is evaluated while it is explained; "
+                           "explain it again with `evaluate`")
     full = load_saved_map(json_path, doc)  # (K, H0, W0) at the input's resolution, NaN outside the crop
     saved = {"baseline": doc.get("baseline") or "zero",
              "output": doc["output_space"] if doc["output_space"] in ("logits", "probs") else "probs"}
@@ -75,11 +78,14 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     block, curves = run_metrics(problem, scores, maps, full, cfg.evaluation, no_rerun)
     doc["evaluation"] = block
     atomic_write_bytes(json_path, json.dumps(doc, indent=2, allow_nan=False).encode() + b"\n")  # `map` kept
-    from explain_cli.curves_png import render_curves_png
+    from explain_cli.render.captions import curve_labels, curves_title
+    from explain_cli.render.curves import render_curves_image
+    from explain_cli.render.layout import to_png
 
     curves_path = json_path.with_suffix(".curves.png")
-    names = [t.get("label") or f"class {t['index']}" for t in doc["targets"]]
-    atomic_write_bytes(curves_path, render_curves_png(curves, f"{method} · {json_path.stem}", labels=names))
+    names = curve_labels([t.get("label") for t in doc["targets"]], [t["index"] for t in doc["targets"]])
+    figure = render_curves_image(curves, curves_title(method, json_path.stem), labels=names)
+    atomic_write_bytes(curves_path, to_png(figure))
     return block, [json_path, curves_path]
 
 

@@ -75,3 +75,11 @@ def small_image(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("images") / "small.png"
     Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Runtime verdicts and ONNX exports go to a cache of the test session's own, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield

@@ -140,7 +140,7 @@ def test_cli_integer_samples_still_an_integer(cli, linear_script, small_image, t
     (("-m", "partition", "--samples", "auto"), "--samples"),
     (("-m", "lime", "--samples", "often"), "--samples"),
     (("-m", "lime", "--samples", "auto", "--auto-tolerance", "0"), "--auto-tolerance"),
-    (("-m", "kernelshap", "--samples", "auto", "--exact"), "--samples"),
+    (("-m", "kernelshap", "--samples", "auto", "--exact"), "--exact needs 2^M"),  # auto (the default) + exact: 2^M within max_samples
 ])
 def test_cli_refuses(cli, linear_script, small_image, tmp_path, args, needle):
     res = cli("run", linear_script, small_image, *args, "-o", tmp_path, "-q")
@@ -162,4 +162,4 @@ def test_python_errors_name_the_option():
 def test_help_keeps_per_method_defaults(cli):
     res = cli("run", "--help")
     text = " ".join(res.stdout.split())
-    assert "2048" in text and "1000" in text and "500" in text and "auto" in text
+    assert "auto (kernelshap)" in text and "1000" in text and "500" in text

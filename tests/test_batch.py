@@ -83,8 +83,47 @@ def test_dry_run_writes_nothing(cli, tmp_path, linear_script, inputs):
     config = write(tmp_path, base(linear_script, inputs, tmp_path / "out"))
     result = cli("batch", config, "--dry-run")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.count("write ") == 8  # 4 inputs x (png, json)
+    assert result.stdout.count("write ") == 10  # 4 inputs x (png, json), summary.json and .csv
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_lists_exactly_what_the_run_writes(cli, tmp_path, linear_script, inputs):
+    """Curves PNGs, the summaries and the report included; nothing else is left (no lock file).
+
+    Failed before: the dry run listed neither curves nor summaries, and the run left an empty
+    ``.explain-batch.lock`` behind.
+    """
+    out = tmp_path / "out"
+    config = base(linear_script, inputs, out)
+    config["jobs"][0]["methods"] = [{"method": "lime", "samples": 20, "evaluate": True}, "permutation"]
+    path = write(tmp_path, config)
+    planned = cli("batch", path, "--dry-run", "--report")
+    assert planned.exit_code == 0, planned.stderr
+    listed = {line.removeprefix("write ") for line in planned.stdout.splitlines()}
+    assert str(out / "job" / "x0.lime.curves.png") in listed and str(out / "summary.csv") in listed
+    ran = cli("batch", path, "--report", "--quiet")
+    assert ran.exit_code == 0, ran.stderr
+    written = {str(p) for p in out.rglob("*")} | {str(p) for p in out.rglob(".*")}
+    assert written - {str(out / "job")} == listed
+
+
+def test_time_s_is_this_runs_wall_time_and_explain_s_the_jsons(tmp_path, linear_script, inputs):
+    """Failed before: a skipped row's ``time_s`` was its JSON's ``timing.total_s``, a done row's the wall time."""
+    from explain_cli.batch.run import run_batch
+
+    out = tmp_path / "out"
+    path = write(tmp_path, base(linear_script, inputs, out))
+    first, _ = run_batch(path)
+    (out / "job" / "x1.lime.json").unlink()
+    again, _ = run_batch(path)
+    by_input = {Path(r.input).name: r for r in again}
+    for name, row in by_input.items():
+        doc = json.loads((out / "job" / f"{Path(name).stem}.lime.json").read_text())
+        assert row.explain_s == pytest.approx(doc["timing"]["total_s"], abs=1e-3), name
+    assert by_input["x1.npy"].status == "done" and by_input["x1.npy"].time_s >= by_input["x1.npy"].explain_s
+    skipped = [r for r in again if r.status == "skipped"]
+    assert len(skipped) == 3 and all(r.time_s is None for r in skipped)
+    assert [r.explain_s for r in first if r.input != by_input["x1.npy"].input] == [r.explain_s for r in skipped]
 
 
 def test_precedence_cli_over_method_over_job_over_defaults(tmp_path, linear_script, inputs):
@@ -196,14 +235,35 @@ def test_run_config_one_job_and_command_line_wins(cli, tmp_path, linear_script, 
 
 def test_a_second_batch_on_the_same_summary_folder_is_refused(cli, tmp_path, linear_script, inputs):
     """Two runs on one output folder would interleave summaries: the second is refused while the first holds the lock."""
-    from explain_cli.batch.run import folder_lock
+    from explain_cli.batch.lock import FolderLocks, batch_locks
 
     out = tmp_path / "out"
     out.mkdir()
     path = write(tmp_path, base(linear_script, inputs, out))
-    with folder_lock(out, "explain batch"):  # a run in progress
+    with FolderLocks(batch_locks(out, [], None)):  # a run in progress
         result = cli("batch", path, "--quiet")
         assert result.exit_code == 2 and "another explain batch is running" in result.stderr
         assert not (out / "summary.json").exists()
     assert cli("batch", path, "--quiet").exit_code == 0  # the lock goes with its holder
     assert (out / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_makefile_pattern_rule_names_the_heatmap_after_its_method(tmp_path):
+    """``make OUT/explained/circle.json`` writes the JSON and ``circle.lime.png`` beside it.
+
+    Failed before: the heatmap was moved to ``circle.png``, which reads like the input image.
+    """
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    venv = tmp_path / "venv"  # `install` is taken as done (-o): this checkout's code runs through EXPLAIN
+    target = tmp_path / "explained" / "circle.json"
+    ran = subprocess.run(["make", "-o", f"{venv}/.installed", f"VENV={venv}", f"EXPLAIN={sys.executable} -m explain_cli",
+                          f"OUT={tmp_path}", str(target)],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                         timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert sorted(p.name for p in (tmp_path / "explained").iterdir()) == ["circle.json", "circle.lime.png"]
+    assert json.loads(target.read_text())["method"] == "lime"

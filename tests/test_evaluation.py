@@ -342,15 +342,16 @@ def test_randomized_copy_is_deterministic_and_leaves_the_model_alone(sample_mode
 def test_curves_png_is_a_two_panel_image_of_the_requested_height():
     from PIL import Image
 
-    from explain_cli.curves_png import render_curves_png
+    from explain_cli.render.curves import render_curves_image
+    from explain_cli.render.layout import to_png
 
     x, model = region_input(), RegionMean()
     curves = [deletion_curve(model, x, perfect_map(), replacement="blur"), random_deletion_curve(model, x),
               insertion_curve(model, x, perfect_map())]
-    png = render_curves_png(curves, "toy", labels=["r", "1-r"], height=240)
+    png = to_png(render_curves_image(curves, "toy", labels=["r", "1-r"], height=240))
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.height == 240 and image.width > 2 * 240
     pixels = np.asarray(image.convert("RGB"))
     assert (np.abs(pixels.astype(int) - [0, 114, 178]).sum(axis=2) < 40).sum() > 100  # target 0's curve is drawn
     with pytest.raises(ExplainError):
-        render_curves_png([], "nothing")
+        render_curves_image([], "nothing")

@@ -29,6 +29,9 @@ from explain_cli.errors import ExplainError
 from tests.conftest import ROOT, make_linear
 from tests.test_hostile_inputs import npy_bytes, png_bytes
 
+# The library warns (ExplainWarning) about coarse maps and small budgets; these tests judge refusals.
+pytestmark = pytest.mark.filterwarnings("ignore::explain_cli.errors.ExplainWarning")
+
 
 def _assert_refused(result, out: Path, fragment: str) -> None:
     message = result.stderr.strip()
@@ -514,10 +517,10 @@ def test_over_long_output_name_is_refused_before_the_work(cli, linear_script, tm
 
 
 # ---------------------------------------------------------------------------------------------
-# The blur baseline (item 38): torchvision's numbers, at the cost of an FFT.
+# The blur baseline (item 38): torchvision's numbers (bit for bit up to 101 taps), wider kernels by FFT.
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 16, 23), (3, 64, 64), (3, 69, 64), (3, 100, 107), (2, 5, 9)])
+@pytest.mark.parametrize("shape", [(3, 16, 16), (2, 5, 9), (3, 300, 300), (1, 320, 333), (3, 400, 270)])
 def test_blur_equals_torchvision_to_float_rounding(shape):
     from torchvision.transforms.functional import gaussian_blur as reference
 

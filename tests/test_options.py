@@ -110,7 +110,7 @@ def test_python_signature_defaults_are_none():
     assert keywords, "explain() lists no keyword options"
     for p in keywords:
         assert p.default is None, f"explain({p.name}=...) defaults to {p.default!r}, not None"
-        if p.name not in ("progress", "on_warning"):  # callbacks, not options
+        if p.name not in ("progress", "on_warning", "on_info"):  # callbacks, not options
             assert p.name in OPTIONS, f"explain() keyword {p.name} is not an option"
     sig = inspect.signature(explain_cli.Explainer.explain)
     for p in sig.parameters.values():
@@ -233,7 +233,7 @@ def test_every_panel_option_is_a_field_of_its_typed_group():
 
 def test_free_form_values_arrive_parsed():
     from explain_cli.options.settings import settings
-    from explain_cli.render import Scale
+    from explain_cli.render.scale import Scale
 
     cfg = settings({"size": "224,160", "mean": "0.5", "std": "0.25,0.5,1", "batch_size": "32",
                     "baseline": "value:128,128,128", "scale": "fixed:-1,1", "out": "o"})

@@ -14,7 +14,7 @@ import yaml
 
 from explain_cli.batch import ray_backend
 from explain_cli.batch.run import run_batch
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAMPLE_IMAGES
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the ray extra: pip install 'explain_cli[ray]'")
 
@@ -42,7 +42,7 @@ def write_config(tmp_path: Path, linear_script: Path, out: Path, n_inputs: int =
 
 
 def rows_without_time(rows) -> list[dict]:
-    return [{k: v for k, v in r.__dict__.items() if k != "time_s"} for r in rows]
+    return [{k: v for k, v in r.__dict__.items() if k not in ("time_s", "explain_s")} for r in rows]
 
 
 def test_missing_extra_is_one_line(monkeypatch):
@@ -142,3 +142,97 @@ def test_ray_options_are_checked(cli, tmp_path, linear_script):
     assert result.exit_code == 2 and "--backend ray" in result.stderr, result.stderr
     result = cli("batch", config, "--backend", "ray", "--workers", "0")
     assert result.exit_code == 2 and "--workers" in result.stderr, result.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_an_address_where_nothing_listens_fails_in_seconds(tmp_path, linear_script):
+    """Failed before: Ray retried the address for minutes (180 s until killed), printing its own warnings."""
+    config = write_config(tmp_path, linear_script, tmp_path / "out", n_inputs=1, methods=["lime"])
+    address = f"127.0.0.1:{free_port()}"
+    ran = subprocess.run([sys.executable, "-m", "explain_cli", "batch", config, "--backend", "ray", "--address", address],
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=90)
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.strip().splitlines() == [ran.stderr.strip()] and f"--address {address}: cannot reach" in ran.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_probe_address_is_bounded_and_checks_the_form():
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(ray_backend.ExplainError, match="cannot reach a Ray cluster"):
+        ray_backend.probe_address("192.0.2.1:6379", timeout=0.5)  # TEST-NET: unroutable, or no answer
+    assert time.monotonic() - started < 5
+    with pytest.raises(ray_backend.ExplainError, match="expected auto, HOST:PORT or ray://HOST:PORT"):
+        ray_backend.probe_address("nowhere")
+
+
+def external_data_onnx(folder: Path) -> Path:
+    """The sample ONNX model with its weights in ``weights/shapes.bin`` beside it (ONNX external data)."""
+    onnx = pytest.importorskip("onnx", reason="ONNX models need the onnx extra")
+    pytest.importorskip("onnxruntime", reason="ONNX models need the onnx extra")
+    proto = onnx.load(str(ROOT / "sample_models" / "shapes_cnn.onnx"))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "weights").mkdir(exist_ok=True)
+    path = folder / "shapes_ext.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights/shapes.bin", size_threshold=1024)
+    return path
+
+
+def test_model_files_lists_onnx_external_data_inside_the_folder_only(tmp_path):
+    from explain_cli.batch.ship import model_files, safe_name
+
+    path = external_data_onnx(tmp_path / "model")
+    assert [name for name, _ in model_files(path)] == ["shapes_ext.onnx", "weights/shapes.bin"]
+    assert model_files(ROOT / "sample_models" / "shapes_cnn.pt") == [("shapes_cnn.pt", ROOT / "sample_models" / "shapes_cnn.pt")]
+    assert [safe_name(n) for n in ("a.bin", "./w/a.bin", "../a.bin", "/etc/a", "w/../../a", "C:/a", "")] == \
+        ["a.bin", "w/a.bin", None, None, None, None, None]
+
+
+def test_workers_leave_no_temp_folder_done_or_failed(local_ray, tmp_path, linear_script, monkeypatch):
+    """Failed before: each actor kept an ``explain-ray-*`` folder with its copy of the model forever."""
+    import tempfile
+
+    from explain_cli.batch.plan import plan_items
+    from explain_cli.config import load_config
+
+    temp = tmp_path / "worker-tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    bad_model = tmp_path / "bad.pt"
+    bad_model.write_bytes(b"not a model")
+    config = write_config(tmp_path, linear_script, tmp_path / "out", n_inputs=1, methods=[{"method": "lime", "samples": 20}])
+    data = yaml.safe_load(config.read_text())
+    data["jobs"].append({**data["jobs"][0], "model": str(bad_model), "out": str(tmp_path / "out" / "bad")})
+    config.write_text(yaml.safe_dump(data))
+    jobs = [[item] for item in plan_items(load_config(config))]
+    tasks = ray_backend._ship(ray, jobs, [[None], [None]], lambda event: None, None)
+    worker = ray_backend.Worker()
+    good, bad = worker.run(tasks[0][0]), worker.run(tasks[1][0])
+    assert "files" in good and f"model file {bad_model} is not" in bad["error"], bad  # named as on the driver
+    assert list(temp.glob("explain-ray-*")) == []  # (torch may keep its own caches there)
+
+
+@pytest.mark.slow
+def test_onnx_with_external_data_runs_on_ray_as_locally(local_ray, tmp_path):
+    """Failed before: only the .onnx file was shipped, so every worker failed to find its weights."""
+    model = external_data_onnx(tmp_path / "model")
+    out = tmp_path / "out"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "defaults": {"seed": 0, "out": str(out)},
+        "jobs": [{"model": str(model), "inputs": [str(p) for p in SAMPLE_IMAGES[:2]], "out": str(out / "job"),
+                  "n_segments": 9, "methods": ["ablation"]}]}))
+    local_rows, _ = run_batch(config)
+    assert [r.status for r in local_rows] == ["done", "done"], [r.error for r in local_rows]
+    ray_rows, _ = run_batch(config, backend="ray", workers=1, force=True)
+    assert [r.status for r in ray_rows] == ["done", "done"], [r.error for r in ray_rows]
+    assert rows_without_time(ray_rows) == rows_without_time(local_rows)

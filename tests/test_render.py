@@ -8,21 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explain_cli.colormaps import NAMES, apply_cmap, lookup_table
 from explain_cli.errors import OptionError
-from explain_cli.render import (
-    PANELS_KEY,
-    CompareRow,
-    Scale,
-    format_ticks,
-    nice_ticks,
-    panel_size,
-    parse_scale,
-    render_compare_image,
-    render_image,
-    render_png,
-    render_segments_png,
-)
+from explain_cli.render.colormaps import NAMES, apply_cmap, lookup_table
+from explain_cli.render.figures import CompareRow, render_compare_image, render_image, render_segments_image
+from explain_cli.render.layout import PANELS_KEY, to_png
+from explain_cli.render.panels import panel_size
+from explain_cli.render.scale import Scale, format_ticks, nice_ticks, parse_scale
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -56,6 +47,19 @@ def test_colormap_endpoints_match_matplotlib() -> None:
     assert lookup_table("RdBu_r")[255].tolist() == [103, 0, 31]
     assert lookup_table("gray")[128].tolist() == [128, 128, 128]
     assert all(lookup_table(name).shape == (256, 3) for name in NAMES)
+
+
+def test_colour_tables_are_package_data_declared_for_the_wheel() -> None:
+    import json
+    from importlib.resources import files
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    tables = json.loads(files("explain_cli.render").joinpath("colormaps.json").read_text(encoding="utf-8"))
+    assert sorted(tables) == sorted(NAMES)
+    assert all(len("".join(rows)) == 256 * 6 for rows in tables.values())
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "colormaps.json" in pyproject["tool"]["setuptools"]["package-data"]["explain_cli.render"]
 
 
 def test_diverging_midpoint_is_neutral() -> None:
@@ -133,11 +137,11 @@ def test_good_scale_strings() -> None:
     assert parse_scale("fixed:-0.5, 1e-1") == Scale("fixed", (-0.5, 0.1))
 
 
-@pytest.mark.parametrize(("option", "kwargs"), [("style", {"style": "contours"}), ("alpha", {"alpha": 1.5}),
+@pytest.mark.parametrize(("option", "kwargs"), [("style", {"style": "contours"}), ("opacity", {"opacity": 1.5}),
                                                 ("scale", {"scale": "fixed:1,0"})])
 def test_bad_options_name_themselves(option: str, kwargs: dict) -> None:
     with pytest.raises(OptionError) as info:
-        render_png(grey_image(), np.zeros((1, 256, 256)), ["a"], signed=True, title="t", **kwargs)
+        render_image(grey_image(), np.zeros((1, 256, 256)), ["a"], signed=True, title="t", **kwargs)
     assert info.value.option == option
 
 
@@ -186,7 +190,7 @@ def test_panel_size_rules() -> None:
 def test_png_is_valid_and_matches_the_image() -> None:
     kwargs = dict(signed=True, title="kernelshap · cat.png · 4 segments", labels_full=quadrants(),
                   top_segments=[[3, 0]])
-    data = render_png(grey_image(), np.ones((1, 256, 256)), ["cat (281): prob 0.9"], **kwargs)
+    data = to_png(render_image(grey_image(), np.ones((1, 256, 256)), ["cat (281): prob 0.9"], **kwargs))
     assert data.startswith(PNG_SIGNATURE)
     decoded = Image.open(io.BytesIO(data))
     figure = render_image(grey_image(), np.ones((1, 256, 256)), ["cat (281): prob 0.9"], **kwargs)
@@ -233,7 +237,7 @@ def test_numbered_top_segments_sit_at_their_centroids() -> None:
 
 
 def test_segments_png_is_valid() -> None:
-    data = render_segments_png(grey_image(), quadrants(), "slic: 4 segments", numbered=True)
+    data = to_png(render_segments_image(grey_image(), quadrants(), "slic: 4 segments", numbered=True))
     assert data.startswith(PNG_SIGNATURE)
     picture = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
     assert ((picture[..., 0] > 200) & (picture[..., 2] < 60)).any()  # the yellow boundaries

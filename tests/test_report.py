@@ -103,7 +103,8 @@ def test_summary_rows_carry_first_target_metrics(batch_dir):
 
 
 def test_report_skips_other_json_and_counts_explanations(batch_dir, tmp_path):
-    from explain_cli.report import read_explanations, write_report
+    from explain_cli.render.records import read_explanations
+    from explain_cli.render.report import write_report
 
     folder = tmp_path / "mixed"
     shutil.copytree(batch_dir / "out" / "shapes", folder / "deep" / "shapes")
@@ -146,7 +147,7 @@ def test_compare_groups_by_input_and_needs_saved_maps(batch_dir, tmp_path, cli):
 def test_report_renders_in_headless_chromium(batch_dir, tmp_path):
     from PIL import Image
 
-    from explain_cli.report import write_report
+    from explain_cli.render.report import write_report
 
     page = write_report(batch_dir / "out")
     shot = tmp_path / "report.png"

@@ -15,6 +15,9 @@ import torch
 import explain_cli
 from tests.conftest import make_linear
 
+# The library warns (ExplainWarning) about coarse maps and small budgets; these tests judge refusals.
+pytestmark = pytest.mark.filterwarnings("ignore::explain_cli.errors.ExplainWarning")
+
 RUNS = {
     "kernelshap": {"samples": 300},  # paired coalitions: the regression adjustment with the image prior
     "kernelshap generic": {"samples": 300, "proxy": "generic"},

@@ -3,8 +3,9 @@
 Each worker is an actor holding one :class:`explain_cli.api.Explainer` per job, created on the
 job's first item that reaches it and reused for the rest. Items are handed out as actors free
 up. Nothing assumes a shared file system: the driver reads each input file and the model file
-once into Ray's object store; a worker writes them to its own temp folder to load them (the
-JSON keeps the original paths), and sends back the output files as bytes
+(with an ONNX model's external data files) once into Ray's object store; a worker writes them to
+a temp folder of its own to load them and removes it as soon as they are loaded, whether or not
+the load worked (the JSON keeps the original paths), and sends back the output files as bytes
 (:meth:`explain_cli.result.Explanation.files`), which the driver writes atomically exactly as the
 local backend does. A worker that dies loses only its current item: that item is retried once
 on a fresh actor, then recorded as failed.
@@ -22,13 +23,14 @@ import tempfile
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from explain_cli.batch.plan import Item
 from explain_cli.batch.rows import Emit, Row, error_message, finish, mark_done
 from explain_cli.errors import ExplainError, require_module
 
 RETRIES = 1  # a worker that dies takes its item with it; the item gets one more try on a new actor
+CONNECT_TIMEOUT_S = 5.0  # --address: how long to wait for the cluster to accept a connection
 _INPUT_HINT = "pass image or tensor files (a shell glob works: DIR/*.png)"  # as load_input says it
 
 
@@ -38,14 +40,23 @@ def require_ray() -> Any:
 
 
 class Worker:
-    """What one actor does: an Explainer per job (made on first use), inputs loaded from shipped bytes."""
+    """What one actor does: an Explainer per job (made on first use), inputs loaded from shipped bytes.
+
+    Shipped files live on the worker only while they load: each lands in a fresh
+    ``explain-ray-*`` temp folder, removed right after, so an actor that ends, or fails, leaves
+    no copy of a model behind.
+    """
 
     def __init__(self) -> None:
+        import warnings
+
         import torch  # noqa: F401  (the slow imports happen while the driver ships files)
 
         import explain_cli.api  # noqa: F401
+        from explain_cli.errors import ExplainWarning
 
-        self.folder = Path(tempfile.mkdtemp(prefix="explain-ray-"))
+        warnings.simplefilter("ignore", ExplainWarning)  # each item's warnings travel in its JSON
+
         self.explainers: dict[int, Any] = {}  # job index -> Explainer, or the message of its load failure
         self.inputs: OrderedDict = OrderedDict()  # (job, path) -> LoadedInput, or the message of its failure
         self.renames: dict[str, str] = {}  # worker-local path -> the driver's path, for error messages
@@ -56,9 +67,9 @@ class Worker:
         try:
             explainer = self._explainer(task)
             inputs = [self._input(task, path, ref) for path, ref in task["inputs"]]
-            (expl,) = explainer.explain(inputs, **task["values"])
+            (expl,) = explainer.explain(inputs, **task["given"])
             return {"files": expl.files(), "scores": expl.scores[0], "evaluations": expl.evaluations,
-                    "evaluation": expl.evaluation,
+                    "evaluation": expl.evaluation, "explain_s": expl.timing.get("total_s"),
                     "time_s": time.perf_counter() - start}
         except _Failed as failed:
             return {"error": failed.message, "time_s": time.perf_counter() - start}
@@ -70,14 +81,18 @@ class Worker:
         if job not in self.explainers:
             from explain_cli.api import Explainer
 
-            spec, ref = task["model"]
-            source = spec if ref is None else self._local_copy(spec, ref, "model")
+            spec, shipped = task["model"]
+            folder = None if shipped is None else tempfile.mkdtemp(prefix="explain-ray-")
             try:
+                source = spec if folder is None else self._copies(folder, shipped)
                 explainer = Explainer(source, **task["load"])
                 explainer.model.source = spec  # the JSON names the model as the config does
                 self.explainers[job] = explainer
             except Exception as exc:  # every item of the job fails with this message, as locally
                 self.explainers[job] = self._restore(error_message(exc))
+            finally:
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)  # loaded into memory (or failed): the copy goes
         found = self.explainers[job]
         if isinstance(found, str):
             raise _Failed(found)
@@ -90,15 +105,16 @@ class Worker:
 
         key = (task["job"], path)
         if key not in self.inputs:
-            local = self._local_copy(path, ref, "input")
+            folder = tempfile.mkdtemp(prefix="explain-ray-")
             try:
+                local = self._copies(folder, [(Path(path).name, path, ref)])
                 channels = self.explainers[task["job"]].model.in_channels or 3
                 loaded = load_input(local, channels=channels, max_pixels=task["values"]["max_pixels"])
                 self.inputs[key] = dataclasses.replace(loaded, path=Path(path))  # the JSON keeps the driver's path
             except Exception as exc:
                 self.inputs[key] = self._restore(error_message(exc))
             finally:
-                shutil.rmtree(Path(local).parent, ignore_errors=True)  # loaded into memory; the copy is done with
+                shutil.rmtree(folder, ignore_errors=True)  # loaded into memory (or failed): the copy goes
             while len(self.inputs) > 32:
                 self.inputs.popitem(last=False)
         found = self.inputs[key]
@@ -106,14 +122,15 @@ class Worker:
             raise _Failed(found)
         return found
 
-    def _local_copy(self, path: str, ref: Any, what: str) -> str:
-        """Write shipped bytes under the file's own name (loaders go by suffix and stem) in a fresh folder."""
+    def _copies(self, folder: str, shipped: list[tuple[str, str, Any]]) -> str:
+        """Write shipped ``(name, driver's path, ref)`` files under their own names (loaders go by suffix
+        and stem; ONNX external data by relative name) in ``folder``; returns the first one's copy."""
         import ray
 
-        local = Path(tempfile.mkdtemp(prefix=f"{what}-", dir=self.folder)) / Path(path).name
-        local.write_bytes(ray.get(ref))
-        self.renames[str(local)] = path
-        return str(local)
+        from explain_cli.batch.ship import write_copies
+
+        files = [(name, original, ray.get(ref)) for name, original, ref in shipped]
+        return str(write_copies(Path(folder), files, self.renames.__setitem__))
 
     def _restore(self, message: str) -> str:
         for local, original in self.renames.items():
@@ -187,14 +204,57 @@ def _init(ray: Any, address: str | None, cpus: int) -> None:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats notice on start
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
+    if address is None:
+        ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+        return
+    probe_address(address)  # Ray itself retries an address where nothing listens for minutes
     try:
-        if address is None:
-            ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
-        else:
-            ray.init(address=address, **quiet)
+        ray.init(address=address, **quiet)
+    except (ConnectionError, ValueError) as exc:  # ValueError: ray:// without ray[client]
+        raise _unreachable(address, str(exc)) from None
+
+
+def probe_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds, with one line, when nothing accepts a connection at ``address``.
+
+    ``HOST:PORT`` and ``ray://HOST:PORT`` are probed with a TCP connection; ``auto`` is the address
+    Ray would pick (``RAY_ADDRESS``, or the last ``ray start`` here), probed the same way.
+    """
+    import socket
+
+    target = address.strip().removeprefix("ray://")
+    if target == "auto":
+        target = _auto_address() or ""
+        if not target:
+            return  # Ray finds none and says so at once
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ExplainError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer within {:g} s".format(timeout) if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise _unreachable(address, reason) from None
+
+
+def _auto_address() -> str | None:
+    """The address ``ray.init(address="auto")`` would join, or None when Ray finds none or cannot say."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address  # private: guarded
+    except ImportError:
+        return None
+    try:
+        return canonicalize_bootstrap_address("auto")
     except ConnectionError as exc:
-        raise ExplainError(f"--address {address}: cannot reach a Ray cluster there ({exc}); "
-                           "start one with `ray start --head`, or leave --address out for a local Ray") from None
+        raise _unreachable("auto", str(exc)) from None
+    except Exception:
+        return None
+
+
+def _unreachable(address: str, reason: str) -> ExplainError:
+    reason = " ".join(reason.split())[:200]
+    return ExplainError(f"--address {address}: cannot reach a Ray cluster there ({reason}); "
+                        "start one with `ray start --head`, or leave --address out for a local Ray")
 
 
 def _ship(ray: Any, jobs: list[list[Item]], rows: list[list[Row | None]], emit: Emit,
@@ -224,9 +284,7 @@ def _ship(ray: Any, jobs: list[list[Item]], rows: list[list[Row | None]], emit: 
         if not items:
             continue
         job, first = items[0].job, items[0].cfg
-        model_ref = put(Path(job.model), "model file", "") if Path(job.model).is_file() else None
-        # a model the driver cannot read is looked for by the worker, which reports it as the local backend would
-        model = (job.model, model_ref if not isinstance(model_ref, str) else None)
+        model = (job.model, _ship_model(Path(job.model), put))
         load = {"weights": first.model.weights, "device": first.model.device, "seed": first.seed}
         for k, item in enumerate(items):
             refs = [(p, put(p, "input", _INPUT_HINT)) for p in item.inputs]
@@ -235,9 +293,22 @@ def _ship(ray: Any, jobs: list[list[Item]], rows: list[list[Row | None]], emit: 
                 rows[j][k] = finish(_row(item, {"error": failed, "time_s": 0.0}), emit, progress)
                 continue
             # refs are nested in the task so a worker fetches them only when it has not loaded them yet
-            tasks[j][k] = {"job": j, "model": model, "load": load, "values": item.cfg.values,
+            tasks[j][k] = {"job": j, "model": model, "load": load, "values": item.cfg.values, "given": item.cfg.given,
                            "inputs": [(str(p), ref) for p, ref in refs]}
     return tasks
+
+
+def _ship_model(path: Path, put: Callable[[Path, str, str], Any]) -> list[tuple[str, str, Any]] | None:
+    """The model file and an ONNX model's external data as ``(name, path, ref)``, or None when the
+    driver cannot read the model: the worker then looks for it itself and reports it as locally."""
+    from explain_cli.batch.ship import model_files
+
+    if not path.is_file():
+        return None
+    shipped = [(name, str(p), put(p, "model file", "")) for name, p in model_files(path)]
+    if isinstance(shipped[0][2], str):
+        return None
+    return [entry for entry in shipped if not isinstance(entry[2], str)]
 
 
 def _row(item: Item, result: dict[str, Any]) -> Row:
@@ -252,7 +323,7 @@ def _row(item: Item, result: dict[str, Any]) -> Row:
             out = item.cfg.output.out
             paths = output_paths(out, item.stem, item.method, item.cfg.output.save_map, "curves" in files)
             mark_done(row, write_files(out, paths, files), result["scores"], result["evaluations"],
-                       result.get("evaluation"))
+                      result.get("evaluation"), result.get("explain_s"))
         except Exception as exc:
             row.error = error_message(exc)
     row.time_s = round(result["time_s"] + time.perf_counter() - start, 3)

@@ -32,7 +32,8 @@ class Row:
     outputs: list[str] = field(default_factory=list)
     top_segments: list[int] = field(default_factory=list)
     evaluations: int | None = None
-    time_s: float | None = None
+    time_s: float | None = None  # wall seconds this run spent on the item (load, explain, write); None when skipped
+    explain_s: float | None = None  # the explanation's own seconds, its JSON's timing.total_s (done or skipped)
     error: str | None = None
     # first explained target's evaluation metrics (None when not computed): a compare config ranks methods by them
     deletion_auc: float | None = None
@@ -43,7 +44,7 @@ class Row:
     energy_in_mask: float | None = None
 
     def add_metrics(self, evaluation: dict[str, Any] | None) -> None:
-        from explain_cli.report import first_metrics
+        from explain_cli.render.records import first_metrics
 
         for key, value in first_metrics(evaluation).items():
             setattr(self, key, value)
@@ -62,20 +63,27 @@ def skipped_row(item: Item) -> Row:
         doc = json.loads(item.outputs()["json"].read_text(encoding="utf-8"))
         row.evaluations = doc.get("evaluations")
         row.top_segments = top_segments([s["score"] for s in doc["targets"][0]["segments"]])
-        row.time_s = doc.get("timing", {}).get("total_s")
+        row.explain_s = _seconds(doc.get("timing", {}).get("total_s"))
         row.add_metrics(doc.get("evaluation"))
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         pass  # a hand-edited JSON still counts as complete; its row just lacks the numbers
     return row
 
 
-def mark_done(row: Row, files: list[Path], scores: Any, evaluations: int, evaluation: dict | None) -> None:
-    """Fill a finished item's row (both backends)."""
+def mark_done(row: Row, files: list[Path], scores: Any, evaluations: int, evaluation: dict | None,
+              explain_s: float | None = None) -> None:
+    """Fill a finished item's row (both backends); ``explain_s`` is the Explanation's ``timing["total_s"]``."""
     row.status = "done"
     row.outputs = [str(f) for f in files]
     row.top_segments = top_segments(scores)
     row.evaluations = evaluations
+    row.explain_s = _seconds(explain_s)
     row.add_metrics(evaluation or {})
+
+
+def _seconds(value: Any) -> float | None:
+    """Seconds as the summary shows them (ms), or None for a missing or malformed value."""
+    return round(float(value), 3) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def error_message(exc: BaseException) -> str:
@@ -93,10 +101,15 @@ def finish(row: Row, emit: Emit, progress: Any) -> Row:
     return row
 
 
+def summary_paths(folder: Path, shard: tuple[int, int] | None) -> tuple[Path, Path]:
+    """Where a run's summary goes: ``summary.json`` and ``.csv`` (``summary.shard-K-of-N.*`` for a shard)."""
+    stem = f"summary.shard-{shard[0]}-of-{shard[1]}" if shard else "summary"
+    return Path(folder) / f"{stem}.json", Path(folder) / f"{stem}.csv"
+
+
 def write_summary(rows: list[Row], folder: Path, shard: tuple[int, int] | None) -> Path:
     """``summary.json`` and ``summary.csv`` (``summary.shard-K-of-N.*`` for a shard) in ``folder``."""
-    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
-    path = folder / f"summary{suffix}.json"
+    path, csv_path = summary_paths(folder, shard)
     atomic_write_bytes(path, json.dumps({"rows": [r.__dict__ for r in rows]}, indent=2).encode() + b"\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -105,5 +118,5 @@ def write_summary(rows: list[Row], folder: Path, shard: tuple[int, int] | None) 
     for r in rows:
         writer.writerow([" ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
                          for v in (getattr(r, c) for c in columns)])
-    atomic_write_bytes(folder / f"summary{suffix}.csv", buffer.getvalue().encode())
+    atomic_write_bytes(csv_path, buffer.getvalue().encode())
     return path

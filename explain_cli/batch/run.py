@@ -2,19 +2,19 @@
 
 Finished items (their files are regular files; the JSON is written last and atomically) are
 skipped unless ``force``: they are split off here, before a backend sees the pending ones, so
-both backends share planning, skipping, failure rows and the summary. A summary folder is
-locked while a run writes into it.
+both backends share planning, skipping, failure rows and the summary. The summary folder and
+every job's out folder are locked while a run writes into them (:mod:`explain_cli.batch.lock`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from explain_cli.batch import local, ray_backend
-from explain_cli.batch.plan import Item, check_collisions, in_shard, plan_items
-from explain_cli.batch.rows import Emit, Row, finish, skipped_row, write_summary
+from explain_cli.batch.lock import FolderLocks, batch_locks
+from explain_cli.batch.plan import Item, check_collisions, check_resources, in_shard, plan_items
+from explain_cli.batch.rows import Emit, Row, finish, skipped_row, summary_paths, write_summary
 from explain_cli.config import parse_config, read_yaml, summary_folder
 from explain_cli.errors import ExplainError
 
@@ -39,7 +39,8 @@ def run_batch(
 
     ``backend`` runs the items in this process (``local``) or on Ray actors (``ray``: a local Ray
     with ``workers`` actors, or the cluster at ``address``; see :mod:`explain_cli.batch.ray_backend`).
-    Returns the summary rows and where the summary was written (None for a dry run).
+    Returns the summary rows and where the summary JSON was written (for a dry run: where it
+    would be, with the rows ``planned-write`` or ``planned-skip``).
     """
     if backend not in BACKENDS:
         raise ExplainError(f"--backend {backend!r}: must be one of {', '.join(BACKENDS)}")
@@ -49,21 +50,22 @@ def run_batch(
         raise ExplainError("--address and --workers apply to --backend ray")
     if backend == "ray" and not dry_run:
         ray_backend.require_ray()  # a missing extra is one line before any work
+        if address is not None:
+            ray_backend.probe_address(address)  # and so is a cluster address where nothing listens
     data = read_yaml(config)
     jobs = parse_config(data, config, overrides)
-    items = [i for i in plan_items(jobs) if in_shard(i, shard)]
-    check_collisions(items)
+    planned = plan_items(jobs)
+    check_collisions(planned, config)  # every item: two colliding entries may fall in different shards
+    items = [i for i in planned if in_shard(i, shard)]
+    check_resources(items, config, here=backend == "local")
     summary_dir = summary_folder(data, config, overrides)
     if dry_run:
-        planned = [Row(item.job.name, item.input_label, item.method,
-                       "planned-skip" if item.complete() and not force else "planned-write",
-                       outputs=[str(p) for p in item.outputs().values()]) for item in items]
-        return planned, None
-    from explain_cli.fileio import ensure_writable_dir
-
-    ensure_writable_dir(summary_dir)
+        planned_rows = [Row(item.job.name, item.input_label, item.method,
+                            "planned-skip" if item.complete() and not force else "planned-write",
+                            outputs=[str(p) for p in item.outputs().values()]) for item in items]
+        return planned_rows, summary_paths(summary_dir, shard)[0]
     run_pending = local.run_pending if backend == "local" else ray_backend.run_pending
-    with folder_lock(summary_dir, "explain batch"):
+    with FolderLocks(batch_locks(summary_dir, {item.cfg.output.out for item in items}, shard)):
         rows: list[Row] = []
         emit({"event": "start", "items": len(items), "config": str(config), "shard": list(shard) if shard else None})
         if progress is not None:
@@ -89,32 +91,3 @@ def _split_complete(items: list[Item], *, force: bool, emit: Emit, progress: Any
     pending = [i for i in items if force or not i.complete()]
     rows = [finish(skipped_row(item), emit, progress) for item in items if item not in pending]
     return rows, pending
-
-
-class folder_lock:
-    """An exclusive lock on a batch's summary folder: a second run there is refused with a clear line.
-
-    ``flock`` is released by the kernel when the process dies, so a killed run never leaves a stale lock.
-    """
-
-    def __init__(self, folder: Path, what: str) -> None:
-        self.path = Path(folder) / ".explain-batch.lock"
-        self.what = what
-        self.fd: int | None = None
-
-    def __enter__(self) -> "folder_lock":
-        import fcntl
-
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise ExplainError(f"another {self.what} is running with summary folder {self.path.parent}; "
-                               "wait for it, or give this run another out folder") from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import typer
 
 from explain_cli.cli.flags import flags, render
-from explain_cli.errors import ExplainError, one_line
+from explain_cli.errors import ExplainError, ExplainWarning, one_line
 
 
 def err(message: str) -> None:
@@ -20,16 +22,41 @@ def warn(message: str) -> None:
     typer.echo(f"explain: warning: {flags(message)}", err=True)
 
 
+@contextmanager
+def relay_warnings(*, quiet: bool = False) -> Iterator[None]:
+    """Print each ExplainWarning the library issues inside as ``explain: warning: ...``, when it happens."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ExplainWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+            if not issubclass(category, ExplainWarning):
+                shown(message, category, *args, **kwargs)
+            elif not quiet:
+                warn(str(message))
+
+        warnings.showwarning = show
+        yield
+
+
 class guard:
-    """Run a command body: user errors become one line + exit 2, crashes one line + exit 1."""
+    """Run a command body: user errors become one line + exit 2, crashes one line + exit 1.
+
+    The library's ExplainWarnings are silenced inside: the commands print warnings
+    their own way (``explain: warning: ...``, or with the input's name), never twice.
+    """
 
     def __init__(self, debug: bool) -> None:
         self.debug = debug
+        self._warnings = warnings.catch_warnings()
 
     def __enter__(self) -> None:
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore", ExplainWarning)
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._warnings.__exit__(exc_type, exc, tb)
         if isinstance(exc, KeyboardInterrupt):
             # Typer would turn it into a silent exit 130 whatever the signal; the shell's
             # convention is 128 + signum (143 for SIGTERM, 129 for SIGHUP), with a word on why.
@@ -88,10 +115,12 @@ class RichProgress:
 
 
 def make_progress(*, quiet: bool, unit: str = "evals") -> Any:
-    """A bar when stderr is a terminal and not ``quiet``; otherwise nothing."""
-    from explain_cli.progress import NullProgress
+    """A bar when stderr is a terminal, a plain line every 10 s when it is not (make, CI, nohup); nothing if ``quiet``."""
+    from explain_cli.progress import LineProgress, NullProgress
 
-    if quiet or not sys.stderr.isatty():
+    if quiet:
         return NullProgress()
+    if not sys.stderr.isatty():
+        return LineProgress(unit="evaluations" if unit == "evals" else unit)
     return RichProgress(unit)
 

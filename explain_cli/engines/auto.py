@@ -111,3 +111,14 @@ class Stopper:
 def next_size(n: int, max_samples: int, growth: float = GROWTH) -> int:
     """The next round's total: ×growth, capped at ``max_samples``."""
     return min(max_samples, max(n + 1, int(math.ceil(n * growth))))
+
+
+def show_round(progress: Any, engine: str, total: int, done: int) -> None:
+    """Progress over one round's planned total (not the cap), so its bar and ETA are the round's.
+
+    Every round has the description ``ENGINE (auto)``: a progress keeps one clock for a phase
+    restarted under the same description, so the rate spans the rounds.
+    """
+    progress.start(int(total), f"{engine} (auto)")
+    progress.advance(int(done))
+

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from explain_cli.errors import OptionError
-from explain_cli.metrics.curves import deletion_curve, insertion_curve, random_deletion_curve, random_insertion_curve
+from explain_cli.metrics.curves import (deletion_curve, insertion_curve, random_deletion_curve, random_insertion_curve,
+                                       step_counts)
 from explain_cli.metrics.localisation import energy_in_mask, load_mask, pointing_hit
 from explain_cli.metrics.sanity import SANITY_THRESHOLD, randomized_copy, rank_correlation
 from explain_cli.metrics.stability import topk_jaccard
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_maps: np.ndarray, cfg: Any,
                 rerun: Callable[[int, "torch.nn.Module | None"], np.ndarray], *,
-                eager_module: Any = None) -> tuple[dict[str, Any], list["Curve"]]:
+                eager_module: Any = None, masks: list[np.ndarray] | None = None) -> tuple[dict[str, Any], list["Curve"]]:
     """The evaluation block for one explanation, and its curves (for the curves PNG).
 
     Parameters
@@ -43,12 +44,18 @@ def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_
     rerun
         ``rerun(seed, module)`` explains again with another seed, or on another module (the
         randomised copy), and returns (K, M) scores.
+    masks : K (H0, W0) bool arrays, optional
+        Each target's own object (a detection's box): with ``evaluate``, pointing and energy
+        are measured in them unless ``mask`` names a file, which then serves every target.
     """
     block: dict[str, Any] = {}
     curves: list[Curve] = []
     x = problem.x
     used = problem.evaluator.evaluations
     if cfg.evaluate:
+        steps = len(step_counts(x.shape[-2] * x.shape[-1], cfg.eval_step))
+        # Its own phase of the progress: two curves per map (one map serves every target) and two random ones.
+        problem.evaluator.progress.start(2 * steps * maps.shape[0] + 2 * steps, "evaluate")
         opts = {"step": cfg.eval_step, "seed": cfg.seed}
         dele = deletion_curve(problem.evaluator, x, maps, replacement=cfg.deletion, baseline=problem.baseline, **opts)
         ins = insertion_curve(problem.evaluator, x, maps, **opts)
@@ -60,13 +67,18 @@ def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_
             deletion_auc=_floats(dele.auc), insertion_auc=_floats(ins.auc),
             random_deletion_auc=_floats(rdel.auc), random_insertion_auc=_floats(rins.auc),
         )
-    if cfg.mask:
-        mask = load_mask(cfg.mask)
-        if mask.shape != pixel_maps.shape[1:]:
-            raise OptionError("mask", f"is {list(mask.shape)} but the input is {list(pixel_maps.shape[1:])}; "
-                              "give the object's mask at the input's resolution")
-        block["pointing_hit"] = [bool(pointing_hit(m, mask, cfg.tolerance)) for m in pixel_maps]
-        block["energy_in_mask"] = [_number(energy_in_mask(m, mask)) for m in pixel_maps]
+    if cfg.mask or (cfg.evaluate and masks is not None):
+        if cfg.mask:
+            mask = load_mask(cfg.mask)
+            if mask.shape != pixel_maps.shape[1:]:
+                raise OptionError("mask", f"is {list(mask.shape)} but the input is {list(pixel_maps.shape[1:])}; "
+                                  "give the object's mask at the input's resolution")
+            objects = [mask] * len(pixel_maps)
+        else:
+            objects = list(masks or [])
+            block["mask"] = "box"  # each target's own box
+        block["pointing_hit"] = [bool(pointing_hit(m, o, cfg.tolerance)) for m, o in zip(pixel_maps, objects)]
+        block["energy_in_mask"] = [_number(energy_in_mask(m, o)) for m, o in zip(pixel_maps, objects)]
         block["tolerance_px"] = cfg.tolerance
     if cfg.stability >= 2:
         runs = [scores] + [rerun(cfg.seed + i, None) for i in range(1, cfg.stability)]

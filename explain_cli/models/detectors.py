@@ -78,6 +78,18 @@ class TorchvisionDetector:
         self.model.eval()
         return self
 
+    def train(self, mode: bool = True) -> "TorchvisionDetector":
+        """As ``nn.Module.train``: the front door runs a live detector in eval mode and gives it back."""
+        self.model.train(mode)
+        return self
+
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Any:
+        """The detector's own (the sanity check re-initialises a copy's)."""
+        return self.model.named_parameters(*args, **kwargs)
+
+    def named_buffers(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.named_buffers(*args, **kwargs)
+
     def to(self, device: Any) -> "TorchvisionDetector":
         self.model.to(device)
         return self
@@ -150,9 +162,9 @@ def load_detector(source: str, weights: str | None, device: "torch.device", seed
     if weights is None:
         notes.append(RANDOM_DETECTOR_NOTE)
     elif weights.upper() == "DEFAULT":
-        from explain_cli.models.torchvision import _download_weights
+        from explain_cli.models.weights import download_weights
 
-        state = _download_weights(default_weights, arch_name)
+        state = download_weights(default_weights, arch_name)
         weights = f"DEFAULT ({default_weights})"
     else:
         path = Path(weights)

@@ -1,25 +1,30 @@
 """Write a loaded model as a torch.export ``.pt2`` or an ONNX file, metadata embedded.
 
 The embedded ``explain_cli.json`` (labels, channels, preprocessing) lets ``explain run`` use
-the file without ``--labels`` or ``--size``. Files are written atomically.
+the file without ``--labels`` or ``--size``; a model built without weights is exported with a
+warning and ``random_weights: true``, which loading the file turns back into a warning. Files
+are written atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import sys
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError, one_line
+from explain_cli.errors import ExplainError, one_line, require_module, warn_user
 from explain_cli.fileio import atomic_write_bytes
 from explain_cli.models.base import METADATA_FILE, LoadedModel, validate_metadata
-from explain_cli.models.runtime import export_onnx_bytes
 
 if TYPE_CHECKING:
     import torch
 
 EXPORT_SUFFIXES = (".pt2", ".onnx")
+ONNX_OPSET = 18
 
 
 def export_metadata(model: LoadedModel, labels: list[str] | None = None) -> dict:
@@ -33,7 +38,14 @@ def export_metadata(model: LoadedModel, labels: list[str] | None = None) -> dict
     if model.preprocess is not None:
         meta["preprocess"] = {k: v for k, v in model.preprocess.to_dict().items() if v is not None and k != "name"}
     meta.setdefault("exported_from", Path(model.source).name)  # a name, not a local path
+    if random_weights(model):
+        meta["random_weights"] = True  # so that explaining the exported file warns too
     return validate_metadata(meta, f"model {model.source}")
+
+
+def random_weights(model: LoadedModel) -> bool:
+    """Whether ``model`` runs on random weights: an architecture built without any, or a file exported from one."""
+    return (model.kind in ("torchvision", "timm") and model.weights is None) or model.metadata.get("random_weights") is True
 
 
 def export_model(
@@ -78,6 +90,9 @@ def export_model(
     if len(shape) != 4 or min(shape) < 1:
         raise ExplainError(f"example shape {list(example_shape)} is not (C, H, W) or (B, C, H, W) of positive sizes")
     meta = export_metadata(model, labels)
+    if meta.get("random_weights"):
+        warn_user(f"exporting random weights: {model.source} was built without `weights`, so {out.name} explains "
+                  "nothing real; pass `weights` FILE or DEFAULT (the file records random_weights: true)")
     module = model.module
     if not isinstance(module, torch.nn.Module):
         raise ExplainError(f"model {model.source} runs on {model.runtime}, not torch; only torch models can be exported")
@@ -110,3 +125,42 @@ def _pt2_bytes(module: "torch.nn.Module", shape: tuple[int, ...], meta: dict, de
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={METADATA_FILE: json.dumps(meta)})
     return buffer.getvalue()
+
+
+def export_onnx_bytes(module: Any, shape: tuple[int, ...], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise ``module`` to ONNX with a dynamic batch axis; ``metadata`` goes to metadata_props.
+
+    Uses the torch.export-based exporter for ``nn.Module`` and the TorchScript exporter for
+    TorchScript modules (which torch.export cannot trace). Exporter chatter is kept off stdout.
+    """
+    import torch
+
+    require_module("onnx", "exporting to ONNX needs the onnx package", "onnx")  # both exporters need it
+    example = torch.zeros((max(2, shape[0]),) + tuple(shape[1:]))
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")  # deprecation notices from the exporters
+            if isinstance(module, torch.jit.ScriptModule):
+                torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"],
+                                  output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                                  opset_version=ONNX_OPSET)
+            else:
+                batch = torch.export.Dim("batch", min=1)
+                program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                            opset_version=ONNX_OPSET, verbose=False, optimize=True)
+                program.save(buffer, external_data=False)
+    except ExplainError:
+        raise
+    except Exception as exc:
+        raise ExplainError(f"ONNX export failed: {one_line(exc)[:200]}") from None
+    data = buffer.getvalue()
+    if metadata:
+        import onnx
+
+        proto = onnx.load_from_string(data)
+        for key, value in metadata.items():
+            entry = next((p for p in proto.metadata_props if p.key == key), None) or proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        data = proto.SerializeToString()
+    return data

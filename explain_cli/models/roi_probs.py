@@ -34,7 +34,7 @@ class RoiProbs:
     --------
     >>> with RoiProbs(model) as capture:                 # doctest: +SKIP
     ...     detections = model(list(batch))
-    >>> detections = capture.attach(detections, [(H, W)] * len(batch))
+    >>> detections = capture.attach(detections, [(H, W)] * len(batch))  # doctest: +SKIP
     """
 
     def __init__(self, model: Any) -> None:

@@ -2,48 +2,45 @@
 
 * ``eager``: the module as loaded.
 * ``compile``: ``torch.compile`` of the module (compiles on the first batch; worth it for long runs).
-* ``onnxruntime``: ONNX files always; a torch model on CPU is exported to ONNX once, cached under
-  ``$XDG_CACHE_HOME/explain_cli/onnx/`` keyed by the model's weights and input shape, and used
-  only if its outputs match eager on a probe batch.
-* ``auto``: ONNX files run on onnxruntime. Otherwise the applicable candidates (eager,
-  eager with channels-last inputs for convolutional models, and on CPU the verified ONNX
-  export) are timed on a small probe batch, interleaved, and the fastest wins; the timings
-  are kept in ``notes``.
+* ``onnxruntime``: ONNX files always; a torch model on CPU is exported to ONNX once, cached
+  (:mod:`~explain_cli.models.onnx_cache`, keyed on what defines the graph) and used only if
+  its outputs match eager on a probe batch, checked on every load.
+* ``auto`` (the default): ONNX files run on onnxruntime. Otherwise the cached verdict
+  (:mod:`~explain_cli.models.verdict`) for this model, shape, batch size, device, libraries
+  and CPU names the runtime; without one the candidates (eager, eager with channels-last
+  inputs for convolutional models, and on CPU the verified ONNX export) are timed once,
+  interleaved, and the verdict is stored. Without the ``onnx`` extra ``auto`` runs eager.
 
 Every candidate must agree with eager to ``MATCH_RTOL`` (relative to the largest output), so
-results never depend on the runtime beyond float rounding.
+results never depend on the runtime beyond float rounding. The choice is information for the
+user (``on_info``), never a warning, and the result records only the runtime's name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import io
-import os
 import statistics
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.errors import ExplainError, OptionError, install_hint, one_line, require_module
+from explain_cli.errors import OptionError, install_hint, one_line
 from explain_cli.models.base import LoadedModel
+from explain_cli.models.onnx_cache import MATCH_RTOL, cache_dir, cached_onnx, deviation, onnx_available
+from explain_cli.models.verdict import Verdict, load_verdict, save_verdict, verdict_key, verdict_lock
 
 if TYPE_CHECKING:
     import torch
 
 RUNTIMES = ("auto", "eager", "compile", "onnxruntime")
-MATCH_RTOL = 1e-4  # max |runtime - eager| / max(1, max |eager|) accepted on the probe batch
-PROBE_BATCH = 4  # rows in the probe batch used for matching and timing
-ONNX_OPSET = 18
+PROBE_BATCH = 2  # rows in the probe batch used for matching (two, so a graph that mixes rows shows)
+TIMING_ROWS = 8  # rows in each timed batch (fewer when the batch size is smaller)
+TIMING_BUDGET_S = 3.0  # timing rounds stop once they have taken this long (after the first round)
+CHEAP_S = 5e-4  # seconds per image (a warm call) under which eager is kept: no export could pay for itself
+MARGIN = 1.05  # a candidate must beat eager by this factor to replace it (timing noise)
+NO_ONNX_HINT = f"onnxruntime usually runs CPU models 1.5-4× faster than eager: {install_hint('onnx')}"
 
-
-def cache_dir() -> Path:
-    """Where exported ONNX graphs are cached: ``$XDG_CACHE_HOME/explain_cli/onnx`` (or ~/.cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "explain_cli" / "onnx"
+__all__ = ["RUNTIMES", "MATCH_RTOL", "ChannelsLast", "cache_dir", "select_runtime"]
 
 
 class ChannelsLast:
@@ -68,6 +65,8 @@ def select_runtime(
     runtime: str = "auto",
     *,
     cache: Path | None = None,
+    batch_size: int | None = None,
+    on_info: Callable[[str], Any] | None = None,
 ) -> LoadedModel:
     """Return ``model`` with the module that runs ``runtime`` (resolved, for ``auto``).
 
@@ -82,12 +81,17 @@ def select_runtime(
     runtime : str
         ``auto``, ``eager``, ``compile`` or ``onnxruntime``.
     cache : Path, optional
-        Folder for exported ONNX graphs; default :func:`cache_dir`.
+        Folder for exports and verdicts; default :func:`cache_dir`.
+    batch_size : int, optional
+        Rows per forward pass in the run; part of the verdict's key (default ``PROBE_BATCH``).
+    on_info : callable, optional
+        Hears one-line information: the probe starting and its verdict, a rebuilt export, the
+        hint to install the ``onnx`` extra.
 
     Returns
     -------
     LoadedModel
-        A copy with ``module``, ``runtime`` and ``notes`` set; ``model`` itself is unchanged.
+        A copy with ``module`` and ``runtime`` set; ``model`` itself is unchanged.
 
     Raises
     ------
@@ -98,43 +102,144 @@ def select_runtime(
 
     if runtime not in RUNTIMES:
         raise OptionError("runtime", f"must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
-    probe = _probe_batch(example, model.device)
     if model.kind == "onnx" or model.runtime == "onnxruntime":
         if runtime in ("eager", "compile"):
             raise OptionError("runtime", f"{runtime} needs a torch model; an ONNX model runs on onnxruntime (use auto)")
         return model
-    with torch.inference_mode():
-        reference = _as_tensor(model.module(probe.clone()))  # a copy: a model may write into its input
     if runtime == "eager":
+        return dataclasses.replace(model, runtime="eager")
+    folder = Path(cache) if cache is not None else cache_dir()
+    if runtime == "auto" and model.device.type == "cpu" and not onnx_available():
+        _hint_once(folder, on_info)
+        return dataclasses.replace(model, runtime="eager")
+    probe = _probe_batch(example, model.device)
+    try:
+        with torch.inference_mode():
+            reference = _as_tensor(model.module(probe.clone()))  # a copy: a model may write into its input
+    except Exception:  # the model fails on this input: the Evaluator's first call says why, in one line
         return dataclasses.replace(model, runtime="eager")
     if runtime == "compile":
         module = _compiled(model.module, probe, reference)
         return dataclasses.replace(model, module=module, runtime="compile")
     if runtime == "onnxruntime":
-        runner, problem = _onnx_candidate(model, probe, reference, cache)
-        if runner is None:
-            raise OptionError("runtime", f"onnxruntime cannot run this model: {problem}; use `runtime` eager or auto")
-        return dataclasses.replace(model, module=runner, runtime="onnxruntime")
+        entry = cached_onnx(model, probe, reference, folder, on_info=on_info)
+        if entry.runner is None:
+            raise OptionError("runtime", f"onnxruntime cannot run this model: {entry.problem}; use `runtime` eager or auto")
+        return dataclasses.replace(model, module=entry.runner, runtime="onnxruntime")
+    return _auto(model, probe, reference, folder, batch_size or PROBE_BATCH, on_info)
 
-    # auto: time the applicable candidates and keep the fastest.
-    notes = list(model.notes)
+
+def _auto(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", cache: Path,
+          batch_size: int, on_info: Callable[[str], Any] | None) -> LoadedModel:
+    """The cached verdict's runtime; without a verdict, time the candidates once and store one.
+
+    A model whose warm eager call costs under ``CHEAP_S`` per image gets an eager verdict,
+    silently and without an export (stored, so a model near the line does not flip between runs).
+    """
+    from explain_cli.models.fingerprint import graph_fingerprint
+
+    tell = on_info or (lambda message: None)
+    fingerprint = graph_fingerprint(model)
+    if fingerprint is None:  # a plain callable: nothing else can run it
+        return dataclasses.replace(model, runtime="eager")
+    key = verdict_key(fingerprint, tuple(probe.shape[1:]), batch_size, model.device)
+    verdict = load_verdict(cache, key)
+    if verdict is not None:
+        module = _build(verdict.runtime, model, probe, reference, cache, fingerprint, tell)
+        if module is not None:
+            return dataclasses.replace(model, module=module, runtime=verdict.runtime,
+                                       seconds_per_image=verdict.per_image_s.get(verdict.runtime))
+        tell(f"the cached runtime verdict ({verdict.runtime}) no longer applies; measuring again")
+    with verdict_lock(cache, key):  # concurrent runs (make -j, Ray workers): one measures, the others reuse
+        again = load_verdict(cache, key)
+        if verdict is None and again is not None:
+            module = _build(again.runtime, model, probe, reference, cache, fingerprint, tell)
+            if module is not None:
+                return dataclasses.replace(model, module=module, runtime=again.runtime,
+                                           seconds_per_image=again.per_image_s.get(again.runtime))
+        warm_s = _warm_cost(model.module, probe)
+        if warm_s < CHEAP_S:
+            # No batched time is measured, so the long-run estimate times the run's first batches instead.
+            save_verdict(cache, key, Verdict("eager", f"{warm_s * 1e3:.2g} ms per image, under {CHEAP_S * 1e3:.1f}: "
+                                             "nothing to gain", {}, len(probe), {"eager": 0.0}))
+            return dataclasses.replace(model, runtime="eager")
+        tell("choosing the fastest runtime for this model (once; later runs reuse the choice)…")
+        verdict, candidates = _measure(model, probe, reference, cache, fingerprint, batch_size, tell)
+        save_verdict(cache, key, verdict)
+    tell(f"runtime: {verdict.summary()}")
+    return dataclasses.replace(model, module=candidates[verdict.runtime], runtime=verdict.runtime,
+                               seconds_per_image=verdict.per_image_s.get(verdict.runtime))
+
+
+def _build(name: str, model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", cache: Path,
+           fingerprint: str, tell: Callable[[str], Any]) -> Callable | None:
+    """The verdict's runtime for ``model``, or None when it cannot be built any more."""
+    if name == "eager":
+        return model.module
+    if name == "eager+channels_last":
+        return ChannelsLast(model.module)
+    if name == "onnxruntime" and model.device.type == "cpu":
+        return cached_onnx(model, probe, reference, cache, fingerprint=fingerprint, on_info=tell).runner
+    return None
+
+
+def _measure(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", cache: Path, fingerprint: str,
+             batch_size: int, tell: Callable[[str], Any]) -> tuple[Verdict, dict[str, Callable]]:
+    """Time every applicable candidate that matches eager; the verdict and the candidates built."""
     candidates: dict[str, Callable] = {"eager": model.module}
+    deviations = {"eager": 0.0}
+    rows = max(1, min(batch_size, TIMING_ROWS))
+    batch = probe.repeat((rows + len(probe) - 1) // len(probe), 1, 1, 1)[:rows].contiguous()
+    notes = []
+    onnx_sha = None
     if _has_conv(model.module):
-        cl = ChannelsLast(model.module)
-        if _matches(cl, probe, reference):
-            candidates["eager+channels_last"] = cl
+        diff, problem = deviation(ChannelsLast(model.module), probe, reference)
+        if problem is None:
+            candidates["eager+channels_last"], deviations["eager+channels_last"] = ChannelsLast(model.module), diff
     if model.device.type == "cpu":
-        runner, problem = _onnx_candidate(model, probe, reference, cache)
-        if runner is not None:
-            candidates["onnxruntime"] = runner
-        elif problem:
-            notes.append(f"runtime auto: onnxruntime not used ({problem}); running eager")
-    timings = _time_interleaved(candidates, probe)
-    best = min(timings, key=timings.get)
-    if len(candidates) > 1:
-        per_image = ", ".join(f"{k} {v / len(probe) * 1e3:.2f} ms" for k, v in sorted(timings.items(), key=lambda kv: kv[1]))
-        notes.append(f"runtime auto chose {best} (per image on the probe: {per_image})")
-    return dataclasses.replace(model, module=candidates[best], runtime=best, notes=notes)
+        entry = cached_onnx(model, probe, reference, cache, fingerprint=fingerprint, on_info=tell)
+        if entry.runner is not None:
+            candidates["onnxruntime"], deviations["onnxruntime"], onnx_sha = entry.runner, entry.diff or 0.0, entry.sha256
+        else:
+            notes.append(f"onnxruntime not used: {entry.problem}")
+    # Every candidate has just run on the probe (the reference, the deviation checks): warm enough.
+    timings = {k: v / rows for k, v in _time_interleaved(candidates, batch, warm_up=False).items()}
+    best = min(timings, key=lambda k: timings[k])
+    if timings[best] * MARGIN > timings["eager"]:
+        best = "eager"
+    reason = "; ".join(["fastest measured" if len(candidates) > 1 else "the only candidate", *notes])
+    verdict = Verdict(best, reason, timings, rows, deviations, onnx_sha if best == "onnxruntime" else None)
+    return verdict, candidates
+
+
+def _warm_cost(module: Callable, probe: "torch.Tensor") -> float:
+    """Eager's seconds per image on the probe: the least of up to 3 warm calls (a loaded machine's
+    scheduler can stretch any one), stopping at once for a model far above ``CHEAP_S``."""
+    import torch
+
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(3):
+            x = probe.clone()
+            start = time.perf_counter()
+            module(x)
+            best = min(best, (time.perf_counter() - start) / len(probe))
+            if best < CHEAP_S or best > 20 * CHEAP_S:
+                break
+    return best
+
+
+def _hint_once(cache: Path, on_info: Callable[[str], Any] | None) -> None:
+    """The hint to install the onnx extra, the first time this cache runs without it."""
+    marker = cache / "hinted-onnx-extra"
+    if on_info is None or marker.exists():
+        return
+    on_info(NO_ONNX_HINT)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only cache: the hint shows again next time
 
 
 def _probe_batch(example: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
@@ -152,23 +257,6 @@ def _as_tensor(out: Any) -> "torch.Tensor":
     return out.float().reshape(out.shape[0], -1)
 
 
-def _matches(fn: Callable, probe: "torch.Tensor", reference: "torch.Tensor") -> bool:
-    return _mismatch(fn, probe, reference) is None
-
-
-def _mismatch(fn: Callable, probe: "torch.Tensor", reference: "torch.Tensor") -> str | None:
-    """None when ``fn`` reproduces the eager outputs to ``MATCH_RTOL``; else what differs."""
-    import torch
-
-    with torch.inference_mode():
-        out = _as_tensor(fn(probe.clone())).to(reference.device)  # a copy: the probe serves every candidate
-    if out.shape != reference.shape:
-        return f"output shape {list(out.shape)} differs from eager {list(reference.shape)}"
-    diff = float((out - reference).abs().max())
-    bound = MATCH_RTOL * max(1.0, float(reference.abs().max()))
-    return None if diff <= bound else f"outputs differ from eager by {diff:.2e} (allowed {bound:.1e})"
-
-
 def _has_conv(module: Any) -> bool:
     import torch
 
@@ -177,24 +265,30 @@ def _has_conv(module: Any) -> bool:
     return isinstance(module, torch.nn.Module) and any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in module.modules())
 
 
-def _time_interleaved(candidates: dict[str, Callable], probe: "torch.Tensor", rounds: int = 3) -> dict[str, float]:
-    """Median seconds per probe batch of each candidate, rounds interleaved so drift hits all alike."""
+def _time_interleaved(candidates: dict[str, Callable], batch: "torch.Tensor", rounds: int = 3,
+                      warm_up: bool = True) -> dict[str, float]:
+    """Median seconds per batch of each candidate, rounds interleaved so drift hits all alike.
+
+    One warm-up call each first (unless ``warm_up`` is False); rounds stop early once
+    ``TIMING_BUDGET_S`` is spent.
+    """
     import torch
 
-    if len(candidates) == 1:
-        return {name: 0.0 for name in candidates}
     samples: dict[str, list[float]] = {name: [] for name in candidates}
+    started = time.perf_counter()
     with torch.inference_mode():
-        for fn in candidates.values():
-            fn(probe.clone())  # warm-up: allocations, kernel selection, lazy initialisation
+        for fn in candidates.values() if warm_up else ():
+            fn(batch.clone())  # warm-up: allocations, kernel selection, lazy initialisation
         for _ in range(rounds):
             for name, fn in candidates.items():
-                batch = probe.clone()  # a model may write into its input; each call gets its own
+                x = batch.clone()  # a model may write into its input; each call gets its own
                 start = time.perf_counter()
-                fn(batch)
-                if probe.device.type == "cuda":
-                    torch.cuda.synchronize(probe.device)
+                fn(x)
+                if batch.device.type == "cuda":
+                    torch.cuda.synchronize(batch.device)
                 samples[name].append(time.perf_counter() - start)
+            if time.perf_counter() - started > TIMING_BUDGET_S:
+                break
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
@@ -203,110 +297,9 @@ def _compiled(module: Callable, probe: "torch.Tensor", reference: "torch.Tensor"
 
     try:
         compiled = torch.compile(module)
-        problem = _mismatch(compiled, probe, reference)  # the first call compiles
+        _, problem = deviation(compiled, probe, reference)  # the first call compiles
     except Exception as exc:  # inductor needs a C++ compiler on CPU; errors are long
         raise OptionError("runtime", f"compile failed: {one_line(exc)[:160]}; use `runtime` eager") from None
     if problem:
         raise OptionError("runtime", f"compile changed the results ({problem}); use `runtime` eager")
     return compiled
-
-
-# --------------------------------------------------------------------------- ONNX export
-
-
-def model_fingerprint(model: LoadedModel) -> str | None:
-    """A hash naming the model's weights: the file's sha256, else a hash of its tensors."""
-    import torch
-
-    digest = hashlib.sha256()
-    digest.update(f"{model.kind}|{model.source}|{model.weights}|{torch.__version__}|{ONNX_OPSET}".encode())
-    if model.sha256:
-        digest.update(model.sha256.encode())
-        return digest.hexdigest()
-    if not isinstance(model.module, torch.nn.Module):
-        return None
-    for name, tensor in model.module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def export_onnx_cached(model: LoadedModel, shape: tuple[int, ...], cache: Path | None = None) -> Path:
-    """The ONNX export of ``model`` for inputs of ``shape`` (batch axis dynamic), from the cache if there.
-
-    Raises
-    ------
-    ExplainError
-        If the model cannot be exported.
-    """
-    fingerprint = model_fingerprint(model)
-    if fingerprint is None:
-        raise ExplainError("the model is not an nn.Module, so it cannot be exported to ONNX")
-    folder = Path(cache) if cache is not None else cache_dir()
-    path = folder / f"{fingerprint[:32]}-{'x'.join(str(s) for s in shape[1:])}.onnx"
-    if path.is_file():
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    data = export_onnx_bytes(model.module, shape)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # atomic: a concurrent run sees the whole file or none
-    return path
-
-
-def export_onnx_bytes(module: Any, shape: tuple[int, ...], metadata: dict[str, str] | None = None) -> bytes:
-    """Serialise ``module`` to ONNX with a dynamic batch axis; ``metadata`` goes to metadata_props.
-
-    Uses the torch.export-based exporter for ``nn.Module`` and the TorchScript exporter for
-    TorchScript modules (which torch.export cannot trace). Exporter chatter is kept off stdout.
-    """
-    import torch
-
-    require_module("onnx", "exporting to ONNX needs the onnx package", "onnx")  # both exporters need it
-    example = torch.zeros((max(2, shape[0]),) + tuple(shape[1:]))
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-            warnings.simplefilter("ignore")  # deprecation notices from the exporters
-            if isinstance(module, torch.jit.ScriptModule):
-                torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"],
-                                  output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                                  opset_version=ONNX_OPSET)
-            else:
-                batch = torch.export.Dim("batch", min=1)
-                program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-                                            opset_version=ONNX_OPSET, verbose=False, optimize=True)
-                program.save(buffer, external_data=False)
-    except ExplainError:
-        raise
-    except Exception as exc:
-        raise ExplainError(f"ONNX export failed: {one_line(exc)[:200]}") from None
-    data = buffer.getvalue()
-    if metadata:
-        import onnx
-
-        proto = onnx.load_from_string(data)
-        for key, value in metadata.items():
-            entry = next((p for p in proto.metadata_props if p.key == key), None) or proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        data = proto.SerializeToString()
-    return data
-
-
-def _onnx_candidate(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", cache: Path | None):
-    """(runner, None) for a verified ONNX export, else (None, why not)."""
-    import importlib.util
-
-    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        return None, f"onnx/onnxruntime not installed: {install_hint('onnx')}"
-    from explain_cli.models.onnx import OnnxRunner, make_session
-
-    try:
-        path = export_onnx_cached(model, tuple(probe.shape), cache)
-        runner = OnnxRunner(make_session(path, model.device), model.device)
-        problem = _mismatch(runner, probe, reference)
-    except ExplainError as exc:
-        return None, str(exc)
-    except Exception as exc:  # onnxruntime rejecting the exported graph
-        return None, f"onnxruntime rejected the export: {one_line(exc)[:160]}"
-    return (None, problem) if problem else (runner, None)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from explain_cli.errors import ExplainError, OptionError, one_line
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
-from explain_cli.models.weights import head_width, read_state_dict
+from explain_cli.models.weights import download_weights, head_width, read_state_dict
 from explain_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 if TYPE_CHECKING:
@@ -42,7 +40,11 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
 
     if arch in DETECTORS:
         return load_detector(source, weights, device, seed)
-    available = architectures() + sorted(DETECTORS)
+    from explain_cli.models.segmenters import SEGMENTERS, load_segmenter  # segmentation task (issue 22)
+
+    if arch in SEGMENTERS:
+        return load_segmenter(source, weights, device, seed)
+    available = architectures() + sorted(DETECTORS) + sorted(SEGMENTERS)
     if arch not in available:
         from explain_cli.errors import suggest
 
@@ -69,7 +71,7 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         if default_weights is None:
             raise OptionError("weights", f"DEFAULT: torchvision has no pretrained weights for {arch}; pass `weights` FILE")
         module = torchvision.models.get_model(arch, weights=None)
-        module.load_state_dict(_download_weights(default_weights, arch))
+        module.load_state_dict(download_weights(default_weights, arch))
         weights = f"DEFAULT ({default_weights})"
     else:
         path = Path(weights)
@@ -132,21 +134,3 @@ def _preprocess_from_weights(weights: object) -> Preprocess | None:
         )
     except (AttributeError, TypeError, IndexError):
         return Preprocess("model", resize=256, crop=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
-def _download_weights(default_weights: object, arch: str) -> dict:
-    """Fetch torchvision's pretrained weights through torch.hub (cached); offline is a clear error."""
-    import torch
-
-    url = default_weights.url
-    try:
-        # torch.hub prints "Downloading: ..." on stdout even with progress=False; stdout belongs
-        # to scripts (paths, JSON lines), so that chatter goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            return torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True, weights_only=True)
-    except OSError as exc:  # URLError, socket errors and HTTP errors are all OSErrors
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
-        raise ExplainError(
-            f"cannot download pretrained weights for {arch} from {url} ({getattr(exc, 'reason', exc)}); "
-            f"when offline, fetch that file elsewhere and put it in {cache}, or pass `weights` FILE"
-        ) from None

@@ -6,7 +6,9 @@ plain containers, and safetensors is a JSON header followed by raw bytes.
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,3 +130,21 @@ def head_width(state: dict, head: str | None) -> int | None:
     """
     weight = state.get(f"{head}.weight") if head else None
     return int(weight.shape[0]) if weight is not None and weight.dim() >= 1 else None
+
+
+def download_weights(default_weights: object, arch: str) -> dict:
+    """Fetch torchvision's pretrained weights through torch.hub (cached); offline is a clear error."""
+    import torch
+
+    url = default_weights.url
+    try:
+        # torch.hub prints "Downloading: ..." on stdout even with progress=False; stdout belongs
+        # to scripts (paths, JSON lines), so that chatter goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            return torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True, weights_only=True)
+    except OSError as exc:  # URLError, socket errors and HTTP errors are all OSErrors
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise ExplainError(
+            f"cannot download pretrained weights for {arch} from {url} ({getattr(exc, 'reason', exc)}); "
+            f"when offline, fetch that file elsewhere and put it in {cache}, or pass `weights` FILE"
+        ) from None

@@ -3,7 +3,7 @@
 Each function here is declared as the ``parse`` hook of its option in
 :mod:`explain_cli.options.schema`; :func:`explain_cli.options.settings.settings` calls it on the
 merged value, so the typed groups hold ``(224, 160)``, not ``"224,160"``. Two hooks live with
-their domain and are declared the same way: ``scale`` (:func:`explain_cli.render.parse_scale`,
+their domain and are declared the same way: ``scale`` (:func:`explain_cli.render.scale.parse_scale`,
 whose ``Scale`` the renderer draws with) and the ``segments`` label-map file
 (:func:`explain_cli.inputs.maps.parse_segments`, which reads it).
 """

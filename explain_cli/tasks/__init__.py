@@ -12,12 +12,16 @@ from explain_cli.errors import OptionError
 from explain_cli.tasks.base import Target, TargetRequest, Task, reference_targets
 from explain_cli.tasks.classification import ClassificationTask, ClassTarget
 from explain_cli.tasks.detection import BoxTarget, DetectionTask
+from explain_cli.tasks.segmentation import RegionTarget, SegmentationTask
+from explain_cli.tasks.similarity import SimilarityTarget, SimilarityTask
 
-__all__ = ["TASKS", "BoxTarget", "ClassTarget", "ClassificationTask", "DetectionTask", "Target", "TargetRequest",
-           "Task", "get_task", "reference_targets"]
+__all__ = ["TASKS", "BoxTarget", "ClassTarget", "ClassificationTask", "DetectionTask", "RegionTarget",
+           "SegmentationTask", "SimilarityTarget", "SimilarityTask", "Target", "TargetRequest", "Task", "get_task",
+           "reference_targets"]
 
-#: Task name -> class. Segmentation and similarity (issue 22) join here.
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "detection": DetectionTask}
+#: Task name -> class.
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "detection": DetectionTask,
+                                "segmentation": SegmentationTask, "similarity": SimilarityTask}
 
 
 def get_task(name: str, **options: Any) -> Task:

@@ -28,8 +28,9 @@ PROXIES = ("image", "generic")
 
 @dataclass(frozen=True)
 class KernelShapParams:
-    samples: int = param(2048, "Model evaluations, f(x) and f(baseline) included; auto: until the scores converge "
-                         "(see auto_tolerance).", minimum=3, maximum=10_000_000, allow_auto=True)
+    samples: int = param("auto", "Model evaluations, f(x) and f(baseline) included; auto: until the top-5 segments "
+                         "hold and every standard error is under auto_tolerance of the scores' range (at most "
+                         "max_samples; typically 400-2,000).", minimum=3, maximum=10_000_000, allow_auto=True)
     exact: bool = param(False, "Enumerate all 2^M coalitions: exact Shapley values (needs samples ≥ 2^M).")
     allocation: str = param("leverage", "How sampled coalitions spread over sizes: equally (leverage scores) or by kernel mass.",
                             choices=ALLOCATIONS)
@@ -41,10 +42,6 @@ class KernelShapParams:
     auto_tolerance: float = auto.tolerance_param(0.03)
     max_samples: int = auto.max_samples_param()
 
-    def validate(self) -> None:
-        if self.exact and auto.is_auto(self.samples):
-            raise OptionError("samples", "auto does not combine with exact (exact needs all 2^M coalitions); "
-                              "drop one of them")
 
 
 def estimate(design: Design, y: np.ndarray, delta: np.ndarray, params: KernelShapParams,
@@ -74,9 +71,15 @@ def run(problem: "Problem", params: KernelShapParams, generator: "torch.Generato
     m = problem.n_segments
     if m < 2:
         raise OptionError("n_segments", "gives fewer than 2 segments; kernelshap needs at least 2")
-    if auto.is_auto(params.samples):
+    samples = params.samples
+    if auto.is_auto(samples) and not params.exact:
         return run_auto(problem, params, generator)
-    design = plan(m, params.samples - 2, allocation=params.allocation, exact=params.exact, generator=generator)
+    if auto.is_auto(samples):  # exact: all 2^M coalitions, within max_samples
+        if m > 62 or 2**m > params.max_samples:
+            raise OptionError("exact", f"needs 2^M = 2^{m} evaluations for M = {m} segments, more than max_samples "
+                              f"({params.max_samples:,}); use fewer n_segments, or raise max_samples")
+        samples = 2**m
+    design = plan(m, samples - 2, allocation=params.allocation, exact=params.exact, generator=generator)
     f_x, f_b = problem.begin("kernelshap", len(design.z) + 2)
     v = problem.segment_outputs(torch.from_numpy(design.z).float()).numpy()
     fit = estimate(design, v - f_b[None], f_x - f_b, params, generator, segments=problem.segments.cpu().numpy())
@@ -118,6 +121,7 @@ def run_auto(problem: "Problem", params: KernelShapParams, generator: "torch.Gen
         if result is not None and len(memo) + 2 + len(new) > cap:
             stop.cap()
             break
+        auto.show_round(problem.evaluator.progress, "kernelshap", len(memo) + 2 + len(new), len(memo) + 2)  # this round
         if new:
             z_new = np.stack([np.frombuffer(k, dtype=bool) for k in new])
             out = problem.segment_outputs(torch.from_numpy(z_new).float()).numpy()

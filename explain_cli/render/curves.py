@@ -1,4 +1,4 @@
-"""A PNG of deletion and insertion curves, drawn with Pillow (no matplotlib, no torch).
+"""A figure of deletion and insertion curves, drawn with Pillow (no matplotlib, no torch).
 
 Two panels side by side (deletion left, insertion right), target probability against the share
 of pixels moved, one colour per target, the random-order reference dashed in the same colour,
@@ -7,15 +7,16 @@ AUCs in the legend. Sized to sit beside the heatmap PNG (pass its height).
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from explain_cli.errors import ExplainError
-from explain_cli.render import _font
+from explain_cli.render.layout import load_font
 
 if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
     from explain_cli.metrics.curves import Curve
 
 # Okabe-Ito: distinguishable for colour-blind readers and in greyscale print.
@@ -41,9 +42,9 @@ def _dashed(draw, points: list[tuple[float, float]], fill, width: int, dash: flo
                 carry, on = 0.0, not on
 
 
-def render_curves_png(curves: Sequence["Curve"], title: str, *, labels: Sequence[str] | None = None,
-                      height: int = 260) -> bytes:
-    """Deletion and insertion curves as a PNG.
+def render_curves_image(curves: Sequence["Curve"], title: str, *, labels: Sequence[str] | None = None,
+                        height: int = 260, score: str = "probability") -> "PILImage.Image":
+    """Deletion and insertion curves as a PIL image (`explain_cli.render.layout.to_png` encodes it).
 
     Parameters
     ----------
@@ -56,27 +57,29 @@ def render_curves_png(curves: Sequence["Curve"], title: str, *, labels: Sequence
         Target names for the legend; default ``target 0``, ``target 1``, ...
     height : int
         Output height in pixels (e.g. the heatmap's), at least 160.
+    score : str
+        What the curves measure, in the panels' headings (detection: ``box score``).
 
-    Returns
-    -------
-    bytes
-        The PNG file's content.
+    Raises
+    ------
+    ExplainError
+        No deletion or insertion curve, ``height`` under 160, or fewer labels than targets.
     """
     from PIL import Image, ImageDraw
 
     kinds = [k for k in ("deletion", "insertion") if any(c.kind == k for c in curves)]
     if not kinds:
-        raise ExplainError("render_curves_png needs at least one deletion or insertion curve")
+        raise ExplainError("render_curves_image needs at least one deletion or insertion curve")
     if height < 160:
-        raise ExplainError(f"render_curves_png: height must be at least 160 pixels, got {height}")
+        raise ExplainError(f"render_curves_image: height must be at least 160 pixels, got {height}")
     n_targets = max(c.scores.shape[0] for c in curves)
     names = list(labels) if labels is not None else [f"target {k}" for k in range(n_targets)]
     if len(names) < n_targets:
-        raise ExplainError(f"render_curves_png: {n_targets} targets but {len(names)} labels")
+        raise ExplainError(f"render_curves_image: {n_targets} targets but {len(names)} labels")
 
     s = SUPERSAMPLE
     font_px = int(np.clip(height / 20, 10, 14))
-    font = _font(font_px * s)
+    font = load_font(font_px * s)
     line_h = (font_px + 4) * s
     panel_w = int(height * 1.15) * s
     width = panel_w * len(kinds)
@@ -92,7 +95,7 @@ def render_curves_png(curves: Sequence["Curve"], title: str, *, labels: Sequence
         x0 = p * panel_w + left
         x1 = (p + 1) * panel_w - right
         y0, y1 = top + line_h, bottom
-        draw.text((x0, top), f"{kind}: probability ({'lower' if kind == 'deletion' else 'higher'} is better)",
+        draw.text((x0, top), f"{kind}: {score} ({'lower' if kind == 'deletion' else 'higher'} is better)",
                   fill=(20, 20, 20), font=font)
         for v in (0.0, 0.25, 0.5, 0.75, 1.0):
             gx = x0 + v * (x1 - x0)
@@ -124,7 +127,4 @@ def render_curves_png(curves: Sequence["Curve"], title: str, *, labels: Sequence
             colour = PALETTE[k % len(PALETTE)]
             draw.line([(x0, ly + font_px * s // 2), (x0 + 16 * s, ly + font_px * s // 2)], fill=colour, width=3 * s)
             draw.text((x0 + 20 * s, ly), f"{names[k]}: {', '.join(legend[k])}", fill=(20, 20, 20), font=font)
-    image = canvas.resize((width // s, height), Image.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
+    return canvas.resize((width // s, height), Image.Resampling.LANCZOS)

@@ -1,0 +1,339 @@
+"""Heatmap figures drawn with numpy and Pillow (no torch, no matplotlib): the public entry points.
+
+A figure is a title, a grid of panels (the image and one map per target, or per method and
+target for ``explain compare``) and colour bars. The map is drawn opaquely over a dimmed
+greyscale copy of the image (``style="overlay"``) or beside the colour image
+(``style="side-by-side"``), so the map's colours never mix with the object's. One colour scale
+is shared by the whole figure unless the caller asks otherwise (``scale``), so equal colours mean
+equal scores. Segment boundaries are anti-aliased at the panel's resolution and the top segments
+are outlined and numbered as in the JSON.
+
+Every ``render_*_image`` function returns a ``PIL.Image.Image`` (a notebook shows it);
+`explain_cli.render.layout.to_png` encodes it. ``image.info[PANELS_KEY]`` lists the panels' boxes
+(left, top, right, bottom), in reading order, for cropping one out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from explain_cli.errors import OptionError
+from explain_cli.render.boundaries import blend, line_alpha, line_widths, segments_layer
+from explain_cli.render.colormaps import default_cmap, lookup_table
+from explain_cli.render.layout import Bar, Cell, compose, panel_font_px
+from explain_cli.render.panels import (
+    MAX_PANEL,
+    MIN_PANEL,
+    as_rgb,
+    draw_box,
+    draw_number_boxes,
+    map_panel,
+    panel_anchors,
+    panel_base,
+    panel_size,
+    resize_float,
+)
+from explain_cli.render.scale import DEFAULT_SCALE, Scale, color_range, group_range, parse_scale
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+STYLES: tuple[str, ...] = ("overlay", "side-by-side")
+DEFAULT_STYLE = "overlay"
+# Opaque enough that the map's colours read true; the rest shows the image's structure in grey.
+DEFAULT_OPACITY = 0.7
+MAX_COMPARE_PANEL = 512  # a montage has many panels; keep the whole figure screen-sized
+
+
+def _check_style(style: str) -> str:
+    """``style`` if it is one of `STYLES`, else an OptionError naming ``style``."""
+    if style not in STYLES:
+        raise OptionError("style", f"must be one of {', '.join(STYLES)}, not {style!r}")
+    return style
+
+
+def _check_opacity(opacity: float) -> float:
+    """``opacity`` as a float if it is a number in [0, 1], else an OptionError naming ``opacity``."""
+    if not (isinstance(opacity, (int, float)) and 0.0 <= float(opacity) <= 1.0):
+        raise OptionError("opacity", f"must be a number in [0, 1], not {opacity!r}")
+    return float(opacity)
+
+
+def _resolve_cmap(cmap: str | None, signed: bool) -> str:
+    """``cmap``, or the default for signed or non-negative scores; an OptionError naming ``cmap`` if unknown."""
+    name = default_cmap(signed) if cmap is None else cmap
+    lookup_table(name)  # raises OptionError("cmap", ...) for an unknown name
+    return name
+
+
+def render_image(
+    display: np.ndarray,
+    maps: np.ndarray,
+    captions: Sequence[str],
+    *,
+    signed: bool,
+    title: str,
+    labels_full: np.ndarray | None = None,
+    style: str = DEFAULT_STYLE,
+    opacity: float = DEFAULT_OPACITY,
+    cmap: str | None = None,
+    scale: str | Scale = DEFAULT_SCALE,
+    top_segments: Sequence[Sequence[int]] | None = None,
+    bar_label: str | None = None,
+    boxes: Sequence[Sequence[float] | None] | None = None,
+    min_size: int = MIN_PANEL,
+    max_size: int | None = MAX_PANEL,
+) -> "PILImage.Image":
+    """The heatmap figure as a PIL image: one map panel per target and the shared colour bar.
+
+    Parameters
+    ----------
+    display : (H, W, 3) uint8 ndarray
+        The original image (greyscale (H, W) and RGBA are accepted).
+    maps : (K, H, W) float ndarray
+        Scores at the original resolution; NaN where the model saw nothing (drawn as the dimmed
+        image, with no map colour). A single (H, W) map is taken as K = 1.
+    captions : sequence of str
+        One caption per target, drawn above its panel (wrapped to the panel's width).
+    signed : bool
+        Signed scores get a diverging map centred at 0 on a symmetric scale; non-negative ones
+        a sequential map on [min, max].
+    title : str
+        The figure's title; long titles wrap at ' · '.
+    labels_full : (H, W) float ndarray, optional
+        Segment ids at the original resolution (NaN outside the window): draws smooth boundaries.
+    style : {'overlay', 'side-by-side'}
+        ``overlay``: each map over a dimmed greyscale image. ``side-by-side``: the colour image
+        first, then each map drawn opaquely.
+    opacity : float in [0, 1]
+        The map's opacity in ``overlay`` (ignored by ``side-by-side``, whose maps are opaque).
+    cmap : str, optional
+        A name from `explain_cli.render.colormaps.NAMES`; default ``RdBu_r`` if signed, else ``inferno``.
+    scale : {'figure', 'panel', 'fixed:LO,HI'} or Scale
+        ``figure``: one scale and one bar for all panels; ``panel``: each its own scale and bar;
+        ``fixed:LO,HI``: given limits, values beyond them clipped (compare across images; for
+        signed maps a symmetric range keeps 0 on the neutral colour).
+    top_segments : sequence of sequences of int, optional
+        Per target, segment ids in rank order (as in the JSON): outlined and numbered 1..n.
+        Needs ``labels_full``.
+    bar_label : str, optional
+        Text under the colour bar's ticks (e.g. ``"Δ prob"``).
+    boxes : sequence of (x1, y1, x2, y2) or None, optional
+        Per target, a box in the image's pixels drawn over its panel (a detection); None: none.
+    min_size, max_size : int
+        Panel short side is enlarged to at least ``min_size``; long side reduced to ``max_size``
+        (None: never reduce).
+
+    Raises
+    ------
+    OptionError
+        For a bad ``style``, ``opacity``, ``cmap`` or ``scale`` (named as those options).
+    ValueError
+        For inconsistent arrays (programming errors, not user input).
+    """
+    style = _check_style(style)
+    opacity = _check_opacity(opacity)
+    cmap_name = _resolve_cmap(cmap, signed)
+    parsed = parse_scale(scale)
+    image = as_rgb(display)
+    values = np.asarray(maps, dtype=np.float64)
+    if values.ndim == 2:
+        values = values[None]
+    if values.ndim != 3 or values.shape[1:] != image.shape[:2]:
+        raise ValueError(f"maps must be (K, H, W) with (H, W) = {image.shape[:2]}; got shape {values.shape}")
+    k = values.shape[0]
+    if len(captions) != k:
+        raise ValueError(f"need one caption per map: {k} maps, {len(captions)} captions")
+    if labels_full is not None and labels_full.shape != image.shape[:2]:
+        raise ValueError(f"labels_full must be {image.shape[:2]}; got {labels_full.shape}")
+    ranks = [list(map(int, t)) for t in top_segments] if top_segments is not None else [[] for _ in range(k)]
+    if len(ranks) != k:
+        raise ValueError(f"top_segments needs one list per map: {k} maps, {len(ranks)} lists")
+    if any(ranks) and labels_full is None:
+        raise ValueError("top_segments needs labels_full to find the segments")
+
+    h, w, nearest = panel_size(*image.shape[:2], min_size=min_size, max_size=max_size)
+    base = panel_base(image, (h, w), nearest)
+    font_px = panel_font_px(h, w)
+    outline_all = sorted({s for r in ranks for s in r})
+    bounds = segments_layer(labels_full, (h, w), nearest, outline_all)
+    shared = group_range([values], signed, parsed)
+    map_opacity = opacity if style == "overlay" else 1.0
+    cells: list[Cell] = []
+    if style == "side-by-side":
+        from PIL import Image
+
+        cells.append(Cell(Image.fromarray(base.colour), ["image"]))
+    for i in range(k):
+        vrange = color_range(values[i], signed=signed) if parsed.mode == "panel" else shared
+        panel_values = resize_float(values[i], (h, w), nearest)
+        anchors = panel_anchors(labels_full, ranks[i], (h, w))
+        panel = map_panel(base, panel_values, vrange, cmap_name, map_opacity, bounds, ranks[i], anchors, font_px)
+        if boxes is not None and boxes[i] is not None:
+            draw_box(panel, boxes[i], image.shape[:2], font_px)
+        own_bar = Bar(vrange, cmap_name, bar_label) if parsed.mode == "panel" else None
+        cells.append(Cell(panel, [captions[i]], own_bar))
+    per_row = 4 if style == "overlay" else 5
+    grid = [cells[j:j + per_row] for j in range(0, len(cells), per_row)]
+    bars = [] if parsed.mode == "panel" else [Bar(shared, cmap_name, bar_label)]
+    first_map_col = 1 if style == "side-by-side" and len(grid) == 1 else 0
+    return compose(title, grid, bars, font_px, bar_span=(first_map_col, max(len(r) for r in grid) - 1))
+
+
+def render_segments_image(display: np.ndarray, labels_full: np.ndarray, title: str, *, numbered: bool = False,
+                          min_size: int = MIN_PANEL, max_size: int | None = MAX_PANEL) -> "PILImage.Image":
+    """The colour image with smooth superpixel boundaries (and optionally each segment's id).
+
+    Parameters
+    ----------
+    display : (H, W, 3) uint8 ndarray
+        The original image.
+    labels_full : (H, W) float ndarray
+        Segment ids at the original resolution, NaN outside the model's window (dimmed).
+    title : str
+        Drawn above the picture.
+    numbered : bool
+        Write each segment's id (as in the JSON) at its centroid.
+    """
+    from PIL import Image
+
+    image = as_rgb(display)
+    if labels_full.shape != image.shape[:2]:
+        raise ValueError(f"labels_full must be {image.shape[:2]}; got {labels_full.shape}")
+    h, w, nearest = panel_size(*image.shape[:2], min_size=min_size, max_size=max_size)
+    base = panel_base(image, (h, w), nearest)
+    font_px = panel_font_px(h, w)
+    inside = resize_float(np.where(np.isfinite(labels_full), 0.0, np.nan), (h, w), True)
+    rgb = np.where(np.isfinite(inside)[..., None], base.colour.astype(np.float64), base.outside)
+    bounds = segments_layer(labels_full, (h, w), nearest, ())
+    assert bounds is not None
+    thin, _ = line_widths(font_px)
+    coverage = line_alpha(bounds.all, thin + 0.5)
+    # A dark halo under a yellow line: visible on sky, skin and foliage alike.
+    rgb = blend(rgb, (0, 0, 0), 0.5 * line_alpha(bounds.all, thin + 2.5))
+    rgb = blend(rgb, (255, 225, 0), coverage)
+    panel = Image.fromarray(rgb.round().clip(0, 255).astype(np.uint8))
+    if numbered:
+        ids = [int(i) for i in np.unique(labels_full[np.isfinite(labels_full)])]
+        draw_number_boxes(panel, panel_anchors(labels_full, ids, (h, w)), [str(i) for i in ids],
+                          max(10, round(font_px * 0.75)))
+    return compose(title, [[Cell(panel, [])]], [], font_px)
+
+
+@dataclass
+class CompareRow:
+    """One method's results for `render_compare_image` (a row of the comparison table)."""
+
+    method: str  # panel title, e.g. "kernelshap"
+    maps: np.ndarray  # (K, H, W) float at the original resolution, NaN outside the window
+    signed: bool  # diverging map centred at 0, or sequential
+    evaluations: int | None = None  # model evaluations, shown in the panel title
+    metrics: Sequence[str] | None = None  # per target, one line under the title (e.g. "deletion AUC 0.12")
+    top_segments: Sequence[Sequence[int]] | None = None  # per target, segment ids in rank order
+    boundaries: bool = True  # draw segment boundaries (pixel-level maps such as RISE read better without)
+
+
+def render_compare_image(
+    display: np.ndarray,
+    rows: Sequence[CompareRow],
+    *,
+    target_captions: Sequence[str],
+    target_boxes: Sequence[Sequence[float] | None] | None = None,
+    title: str = "",
+    labels_full: np.ndarray | None = None,
+    style: str = DEFAULT_STYLE,
+    opacity: float = DEFAULT_OPACITY,
+    cmap: str | None = None,
+    scale: str | Scale = DEFAULT_SCALE,
+    bar_label: str | None = None,
+    min_size: int = MIN_PANEL,
+    max_size: int | None = MAX_COMPARE_PANEL,
+) -> "PILImage.Image":
+    """A montage for ``explain compare``: per target, the image then each method's map.
+
+    Laid out with one line of panels per target (the image, captioned with the target, then
+    one panel per method titled ``method · N evals`` and its metric string). Under ``figure``
+    scale the signed methods share one symmetric scale and bar and the non-negative methods
+    (RISE) another, because their units differ; ``panel`` gives every panel its own scale and
+    bar; ``fixed:LO,HI`` applies to every panel.
+
+    Parameters
+    ----------
+    display : (H, W, 3) uint8 ndarray
+        The original image.
+    rows : sequence of CompareRow
+        One per method, all with the same K targets and (H, W).
+    target_captions : sequence of str
+        K captions, e.g. ``"tabby (281): prob 0.61"``.
+    target_boxes : sequence of (x1, y1, x2, y2) or None, optional
+        Per target, a box in the image's pixels drawn over its image and map panels (detection).
+    title, labels_full, style, opacity, cmap, scale, bar_label, min_size, max_size
+        As in `render_image`; ``cmap`` (if given) applies to both groups.
+
+    Raises
+    ------
+    OptionError
+        For a bad ``style``, ``opacity``, ``cmap`` or ``scale``.
+    """
+    from PIL import Image
+
+    style = _check_style(style)
+    opacity = _check_opacity(opacity)
+    parsed = parse_scale(scale)
+    if not rows:
+        raise ValueError("render_compare_image needs at least one CompareRow")
+    image = as_rgb(display)
+    stacks = [np.asarray(r.maps, dtype=np.float64).reshape((-1, *image.shape[:2])) for r in rows]
+    k = stacks[0].shape[0]
+    if any(s.shape[0] != k for s in stacks) or len(target_captions) != k:
+        raise ValueError("every CompareRow needs the same number of maps as target_captions")
+    cmaps = {signed: _resolve_cmap(cmap, signed) for signed in (True, False)}
+    groups = {signed: [s for s, r in zip(stacks, rows) if r.signed == signed] for signed in (True, False)}
+    shared = {signed: group_range(groups[signed], signed, parsed) for signed in (True, False) if groups[signed]}
+
+    h, w, nearest = panel_size(*image.shape[:2], min_size=min_size, max_size=max_size)
+    base = panel_base(image, (h, w), nearest)
+    font_px = panel_font_px(h, w)
+    map_opacity = opacity if style == "overlay" else 1.0
+    layers = {}
+    for i, row in enumerate(rows):
+        ranks = [list(map(int, t)) for t in row.top_segments] if row.top_segments is not None else [[] for _ in range(k)]
+        outline = sorted({s for r in ranks for s in r})
+        layers[i] = (segments_layer(labels_full, (h, w), nearest, outline) if row.boundaries else None, ranks)
+    grid: list[list[Cell | None]] = []
+    for t in range(k):
+        box = target_boxes[t] if target_boxes is not None else None
+        picture = Image.fromarray(base.colour)
+        if box is not None:
+            draw_box(picture, box, image.shape[:2], font_px)
+        line: list[Cell | None] = [Cell(picture, [target_captions[t]])]
+        for i, row in enumerate(rows):
+            values = stacks[i][t]
+            vrange = color_range(values, signed=row.signed) if parsed.mode == "panel" else shared[row.signed]
+            bounds, ranks = layers[i]
+            anchors = panel_anchors(labels_full, ranks[t], (h, w)) if bounds is not None else []
+            panel = map_panel(base, resize_float(values, (h, w), nearest), vrange, cmaps[row.signed], map_opacity,
+                              bounds, ranks[t] if bounds is not None else [], anchors, font_px)
+            if box is not None:
+                draw_box(panel, box, image.shape[:2], font_px)
+            head = row.method + (f" · {row.evaluations} evals" if row.evaluations is not None else "")
+            caption = [head] + ([row.metrics[t]] if row.metrics is not None and row.metrics[t] else [])
+            own_bar = Bar(vrange, cmaps[row.signed], bar_label) if parsed.mode == "panel" else None
+            line.append(Cell(panel, caption, own_bar))
+        grid.append(line)
+    bars = []
+    if parsed.mode != "panel":
+        both = len(shared) == 2
+        for signed in (True, False):
+            if signed in shared:
+                names = ", ".join(r.method for r in rows if r.signed == signed)
+                label = f"{'signed' if signed else 'non-negative'}: {names}" if both else bar_label
+                if both and bar_label:
+                    label = f"{label} ({bar_label})"
+                bars.append(Bar(shared[signed], cmaps[signed], label))
+    return compose(title, grid, bars, font_px, bar_span=(1, len(rows)))
+
+

@@ -1,0 +1,118 @@
+"""`explain compare`: one montage PNG of every method's saved map, read back from written results.
+
+Per input, the image then each method's map for every target the methods share, with the
+metrics under each panel. The maps come from the ``.npy`` files written with ``--save-map``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from explain_cli.errors import ExplainError
+from explain_cli.render.captions import box_caption, compare_caption, metric_line
+from explain_cli.render.records import Record, read_explanations, target_metrics
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+
+def _load_map(record: Record) -> np.ndarray:
+    """The (K, H, W) maps saved beside ``record`` (NAME.METHOD.npy): the run's own (hash and shape checked)."""
+    from explain_cli.saved import load_saved_map
+
+    return load_saved_map(record.path, record.doc)
+
+
+def target_key(target: dict) -> object:
+    """What makes two runs' targets the same one: the class index, or for a box its class and coordinates."""
+    box = target.get("box")
+    return target.get("index") if box is None else (target.get("index"), tuple(round(float(v), 1) for v in box))
+
+
+def _signed(method: str) -> bool:
+    """Signed scores (diverging colours) or non-negative (RISE), as the engine declares."""
+    from explain_cli.engines import ENGINES
+
+    engine = ENGINES.get(method)
+    return True if engine is None else bool(engine.signed)
+
+
+def compare_image(records: list[Record]) -> "PILImage.Image":
+    """A PIL montage: one block per input (the image, then each method's map per shared target)."""
+    from PIL import Image
+
+    from explain_cli.inputs import load_input
+    from explain_cli.render.figures import CompareRow, render_compare_image
+
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for rec in sorted(records, key=lambda r: (r.input_path, r.method)):
+        if not rec.batch:  # a batch method's map is global, not this input's
+            groups.setdefault(rec.input_key, []).append(rec)
+    if not groups:
+        raise ExplainError("no per-input explanation to compare (batch methods such as permutation are global)")
+    blocks = []
+    for (_, input_path), recs in groups.items():
+        first = recs[0]
+        shared = [target_key(t) for t in first.doc["targets"]
+                  if all(target_key(t) in [target_key(u) for u in r.doc["targets"]] for r in recs)]
+        if not shared:
+            raise ExplainError(f"{input_path}: the methods explained no class or box in common; "
+                               "use one --target or --top-k (detection: one --min-score, or the same --box)")
+        try:
+            display = load_input(input_path, channels=None).display
+        except ExplainError as exc:
+            raise ExplainError(f"cannot redraw {input_path} (recorded in {first.path}): {exc}") from None
+        rows = []
+        for rec in recs:
+            keys = [target_key(t) for t in rec.doc["targets"]]
+            pick = [keys.index(i) for i in shared]
+            evaluation = rec.doc.get("evaluation")
+            rows.append(CompareRow(method=rec.method, maps=_load_map(rec)[pick], signed=_signed(rec.method),
+                                   evaluations=rec.doc.get("evaluations"),
+                                   metrics=[metric_line(target_metrics(evaluation, k)) for k in pick],
+                                   boundaries=False))
+        by_key = {target_key(t): (row, t) for row, t in enumerate(first.doc["targets"])}
+        chosen = [by_key[i] for i in shared]
+        if first.doc.get("output_space") == "detection":
+            captions = [box_caption(row, t) for row, t in chosen]
+            boxes = [t.get("box_original") or t.get("box") for _, t in chosen]
+        else:
+            captions = [compare_caption(t.get("label"), t["index"], first.doc.get("output_space"), t["score"])
+                        for _, t in chosen]
+            boxes = None
+        blocks.append(render_compare_image(display, rows, target_captions=captions, target_boxes=boxes,
+                                           title=Path(input_path).name))
+    width = max(b.width for b in blocks)
+    canvas = Image.new("RGB", (width, sum(b.height for b in blocks)), "white")
+    y = 0
+    for block in blocks:
+        canvas.paste(block, (0, y))
+        y += block.height
+    return canvas
+
+
+def write_compare(sources: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Write the comparison montage: ``out``, else compare.png in the one folder given (or the first JSON's).
+
+    Raises
+    ------
+    ExplainError
+        No explanation found, a map not saved (rerun with --save-map), an input that cannot be read.
+    """
+    from explain_cli.fileio import atomic_write_bytes
+    from explain_cli.render.layout import to_png
+
+    records = read_explanations(sources)
+    if not records:
+        raise ExplainError(f"no explanation JSON in {', '.join(map(str, sources))}")
+    if out is None:
+        first = Path(sources[0])
+        out = (first if first.is_dir() else first.parent) / "compare.png"
+    png = to_png(compare_image(records))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, png)
+    return path
