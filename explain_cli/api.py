@@ -63,9 +63,6 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
         from explain_cli.models.detectors import as_detector
 
         params = [p for p in model.parameters()] + [b for b in model.buffers()]
-        if any(p.is_meta for p in params):
-            raise ExplainError("the model's weights are on the meta device (shapes without values); load real "
-                               "weights first, e.g. model.to_empty(device='cpu') and load_state_dict(...)")
         here = params[0].device if params else torch.device("cpu")
         dev = here if device in (None, "auto") else resolve_device(device)
         if dev != here:

@@ -80,6 +80,9 @@ class Evaluator:
     ) -> None:
         if batch_size < 1:
             raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
+        if device.type == "meta":  # a module built on the meta device: shapes without values
+            raise ExplainError("the model's weights are on the meta device (shapes without values); load real "
+                               "weights first, e.g. model.to_empty(device='cpu') and load_state_dict(...)")
         if output not in OUTPUT_SPACES:
             raise OptionError("output", f"must be logits or probs, got {output!r}")
         if precision not in PRECISIONS:
