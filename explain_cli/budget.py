@@ -96,15 +96,15 @@ def engine_arrays(run: Run) -> tuple[int, str]:
     Kernel SHAP: coalitions n×M, the candidates of its balanced picks (n/2 × 32 × M, keys,
     order and flags), the per-size co-occurrence loads (sizes × M² float64, twice) and the
     regression over n/2 pairs (the kernel's square matrices over at most 1024 of them, the
-    features, the influences). LIME: n × M samples in
-    int64, float32 and float64, plus the surrogate's centred copies. RISE: the N small grids
-    (s² floats and the draws behind them). Partition: memoised coalitions and contexts. Ablation:
-    the M × M design. Permutation: repeats × M × N × K attributions and the M × M design.
+    features, the influences). LIME: n × M samples in int64, float32 and float64, plus the
+    surrogate's centred copies. RISE: the N small grids (s² floats and the draws behind them).
+    Partition: memoised coalitions and contexts. Ablation: the M × M design. Permutation:
+    repeats × M × N × K attributions and the M × M design.
     """
     p, m, k = run.params, run.segments, run.targets
     if run.method == "kernelshap":
-        if getattr(p, "exact", False):
-            rows = 2**m
+        if getattr(p, "exact", False):  # every coalition; the engine refuses samples below 2^M itself
+            rows = min(2**m, _samples(p))
             return rows * (m + 8 * (k + 2)), "n_segments"
         n = _samples(p)
         pairs = n // 2 if n // 2 >= m - 1 else n  # unpaired draws below M−1 pairs
@@ -136,7 +136,7 @@ def evaluations(run: Run) -> int:
     """The engine's model evaluations (f(x) and f(baseline) included), as its progress bar counts them."""
     p, m = run.params, run.segments
     if run.method == "kernelshap" and getattr(p, "exact", False):
-        return 2**m
+        return min(2**m, _samples(p))
     if run.method == "ablation":
         return m + 2
     if run.method == "permutation":
@@ -173,9 +173,10 @@ def check_memory(run: Run, *, limit: int | None = None, no_limit: bool = False) 
     limit = int(MEMORY_FRACTION * machine_memory()) if limit is None else limit
     arrays, option = engine_arrays(run)
     if arrays > limit:
+        lower = f"`{option}`" + (" or `n_segments`" if option != "n_segments" else "")
         raise OptionError(option, f"makes {run.method}'s arrays need about {_gb(arrays)} for {run.segments:,} "
-                          f"segments, over the {_gb(limit)} bound (half this machine's memory); lower `{option}` "
-                          "or `n_segments`, or pass `no_limit` to try anyway")
+                          f"segments, over the {_gb(limit)} bound (half this machine's memory); lower {lower}, "
+                          "or pass `no_limit` to try anyway")
 
 
 def check_time(run: Run, cfg: "Settings", seconds_per_eval: float, probe: Callable[[int], float]) -> None:

@@ -41,7 +41,8 @@ MEMORY_CASES = {
     "batch 65536 at 64²": (_run("ablation", batch=65536), "batch_size"),
     "kernelshap over a 4096-cell grid": (_run("kernelshap", m=4096, samples=2048), "samples"),
     "kernelshap auto over 4096 cells": (_run("kernelshap", m=4096, samples="auto"), "max_samples"),
-    "kernelshap exact over 40 segments": (_run("kernelshap", m=40, samples=10_000_000, exact=True), "n_segments"),
+    "kernelshap exact over 23 segments": (_run("kernelshap", m=23, samples=10_000_000, exact=True, k=1000),
+                                          "n_segments"),
 }
 
 

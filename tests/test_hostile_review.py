@@ -192,17 +192,22 @@ MAP_CASES = {
     "npy forged (3, 100000, 100000)": ("three.npy", lambda p: p.write_bytes(npy_bytes(
         "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 100000, 100000), }")), "must be 2-D"),
     "npy truncated": ("short.npy", lambda p: p.write_bytes(npy_bytes(
-        "{'descr': '<i8', 'fortran_order': False, 'shape': (16, 16), }", b"\0" * 16)), "truncated"),
-    "npy pickle": ("objects.npy", lambda p: np.save(p, np.array([{"a": 1}, None], dtype=object), allow_pickle=True),
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (24, 32), }", b"\0" * 16)), "truncated"),
+    "npy pickle": ("objects.npy", lambda p: np.save(p, np.empty((24, 32), dtype=object), allow_pickle=True),
                    "numeric array"),
     "fifo": ("pipe.png", lambda p: os.mkfifo(p), "FIFO"),
 }
+
+
+MASK_SIZE_FIRST = {"png 12000x12000 bomb", "npy forged (100000, 100000)"}
 
 
 @pytest.mark.parametrize("option", ["segments", "mask"])
 @pytest.mark.parametrize("name", list(MAP_CASES))
 def test_maps_meet_the_inputs_limits_from_their_headers(name, option, cli, linear_script, small_image, tmp_path):
     file_name, make, fragment = MAP_CASES[name]
+    if option == "mask" and name in MASK_SIZE_FIRST:  # a mask must be the input's size: known from the header
+        fragment = "but the input small.png is [24, 32]"
     path = tmp_path / file_name
     make(path)
     out = tmp_path / "out"
@@ -572,3 +577,15 @@ def test_onnxruntime_failure_is_the_tools_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("explain: error: the model failed"), done.stderr
     assert "\x1b[" not in done.stderr and "[E:onnxruntime" not in done.stderr
+
+
+@pytest.mark.parametrize("name", ["png 12000x12000 bomb", "npy forged (100000, 100000)", "png 30000x30000 header"])
+def test_map_bombs_are_refused_in_bounded_memory(name, tmp_path):
+    from explain_cli.inputs.maps import load_label_map
+    from tests.test_hostile_inputs import _measure
+
+    file_name, make, _ = MAP_CASES[name]
+    path = tmp_path / file_name
+    make(path)
+    seconds, peak, rss = _measure(lambda: pytest.raises(ExplainError, load_label_map, str(path)))
+    assert seconds < 2.0 and peak < 20 * 2**20 and rss < 100 * 2**20, (seconds, peak, rss)

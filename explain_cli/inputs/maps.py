@@ -72,6 +72,43 @@ def read_map(path: str | Path, option: str, what: str, *, max_pixels: int = MAX_
         raise OptionError(option, f"{what} {p} is not a .npy file or an image Pillow can read: {one_line(exc)}") from None
 
 
+def map_shape(path: str | Path, option: str, what: str) -> tuple[int, int]:
+    """(H, W) of a map file from its header alone (a ``.npy``'s shape, an image's size): nothing decoded.
+
+    Raises
+    ------
+    OptionError
+        As :func:`read_map` for a file that is missing, odd, or not a ``.npy`` or an image.
+    """
+    p = Path(path)
+    try:
+        require_file(p, what, "pass a PNG or .npy file")
+        if p.suffix.lower() == ".npy":
+            from explain_cli.inputs.tensors import read_npy_header
+
+            shape = read_npy_header(p, what=what)[0]
+            plane = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape[:2] if len(shape) == 3 and shape[2] == 1 \
+                else shape
+            if len(plane) != 2:
+                raise OptionError(option, f"{what} {p} must be 2-D (H, W), got shape {list(shape)}")
+            return int(plane[0]), int(plane[1])
+    except OptionError:
+        raise
+    except ExplainError as exc:
+        raise OptionError(option, str(exc)) from None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(p) as img:
+                return img.size[1], img.size[0]
+    except Image.DecompressionBombError as exc:
+        raise OptionError(option, f"{what} {p} is refused before decoding: {one_line(exc)}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise OptionError(option, f"{what} {p} is not a .npy file or an image Pillow can read: {one_line(exc)}") from None
+
+
 def _check_pixels(p: Path, option: str, what: str, height: int, width: int, max_pixels: int) -> None:
     if height * width > max_pixels:
         raise OptionError(option, f"{what} {p} declares {width}×{height} = {height * width / 1e6:.1f} megapixels, over "
@@ -90,10 +127,8 @@ def _read_npy_map(p: Path, option: str, what: str, max_pixels: int) -> np.ndarra
         raise OptionError(option, str(exc)) from None
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise OptionError(option, f"{what} {p} must hold a numeric array, not dtype {dtype}")
-    plane = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape[:2] if len(shape) == 3 and shape[2] == 1 else shape
-    if len(plane) != 2:
-        raise OptionError(option, f"{what} {p} must be 2-D (H, W), got shape {list(shape)}")
-    _check_pixels(p, option, what, plane[0], plane[1], max_pixels)
+    height, width = map_shape(p, option, what)
+    _check_pixels(p, option, what, height, width, max_pixels)
     needed = math.prod(shape) * dtype.itemsize
     if needed > os.path.getsize(p) - offset:
         raise OptionError(option, f"{what} {p} declares shape {list(shape)} of {dtype} but holds less data; the file "

@@ -111,8 +111,12 @@ def check_mask_fits(path: str, inputs: Sequence[tuple[str, tuple[int, ...]]]) ->
     OptionError
         The mask's size and the first input it does not fit.
     """
-    shape = load_mask(path).shape
+    from explain_cli.inputs.maps import map_shape
+
+    shape = map_shape(path, "mask", "file")  # from the header: a mask the wrong size is never decoded
     for name, size in inputs:
         if tuple(shape) != tuple(size):
             raise OptionError("mask", f"is {list(shape)} but the input {name} is {list(size)}; "
                               "give the object's mask at the input's resolution")
+    # its values: decoded within the input's own size
+    load_mask(path, max_pixels=max((int(size[0]) * int(size[1]) for _, size in inputs), default=None))
