@@ -6,7 +6,7 @@ semantic class map. The network (about 0.19 M parameters) answers at HALF resolu
 the output has to resample. Training is deterministic (fixed seeds, two threads, deterministic
 kernels) and offline.
 
-    python sample_models/train_segmenter.py             # ~1-2 min of drawing + ~4-5 min of training on 2 idle CPU cores
+    python sample_models/train_segmenter.py             # ~1-2 min of drawing + a few minutes of training on 2 idle CPU cores
     python sample_models/train_segmenter.py --no-train  # only rewrite seg_eval/
 
 Writes
@@ -26,9 +26,9 @@ Measured (torch 2.14, 2 threads): mean IoU over the four shape classes 0.858 on 
 scenes at 128x128 (circle 0.939, square 0.841, triangle 0.784, cross 0.868; background 0.993);
 0.904 when compared at the output's 64x64, so most of the loss is the coarse output (triangle tips).
 Training: 10 epochs of 125 steps; the shipped run shared its two cores with other jobs (load
-average about 15) and took 26 min plus 110 s to draw the 4000 scenes; on idle cores an epoch of
-this size takes well under 30 s (compare train_detector.py). Small false positives on distractor
-blobs remain. seg_eval/: 3 of 19 candidate scenes skipped.
+average about 15) and took 26 min plus 110 s to draw the 4000 scenes; idle cores were not
+available to time it (per step it costs less than train_detector.py, whose epochs took 35 s when
+the machine was idle). Small false positives on distractor blobs remain. seg_eval/: 3 of 19 candidate scenes skipped.
 """
 
 from __future__ import annotations

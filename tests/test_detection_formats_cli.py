@@ -93,7 +93,7 @@ def test_a_yolo_style_raw_onnx_model_with_decoder_yolo(cli, tmp_path):
     pytest.importorskip("onnxruntime")
     from PIL import Image
 
-    from explain_cli.models.runtime import export_onnx_bytes
+    from explain_cli.models.export import export_onnx_bytes
 
     path = tmp_path / "yolo.onnx"
     path.write_bytes(export_onnx_bytes(TinyYolo().eval(), (2, 3, 32, 32)))
@@ -110,6 +110,7 @@ def test_a_yolo_style_raw_onnx_model_with_decoder_yolo(cli, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:only 4 superpixels:explain_cli.errors.ExplainWarning")  # a 64-px random image; the map is not the point
 def test_a_live_torchvision_detector_through_explain_is_wrapped_and_given_back_as_it_was():
     import torchvision
 

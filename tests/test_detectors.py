@@ -128,7 +128,7 @@ class TinyYolo(torch.nn.Module):
 def test_a_yolo_style_raw_onnx_model_runs_through_the_yolo_decoder(tmp_path):
     pytest.importorskip("onnxruntime")
     from explain_cli.models.onnx import load_onnx
-    from explain_cli.models.runtime import export_onnx_bytes
+    from explain_cli.models.export import export_onnx_bytes
 
     eager = TinyYolo().eval()
     path = tmp_path / "yolo.onnx"
