@@ -25,6 +25,11 @@ from tests.conftest import make_linear
 # The library warns (ExplainWarning) about coarse maps and small budgets; these tests judge refusals.
 pytestmark = pytest.mark.filterwarnings("ignore::explain_cli.errors.ExplainWarning")
 
+
+def _rand(*shape: int) -> torch.Tensor:
+    """Seeded random pixels: these tests leave the global generator as they found it."""
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+
 GIB = 2**30
 
 
@@ -89,7 +94,7 @@ def _peak(call) -> int:
 @pytest.mark.parametrize("method, m, samples", [("kernelshap", 60, 2048), ("kernelshap", 30, 400), ("lime", 60, 3000)])
 def test_estimate_bounds_the_real_peak_within_a_small_factor(method, m, samples):
     """numpy's arrays are what the estimate counts, and tracemalloc sees them: estimate ≥ peak, ≤ 30× peak."""
-    image = torch.rand(3, 24, 24)
+    image = _rand(3, 24, 24)
     segments = torch.arange(m).repeat_interleave(-(-576 // m))[:576].reshape(24, 24)
     model = make_linear(k=2, h=24, w=24)
     def run() -> None:
@@ -192,6 +197,6 @@ def test_label_map_with_160000_segments_is_refused_when_read(tmp_path):
 
 
 def test_no_limit_runs_in_python():
-    (e,) = explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments="grid", n_segments=4,
+    (e,) = explain_cli.explain(make_linear(), _rand(3, 16, 16), method="ablation", segments="grid", n_segments=4,
                                no_limit=True)
     assert e.params == {} and e.evaluations == 6

@@ -33,6 +33,11 @@ from tests.test_hostile_inputs import npy_bytes, png_bytes
 pytestmark = pytest.mark.filterwarnings("ignore::explain_cli.errors.ExplainWarning")
 
 
+def _rand(*shape: int) -> torch.Tensor:
+    """Seeded random pixels: these tests leave the global generator as they found it."""
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+
+
 def _assert_refused(result, out: Path, fragment: str) -> None:
     message = result.stderr.strip()
     assert result.exit_code == 2, (result.exit_code, message)
@@ -244,13 +249,13 @@ def test_jpeg_label_map_is_refused_not_multiplied(cli, linear_script, small_imag
 def test_float_label_ids_beyond_exact_integers_are_refused(dtype, ids):
     labels = np.array([[ids[0]] * 8 + [ids[1]] * 8] * 16, dtype=dtype)
     with pytest.raises(ExplainError, match="ids beyond .* save integer ids"):
-        explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments=labels)
+        explain_cli.explain(make_linear(), _rand(3, 16, 16), method="ablation", segments=labels)
 
 
 def test_exact_float_and_uint64_label_ids_still_work():
     halves = np.array([[0] * 8 + [1] * 8] * 16)
     for labels in (halves.astype(np.float32) * 1000.0, halves.astype(np.uint64) * (2**64 - 2)):
-        (e,) = explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments=labels)
+        (e,) = explain_cli.explain(make_linear(), _rand(3, 16, 16), method="ablation", segments=labels)
         assert e.segmentation.n_segments == 2
 
 
@@ -279,9 +284,9 @@ API_CASES = {
     "meta tensor": (make_linear, lambda: torch.empty(3, 16, 16, device="meta"), "meta tensor"),
     "3x3 array": (make_linear, lambda: np.zeros((3, 3, 3), dtype=np.uint8), "at least 4"),
     "2x2 PIL image": (make_linear, lambda: Image.new("RGB", (2, 2)), "at least 4"),
-    "output width follows the batch": (_WidthFollowsBatch, lambda: torch.rand(3, 16, 16), "must not depend on the batch"),
-    "square (B, B) output": (_Square, lambda: torch.rand(3, 16, 16), "must not depend on the batch"),
-    "module on the meta device": (_meta_module, lambda: torch.rand(3, 16, 16), "meta device"),
+    "output width follows the batch": (_WidthFollowsBatch, lambda: _rand(3, 16, 16), "must not depend on the batch"),
+    "square (B, B) output": (_Square, lambda: _rand(3, 16, 16), "must not depend on the batch"),
+    "module on the meta device": (_meta_module, lambda: _rand(3, 16, 16), "meta device"),
     "array over max_pixels": (make_linear, lambda: np.zeros((100, 100), dtype=np.uint8), "over the limit"),
 }
 
@@ -472,7 +477,7 @@ def test_schema_check_agrees_with_jsonschema(saved_run):
 
 @pytest.fixture(scope="module")
 def small_explanation():
-    (e,) = explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments="grid",
+    (e,) = explain_cli.explain(make_linear(), _rand(3, 16, 16), method="ablation", segments="grid",
                                n_segments=4, save_map=True, evaluate=True, eval_step=0.25)
     return e
 
@@ -496,7 +501,7 @@ def test_failed_write_leaves_no_partial_set(fail_at, small_explanation, tmp_path
         real(fd)
 
     monkeypatch.setattr(fileio.os, "fsync", full_disk)
-    (changed,) = explain_cli.explain(make_linear(), torch.rand(3, 16, 16), method="ablation", segments="grid",
+    (changed,) = explain_cli.explain(make_linear(), _rand(3, 16, 16), method="ablation", segments="grid",
                                      n_segments=4, save_map=True, evaluate=True, eval_step=0.25, seed=1)
     with pytest.raises(ExplainError, match="no space left on device"):
         changed.save(out, "x")
@@ -547,7 +552,7 @@ def test_blur_costs_about_a_forward_pass_at_1024():
     from explain_cli.options.parse import parse_baseline
     from explain_cli.preprocess import Preprocess
 
-    x = torch.rand(3, 1024, 1024)
+    x = _rand(3, 1024, 1024)
     start = time.process_time()
     make_baseline(parse_baseline("blur"), x, Preprocess("none"))
     assert time.process_time() - start < 3.0  # torchvision's direct 2-D convolution: about 70 s
