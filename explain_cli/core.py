@@ -80,6 +80,9 @@ class Evaluator:
     ) -> None:
         if batch_size < 1:
             raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
+        if device.type == "meta":  # a module built on the meta device: shapes without values
+            raise ExplainError("the model's weights are on the meta device (shapes without values); load real "
+                               "weights first, e.g. model.to_empty(device='cpu') and load_state_dict(...)")
         if output not in OUTPUT_SPACES:
             raise OptionError("output", f"must be logits or probs, got {output!r}")
         if precision not in PRECISIONS:
@@ -103,6 +106,8 @@ class Evaluator:
         self.backoffs = 0  # times the batch was halved after running out of GPU memory
         self.forward_s = 0.0
         self.targets: "torch.Tensor | None" = None
+        self.n_outputs: int | None = None  # scores per example (no head), fixed by the first batch
+        self._raw_shape: tuple[int, ...] | None = None  # the model's output shape per example, likewise
 
     def autocast(self):
         """The autocast context of the chosen precision (none for fp32)."""
@@ -159,6 +164,7 @@ class Evaluator:
         start = time.perf_counter()
         with torch.inference_mode(), self.autocast():
             raw = guarded("model", self.model, inputs)
+            self._check_shape(raw, len(inputs))
             out = guarded("target callable", self.head, raw) if self.head is not None else raw
         out = self._scores(out, len(inputs))
         if self.head is None and self.output == "probs":
@@ -169,6 +175,20 @@ class Evaluator:
         self.evaluations += inputs.shape[0]
         self.progress.advance(inputs.shape[0])
         return out
+
+    def _check_shape(self, raw: object, batch: int) -> None:
+        """A tensor output's shape past the batch axis is the same for every batch (a (B, B) output is not)."""
+        import torch
+
+        if not isinstance(raw, torch.Tensor) or raw.dim() < 2 or raw.shape[0] != batch:
+            return  # other outputs (detections, tuples) and wrong batch sizes are judged by _scores or the task
+        shape = tuple(raw.shape[1:])
+        if self._raw_shape is None:
+            self._raw_shape = shape
+        elif shape != self._raw_shape:
+            raise ExplainError(f"the model returned shape {[batch, *shape]} for a batch of {batch}, but "
+                               f"{list(self._raw_shape)} per example before; its outputs must not depend on the batch "
+                               "(one row of class scores per example)")
 
     def _scores(self, out: object, batch: int) -> "torch.Tensor":
         """(B, n) float64 scores from what the model (or target callable) returned, or a clear error."""
@@ -186,6 +206,9 @@ class Evaluator:
             raise ExplainError(f"the model returned outputs of shape {list(out.shape)}, not (batch, classes); "
                                "explain a classifier's scores, or in Python pass target=callable reducing them to one score per row")
         out = out.detach().double().reshape(batch, -1)
+        if self.n_outputs is None and self.head is None:
+            self.n_outputs = out.shape[1]
+            self._check_targets()
         if not bool(torch.isfinite(out).all()):
             raise ExplainError(f"the model returned NaN or infinite scores on {int((~torch.isfinite(out)).any(1).sum())} "
                                f"of {batch} inputs; check the input's scale and preprocessing")
@@ -195,7 +218,18 @@ class Evaluator:
         """From now on, :meth:`__call__` returns only these output columns."""
         import torch
 
+        if any(t < 0 for t in targets):
+            raise OptionError("target", f"{min(targets)} is out of range: class indices start at 0")
         self.targets = torch.as_tensor(targets, dtype=torch.long, device=self.device)
+        self._check_targets()
+
+    def _check_targets(self) -> None:
+        """Every selected target within the model's outputs (once known): never an index error later."""
+        if self.targets is not None and self.n_outputs is not None and len(self.targets):
+            top = int(self.targets.max())
+            if top >= self.n_outputs:
+                raise OptionError("target", f"{top} is out of range: the model has {self.n_outputs} outputs "
+                                  f"(0..{self.n_outputs - 1})")
 
     def __call__(self, inputs: "torch.Tensor") -> "torch.Tensor":
         """Target outputs (B, K), float64 on the device."""

@@ -58,28 +58,62 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         The write failed for a reason the user can fix: ``cannot write PATH: no space left on
         device; ...`` (also read-only file systems, quotas, permissions). The temp file is removed.
     """
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    try:
-        # O_EXCL: never follow or reuse something already there. Mode 0o666 lets the umask decide
-        # the permissions, as a plain open() would (mkstemp would make the output private).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except OSError as exc:
-        raise ExplainError(f"cannot write {path}: {write_error_reason(exc)}") from None
+    atomic_write_files([(Path(path), data)])
+
+
+#: Bytes of NAME kept in a temp file's name: the temp stays within a file system's 255-byte
+#: limit whenever NAME does (the rest of the temp's name is at most 40 bytes).
+_TEMP_NAME_BYTES = 200
+
+
+def _stage(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new temp file beside ``path``, synced; returns the temp's path."""
+    name = path.name.encode()[:_TEMP_NAME_BYTES].decode(errors="ignore")
+    tmp = path.parent / f".{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    # O_EXCL: never follow or reuse something already there. Mode 0o666 lets the umask decide
+    # the permissions, as a plain open() would (mkstemp would make the output private).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with open(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             # A full disk often shows only here (delayed allocation), not at write().
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise ExplainError(f"cannot write {path}: {write_error_reason(exc)}") from None
-    except BaseException:  # KeyboardInterrupt (and SIGTERM, see install_termination_handlers)
+    except BaseException:
         _unlink_quietly(tmp)
         raise
-    _fsync_folder(path.parent)
+    return tmp
+
+
+def atomic_write_files(files: list[tuple[Path, bytes]]) -> None:
+    """Write several files as one set: every one to a temp file first, then all renamed, in order.
+
+    A failure while writing (a full disk, a name too long, a kill) removes every temp file and
+    replaces nothing, so a set of outputs is never half new; only the renames, which do not
+    write data, come after. Put the file whose presence marks a complete set last.
+
+    Raises
+    ------
+    ExplainError
+        ``cannot write PATH: no space left on device; ...`` (see :func:`atomic_write_bytes`).
+    """
+    staged: list[tuple[Path, Path]] = []
+    current = None
+    try:
+        for current, data in files:
+            staged.append((_stage(current, data), current))
+        for tmp, current in staged:
+            os.replace(tmp, current)
+    except OSError as exc:
+        for tmp, _ in staged:
+            _unlink_quietly(tmp)
+        raise ExplainError(f"cannot write {current}: {write_error_reason(exc)}") from None
+    except BaseException:  # KeyboardInterrupt (and SIGTERM, see install_termination_handlers)
+        for tmp, _ in staged:
+            _unlink_quietly(tmp)
+        raise
+    for folder in dict.fromkeys(path.parent for path, _ in files):
+        _fsync_folder(folder)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -253,6 +287,14 @@ def check_output_dir(path: Path, names: list[str]) -> None:
             raise ExplainError(f"cannot write to output folder {path}: {probe} is not a folder; choose another --out")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ExplainError(f"cannot write to output folder {path}: permission denied on {probe}; choose another --out")
+    try:
+        longest = os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        longest = 255
+    for name in names:
+        if len(name.encode()) > longest:
+            raise ExplainError(f"output name {name[:40]}… is {len(name.encode())} bytes, over this file system's "
+                               f"{longest}; rename the input to something shorter")
 
 
 def sha256_file(path: Path) -> str:

@@ -6,6 +6,7 @@ Keys are only ever added within a major version; renaming or removing one bumps 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import platform
@@ -233,12 +234,16 @@ class Explanation:
         What :meth:`save` writes, built without touching the disk (``explain batch --backend ray``
         builds them on a worker and writes them on the driver).
         """
-        files = {"png": self._png(),
-                 "json": json.dumps(self.to_json(), indent=2, allow_nan=False).encode() + b"\n"}
+        doc = self.to_json()
+        files = {"png": self._png()}
         if self.render_options.save_map:
             buffer = io.BytesIO()
-            np.save(buffer, self.pixel_maps().astype(np.float32), allow_pickle=False)
+            maps = self.pixel_maps().astype(np.float32)
+            np.save(buffer, maps, allow_pickle=False)
             files["npy"] = buffer.getvalue()
+            # the JSON names its own map: `explain evaluate` and `compare` refuse a stale or foreign .npy
+            doc["map"] = {"sha256": hashlib.sha256(files["npy"]).hexdigest(), "shape": list(maps.shape)}
+        files["json"] = json.dumps(doc, indent=2, allow_nan=False).encode() + b"\n"
         if self.curves:
             from explain_cli.render.captions import box_name, curve_labels, curves_title
             from explain_cli.render.curves import render_curves_image
@@ -338,21 +343,30 @@ def _number(value: float) -> float | None:
 
 def write_files(out_dir: str | Path, paths: dict[str, Path], files: dict[str, bytes]) -> list[Path]:
     """Write ``files`` (kind -> bytes) to ``paths`` (kind -> path) atomically, the JSON last; returns png, json, others."""
-    from explain_cli.fileio import atomic_write_bytes, sweep_stale_temps
+    from explain_cli.fileio import atomic_write_files, sweep_stale_temps
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(Path(out_dir))  # temp files a killed run left behind
     others = [kind for kind in ("npy", "curves") if kind in paths]
-    for kind in others:
-        atomic_write_bytes(paths[kind], files[kind])
-    atomic_write_bytes(paths["png"], files["png"])
+    # one set: every file staged before any is replaced (a full disk leaves none of them new);
     # JSON last: its presence marks a complete set of outputs.
-    atomic_write_bytes(paths["json"], files["json"])
+    atomic_write_files([(paths[kind], files[kind]) for kind in (*others, "png", "json")])
     return [paths["png"], paths["json"], *(paths[kind] for kind in others)]
 
 
 def output_paths(out_dir: Path, stem: str, method: str, save_map: bool, curves: bool = False) -> dict[str, Path]:
-    """The files one explanation writes: STEM.METHOD.png, .json (and .npy, .curves.png)."""
+    """The files one explanation writes: STEM.METHOD.png, .json (and .npy, .curves.png), all in ``out_dir``.
+
+    Raises
+    ------
+    ExplainError
+        A ``stem`` that is not a plain file name (``../x``, ``/etc/x``, ``..``): outputs never leave ``out_dir``.
+    """
+    from explain_cli.errors import ExplainError
+
+    if not stem or stem in (".", "..") or any(sep in stem for sep in ("/", "\\", "\x00")):
+        raise ExplainError(f"the output name {stem!r} must be a plain file name (no folders); pass the folder as "
+                           "out_dir")
     paths = {"png": out_dir / f"{stem}.{method}.png", "json": out_dir / f"{stem}.{method}.json"}
     if save_map:
         paths["npy"] = out_dir / f"{stem}.{method}.npy"

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from explain_cli.errors import ExplainError, OptionError
+from explain_cli.schemacheck import read_explanation
 
 
 def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any] | None = None) -> tuple[dict, list[Path]]:
@@ -38,8 +39,8 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     from explain_cli.preprocess import Preprocess, PreparedInput, apply_preprocess
 
     json_path = Path(json_path)
+    doc = read_explanation(json_path)  # the schema first: a tampered JSON is one line, not a KeyError
     try:
-        doc = json.loads(json_path.read_text(encoding="utf-8"))
         method, targets = doc["method"], [t["index"] for t in doc["targets"]]
         spec = Preprocess.from_dict(doc["preprocessing"], name=doc["preprocessing"].get("name", "custom"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -49,10 +50,7 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     if doc.get("output_space") not in ("logits", "probs", "callable"):
         raise ExplainError(f"{json_path}: a {doc.get('output_space')} run is evaluated while it is explained; "
                            "explain it again with `evaluate`")
-    npy = json_path.with_suffix(".npy")
-    if not npy.is_file():
-        raise ExplainError(f"{npy} is missing; explain again with `save_map` to keep the maps")
-    full = np.load(npy, allow_pickle=False)  # (K, H0, W0) at the input's resolution, NaN outside the crop
+    full = load_saved_map(json_path, doc)  # (K, H0, W0) at the input's resolution, NaN outside the crop
     saved = {"baseline": doc.get("baseline") or "zero",
              "output": doc["output_space"] if doc["output_space"] in ("logits", "probs") else "probs"}
     cfg = settings({"method": method, "seed": doc["seed"], **(options or {}), **saved, "evaluate": True})
@@ -63,10 +61,14 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     geometry_only = Preprocess("map", resize=spec.resize, size=spec.size, crop=spec.crop)
     maps = apply_preprocess(torch.from_numpy(np.nan_to_num(full).astype(np.float32)), geometry_only).x.numpy()
     evaluator = make_evaluator(loaded, cfg)
-    evaluator.select_targets(targets)
     x = prepared.x.to(loaded.device)
+    every = evaluator(x[None].clone())[0].cpu()  # f(x) for every output: the JSON's targets must be among them
+    if max(targets) >= len(every):
+        raise ExplainError(f"{json_path} explains target {max(targets)}, but the model has {len(every)} outputs "
+                           f"(0..{len(every) - 1}); it was edited, or explained with another model")
+    evaluator.select_targets(targets)
     first = PreparedInput(item=item, spec=spec, prepared=prepared, segmentation=None)
-    problem = make_problem(cfg, x, first, evaluator, evaluator(x[None].clone())[0].cpu())
+    problem = make_problem(cfg, x, first, evaluator, every[targets])
 
     def no_rerun(seed: int, module: Any) -> np.ndarray:
         raise OptionError("stability", "and `sanity` need the engine: ask for them when explaining, not on a saved "
@@ -75,7 +77,7 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     scores = np.array([[s["score"] for s in t["segments"]] for t in doc["targets"]])
     block, curves = run_metrics(problem, scores, maps, full, cfg.evaluation, no_rerun)
     doc["evaluation"] = block
-    atomic_write_bytes(json_path, json.dumps(doc, indent=2, allow_nan=False).encode() + b"\n")
+    atomic_write_bytes(json_path, json.dumps(doc, indent=2, allow_nan=False).encode() + b"\n")  # `map` kept
     from explain_cli.render.captions import curve_labels, curves_title
     from explain_cli.render.curves import render_curves_image
     from explain_cli.render.layout import to_png
@@ -85,6 +87,50 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     figure = render_curves_image(curves, curves_title(method, json_path.stem), labels=names)
     atomic_write_bytes(curves_path, to_png(figure))
     return block, [json_path, curves_path]
+
+
+def load_saved_map(json_path: Path, doc: dict) -> np.ndarray:
+    """The ``save_map`` maps beside an explanation JSON, proven to be that run's own.
+
+    The JSON records the ``.npy``'s SHA-256 and shape (``map``); the header is read first (the
+    shape must be the JSON's (K, H, W) at its input's size, the file exactly that long), then
+    the bytes are hashed, then loaded without pickles. A rerun without ``save_map`` leaves an
+    older ``.npy`` beside a JSON that records none: refused, as is any edit.
+
+    Raises
+    ------
+    ExplainError
+        No ``.npy``, a JSON that records none, or one that is not the JSON's own.
+    """
+    import os
+
+    from explain_cli.fileio import sha256_file
+    from explain_cli.inputs.limits import MAX_PIXELS
+    from explain_cli.inputs.tensors import read_npy_header
+
+    npy = json_path.with_suffix(".npy")
+    again = "explain again with `save_map`"
+    if not npy.is_file():
+        raise ExplainError(f"{npy} is missing; {again} to keep the maps")
+    record = doc.get("map")
+    if record is None:
+        raise ExplainError(f"{json_path} records no saved map (it was explained without `save_map`), so {npy.name} "
+                           f"beside it is from another run; {again}")
+    k, h, w = record["shape"]
+    if k != len(doc["targets"]) or [h, w] != list(doc["input"]["size"]) or h * w > MAX_PIXELS:
+        raise ExplainError(f"{json_path}: its map shape {record['shape']} does not fit its {len(doc['targets'])} "
+                           f"targets at the input's size {doc['input']['size']}; it was edited: {again}")
+    shape, _, dtype, offset = read_npy_header(npy, what="saved map")
+    if list(shape) != [k, h, w] or dtype != np.dtype("<f4") or os.path.getsize(npy) != offset + k * h * w * 4:
+        raise ExplainError(f"{npy} holds shape {list(shape)} of {dtype}, not the {record['shape']} float32 maps "
+                           f"{json_path.name} records; it belongs to another run: {again}")
+    if sha256_file(npy) != record["sha256"]:
+        raise ExplainError(f"{npy} is not the map {json_path.name} records (its SHA-256 differs): it was written by "
+                           f"another run or edited; {again}")
+    try:
+        return np.load(npy, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ExplainError(f"{npy} is not a readable .npy map: {exc}") from None
 
 
 def _weights(doc: dict) -> str | None:

@@ -19,6 +19,7 @@ def overview() -> dict[str, Any]:
     import torchvision
 
     from explain_cli.baselines import BASELINES
+    from explain_cli.budget import describe_bounds
     from explain_cli.engines import ENGINES
     from explain_cli.preprocess import PRESETS
     from explain_cli.segmentation import SEGMENTERS, segmenter_defaults
@@ -37,6 +38,7 @@ def overview() -> dict[str, Any]:
                        "model": "the preprocessing the model file or architecture declares",
                        **{k: v.to_dict() for k, v in PRESETS.items()}},
         "baselines": list(BASELINES),
+        "limits": describe_bounds(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -81,6 +83,7 @@ def _print_overview(data: dict[str, Any]) -> None:
     console.print(table)
     console.print("preprocess presets: " + ", ".join(data["preprocess"]))
     console.print("baselines: " + ", ".join(data["baselines"]))
+    console.print("limits: " + "; ".join(f"{k} {v}" for k, v in data["limits"].items()))
     console.print("model formats and architectures: explain info --models")
 
 

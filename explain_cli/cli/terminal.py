@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from contextlib import contextmanager
@@ -56,7 +57,14 @@ class guard:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         self._warnings.__exit__(exc_type, exc, tb)
-        if exc is None or isinstance(exc, (typer.Exit, typer.Abort, KeyboardInterrupt)) or self.debug:
+        if isinstance(exc, KeyboardInterrupt):
+            # Typer would turn it into a silent exit 130 whatever the signal; the shell's
+            # convention is 128 + signum (143 for SIGTERM, 129 for SIGHUP), with a word on why.
+            signum = getattr(exc, "signum", signal.SIGINT)
+            err("interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}; "
+                "files being written were removed, finished ones kept")
+            raise typer.Exit(code=128 + int(signum)) from None
+        if exc is None or isinstance(exc, (typer.Exit, typer.Abort)) or self.debug:
             return False
         if isinstance(exc, ExplainError):
             err(render(exc))

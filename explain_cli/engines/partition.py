@@ -22,6 +22,9 @@ Design
   (a superpixel's share of the region it belongs to). shap does the same with ``max_evals``
   (its ``fixed_context=None``); we differ in the spreading rule (area, not count) and in
   expanding the top half of the queue per round, independent of the evaluator's batch size.
+  The order is shared by the targets (an item's priority is its largest |marginal| over them),
+  so under a budget a target's values depend on which others are explained; the JSON says so
+  (``extra.targets_independent``), and exact values (enough ``samples``) are independent.
 * One round's coalitions are composed and evaluated as one batch; every coalition is memoised
   by its bitmask so that none is evaluated twice.
 """
@@ -115,6 +118,9 @@ def owen_values(problem: "Problem", tree: Hierarchy, *, samples: int, generator:
             "expanded_contexts": [walk.expanded[n] for n in expanded],
             "coalitions": walk.coalitions,
             "exact": not walk.queue,
+            # under a budget the expansion order follows the largest |marginal| over all targets, so
+            # each target's values depend on which others are explained; exact values do not
+            "targets_independent": not walk.queue or len(f_x) == 1,
         },
     )
 

@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
 def load_image(path: Path, channels: int, max_pixels: int) -> tuple["torch.Tensor", np.ndarray, str]:
     """An image file as (C, H, W) float32 pixels in [0, 1], its RGB picture and its Pillow mode as stored."""
-    import torch
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if channels not in (1, 3):
         raise ExplainError(f"the model takes {channels}-channel input; images give 1 or 3, pass a .pt/.npy tensor")
@@ -36,8 +35,7 @@ def load_image(path: Path, channels: int, max_pixels: int) -> tuple["torch.Tenso
                 width, height = img.size
                 check_image_size(path, height, width, max_pixels)
                 img.load()
-                mode = img.mode
-                array = image_to_float(ImageOps.exif_transpose(img), path)
+                return decode_image(img, path, channels)
     except UnidentifiedImageError:
         claimed = _claimed_format(path)
         if claimed:  # the signature says image, so the header after it is what is broken
@@ -57,7 +55,19 @@ def load_image(path: Path, channels: int, max_pixels: int) -> tuple["torch.Tenso
     except (SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, ZeroDivisionError) as exc:
         # Pillow's decoders report malformed headers with all of these.
         raise ExplainError(f"input {path} is a damaged image: {one_line(exc)}") from None
+
+
+def decode_image(img: "PILImage.Image", path: Path | str, channels: int) -> tuple["torch.Tensor", np.ndarray, str]:
+    """A decoded Pillow image (from a file, or a caller's) as (C, H, W) float32 pixels in [0, 1], its RGB
+    picture and its mode: EXIF rotation applied, every mode scaled by its bit depth (:func:`image_to_float`)."""
+    import torch
+    from PIL import ImageOps
+
+    if channels not in (1, 3):
+        raise ExplainError(f"the model takes {channels}-channel input; images give 1 or 3, pass a .pt/.npy tensor")
+    mode = img.mode
     # EXIF rotation can swap height and width; the limits were checked on the stored size.
+    array = image_to_float(ImageOps.exif_transpose(img), path)
     rgb = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
@@ -147,7 +157,7 @@ def image_to_float(img: "PILImage.Image", path: Path | str = "image") -> np.ndar
         values = np.asarray(img)
         return (values.astype(np.float64) / _integer_full_scale(img, values, path)).astype(np.float32)[..., None]
     if mode == "F":
-        return _float_image(np.asarray(img, dtype=np.float32), path)[..., None]
+        return float_image(np.asarray(img, dtype=np.float32), path)[..., None]
     if mode == "L" and "transparency" not in img.info:
         return (np.asarray(img, dtype=np.float32) / 255.0)[..., None]
     if mode in ("L", "LA", "La"):
@@ -196,7 +206,8 @@ def _integer_full_scale(img: "PILImage.Image", values: np.ndarray, path: Path | 
     return float(2 ** min(bits, 31) - 1)
 
 
-def _float_image(values: np.ndarray, path: Path | str) -> np.ndarray:
+def float_image(values: np.ndarray, path: Path | str) -> np.ndarray:
+    """Float pixels as [0, 1]: kept when in [0, 1], divided by 255 when in [0, 255], else refused."""
     if not np.isfinite(values).all():
         raise ExplainError(f"input {path} is a floating-point image with NaN or infinite values")
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)

@@ -8,19 +8,25 @@ from typing import Any
 
 import numpy as np
 
-from explain_cli.errors import ExplainError
+from explain_cli.errors import ExplainError, one_line
 from explain_cli.inputs import LoadedInput, load_input
+from explain_cli.inputs.limits import MAX_PIXELS, check_image_size, check_tensor_shape
 
 
 def as_inputs(inputs: Any, *, channels: int = 3, max_pixels: int | None = None) -> list[LoadedInput]:
     """LoadedInputs from paths, PIL images, numpy arrays (HWC/HW images) or tensors (CHW or NCHW).
 
-    A list of LoadedInputs is taken as it is.
+    A list of LoadedInputs is taken as it is. In-memory inputs meet the files' rules: the
+    pixel limit and the smallest side, a PIL image decoded as an image file is (bit depth,
+    transparency, EXIF rotation), an array as an image of its dtype (:func:`from_memory`).
     """
     import torch
 
+    from explain_cli.inputs.limits import check_max_pixels
+
     if is_loaded(inputs):
         return list(inputs)
+    limit = check_max_pixels(max_pixels)
     if isinstance(inputs, (str, Path)) or not isinstance(inputs, (list, tuple)):
         if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
             inputs = list(inputs)
@@ -29,9 +35,9 @@ def as_inputs(inputs: Any, *, channels: int = 3, max_pixels: int | None = None) 
     loaded = []
     for i, item in enumerate(inputs):
         if isinstance(item, (str, Path)):
-            loaded.append(load_input(item, channels=channels, max_pixels=max_pixels))
+            loaded.append(load_input(item, channels=channels, max_pixels=limit))
         else:
-            loaded.append(from_memory(item, f"input{i}", channels))
+            loaded.append(from_memory(item, f"input{i}", channels, max_pixels=limit))
     if not loaded:
         raise ExplainError("no inputs given; pass one or more images, arrays, tensors or paths")
     return loaded
@@ -42,34 +48,36 @@ def is_loaded(inputs: Any) -> bool:
     return isinstance(inputs, (list, tuple)) and bool(inputs) and all(isinstance(i, LoadedInput) for i in inputs)
 
 
-def from_memory(obj: Any, name: str, channels: int) -> LoadedInput:
-    """One PIL image, numpy array or tensor as a LoadedInput named ``name``, by the file loaders' rules."""
+def from_memory(obj: Any, name: str, channels: int, *, max_pixels: int = MAX_PIXELS) -> LoadedInput:
+    """One PIL image, numpy array or tensor as a LoadedInput named ``name``, by the file loaders' rules.
+
+    A PIL image is decoded as an image file is (:func:`~explain_cli.inputs.images.decode_image`).
+    A numpy (H, W[, C]) array is an image whose dtype says its scale: bool 0/1, uint8 /255,
+    uint16 /65535, other non-negative integers /255 when every value fits 8 bits (else /65535 when
+    they fit 16), floats as float images ([0, 1] as they are, [0, 255] /255). Tensors are
+    model input as they are (uint8 /255), as ``.pt`` files. Refused, in one line: sizes over
+    ``max_pixels`` or under the smallest side, meta tensors, and values no scale explains.
+    """
     import torch
     from PIL import Image
 
+    from explain_cli.inputs.images import decode_image
     from explain_cli.inputs.tensors import canonical_chw, display_from_tensor
 
     if isinstance(obj, Image.Image):
-        obj = np.asarray(obj.convert("RGB" if channels == 3 else "L"))
-    if isinstance(obj, np.ndarray):
-        array = obj
-        if array.dtype.kind not in "biuf":
-            raise ExplainError(f"{name}: a numpy array must be numeric, not {array.dtype}")
-        if array.ndim == 2:
-            array = array[..., None]
-        if array.ndim != 3:
-            raise ExplainError(f"{name}: a numpy image must be (H, W) or (H, W, C), got shape {list(obj.shape)}")
-        scale = 255.0 if array.dtype == np.uint8 else 65535.0 if array.dtype == np.uint16 else 1.0
-        pixels = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / scale)
-        if pixels.shape[0] == 1 and channels == 3:
-            pixels = pixels.expand(3, -1, -1).contiguous()
-        if not bool(torch.isfinite(pixels).all()):
-            raise ExplainError(f"{name}: the array contains NaN or infinite values")
-        display = (pixels.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        if display.shape[-1] == 1:
-            display = np.repeat(display, 3, axis=-1)
+        check_image_size(Path(name), obj.size[1], obj.size[0], max_pixels)
+        try:
+            pixels, display, _ = decode_image(obj, name, channels)
+        except (ValueError, OSError) as exc:
+            raise ExplainError(f"{name}: the PIL image cannot be decoded: {one_line(exc)}") from None
+        kind = "image"
+    elif isinstance(obj, np.ndarray):
+        pixels, display = _from_array(obj, name, channels, max_pixels)
         kind = "image"
     elif isinstance(obj, torch.Tensor):
+        if obj.is_meta:
+            raise ExplainError(f"{name} is a meta tensor (a shape without data); pass a tensor with values")
+        check_tensor_shape(Path(name), tuple(obj.shape), max_pixels)
         pixels = canonical_chw(obj.detach().cpu(), Path(name))
         display = display_from_tensor(pixels)
         kind = "tensor"
@@ -77,3 +85,43 @@ def from_memory(obj: Any, name: str, channels: int) -> LoadedInput:
         raise ExplainError(f"{name}: inputs must be paths, PIL images, numpy arrays or tensors, not {type(obj).__name__}")
     digest = hashlib.sha256(pixels.numpy().tobytes()).hexdigest()
     return LoadedInput(path=Path(name), sha256=digest, kind=kind, pixels=pixels, display=display)
+
+
+def _from_array(obj: np.ndarray, name: str, channels: int, max_pixels: int) -> tuple["torch.Tensor", np.ndarray]:
+    """(C, H, W) float32 pixels in [0, 1] and the RGB picture of an (H, W[, C]) image array."""
+    import torch
+
+    from explain_cli.inputs.images import float_image
+
+    array = obj
+    if array.dtype.kind not in "biuf":
+        raise ExplainError(f"{name}: a numpy image must hold numbers (uint8, uint16 or float), not {array.dtype}")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ExplainError(f"{name}: a numpy image must be (H, W) or (H, W, C) with C 1, 3 or 4, got shape "
+                           f"{list(obj.shape)}; pass a tensor for other layouts")
+    check_image_size(Path(name), array.shape[0], array.shape[1], max_pixels)
+    if array.dtype.kind == "b":  # black and white, as a mode-1 image
+        values = array.astype(np.float32)
+    elif array.dtype.kind == "f":
+        values = float_image(array.astype(np.float32), name)  # the float-image rule: [0, 1] or [0, 255]
+    else:
+        lo, hi = int(array.min()), int(array.max())
+        if lo < 0:
+            raise ExplainError(f"{name}: a numpy image with negative values (min {lo}); pass a tensor for raw values")
+        full = 255 if array.dtype == np.uint8 else 65535 if array.dtype == np.uint16 else 255 if hi <= 255 else 65535
+        if hi > full:
+            raise ExplainError(f"{name}: a {array.dtype} image with values up to {hi}, beyond 16 bits; rescale it "
+                               "to 0..65535 or pass a tensor for raw values")
+        values = array.astype(np.float32) / full
+    if values.shape[2] == 4:  # RGBA: composited onto white, as an RGBA file is
+        values = values[..., :3] * values[..., 3:] + (1.0 - values[..., 3:])
+    grey = values.shape[2] == 1
+    if channels == 1 and not grey:
+        values = (values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114)[..., None]
+    elif channels == 3 and grey:
+        values = np.repeat(values, 3, axis=2)
+    pixels = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32))
+    picture = values if values.shape[2] == 3 else np.repeat(values, 3, axis=2)
+    return pixels, (np.clip(picture, 0.0, 1.0) * 255).round().astype(np.uint8)

@@ -31,8 +31,8 @@ def load_tensor(path: Path, max_pixels: int) -> "torch.Tensor":
     return canonical_chw(tensor, path)
 
 
-def read_npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-    """Read a ``.npy`` header without reading the data.
+def read_npy_header(path: Path, what: str = "input") -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Read a ``.npy`` header without reading the data; errors call the file ``what``.
 
     Returns
     -------
@@ -55,17 +55,17 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             try:
                 version = npy_format.read_magic(fh)
             except ValueError:
-                raise ExplainError(f"input {path} is not a .npy file (no numpy magic string); save it with numpy.save") from None
+                raise ExplainError(f"{what} {path} is not a .npy file (no numpy magic string); save it with numpy.save") from None
             # Read the header length ourselves: numpy's complaint about long headers talks of
             # pickles, which would mislead (this is a forged or foreign header, not a pickle).
             size_format = "<H" if version == (1, 0) else "<I"
             raw = fh.read(struct.calcsize(size_format))
             if len(raw) != struct.calcsize(size_format):
-                raise ExplainError(f"input {path} is a truncated .npy file (its header is cut off)")
+                raise ExplainError(f"{what} {path} is a truncated .npy file (its header is cut off)")
             (header_len,) = struct.unpack(size_format, raw)
             if header_len > _NPY_MAX_HEADER:
                 raise ExplainError(
-                    f"input {path} has an over-long .npy header ({header_len:,} bytes, numpy writes under "
+                    f"{what} {path} has an over-long .npy header ({header_len:,} bytes, numpy writes under "
                     f"{_NPY_MAX_HEADER:,}); it was not written by numpy.save — re-save the array"
                 )
             fh.seek(-len(raw), os.SEEK_CUR)
@@ -79,12 +79,12 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             except Exception as exc:  # noqa: BLE001
                 # The header is a Python literal parsed by ast.literal_eval: a forged one can raise
                 # ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError, ...
-                raise ExplainError(f"input {path} has a damaged .npy header: {one_line(exc)}") from None
+                raise ExplainError(f"{what} {path} has a damaged .npy header: {one_line(exc)}") from None
             offset = fh.tell()
     except ExplainError:
         raise
     except OSError as exc:
-        raise ExplainError(f"input {path} cannot be read: {read_error_reason(exc)}") from None
+        raise ExplainError(f"{what} {path} cannot be read: {read_error_reason(exc)}") from None
     return tuple(int(s) for s in shape), bool(fortran_order), dtype, offset
 
 

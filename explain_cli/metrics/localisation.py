@@ -14,24 +14,19 @@ import numpy as np
 from explain_cli.errors import ExplainError, OptionError
 
 
-def load_mask(path: str) -> np.ndarray:
-    """An object mask from a PNG (non-zero = object) or a ``.npy`` array; a bool (H, W) array."""
-    p = Path(path)
-    if not p.is_file():
-        raise OptionError("mask", f"file {p} does not exist (a PNG or .npy with the object's pixels non-zero)")
-    if p.suffix.lower() == ".npy":
-        try:
-            array = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise OptionError("mask", f"file {p} is not a readable .npy array: {exc}") from None
-    else:
-        from PIL import Image, UnidentifiedImageError
+def load_mask(path: str, *, max_pixels: int | None = None) -> np.ndarray:
+    """An object mask from a PNG (non-zero = object) or a ``.npy`` array; a bool (H, W) array.
 
-        try:
-            with Image.open(p) as img:
-                array = np.asarray(img.convert("L"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise OptionError("mask", f"file {p} is not an image Pillow can read: {exc}") from None
+    Its size is checked from the file's header before decoding, as an input's is
+    (:func:`explain_cli.inputs.maps.read_map`; ``max_pixels`` None: the default limit).
+    """
+    from explain_cli.inputs.limits import MAX_PIXELS
+    from explain_cli.inputs.maps import read_map
+
+    p = Path(path)
+    if not (p.exists() or p.is_symlink()):
+        raise OptionError("mask", f"file {p} does not exist (a PNG or .npy with the object's pixels non-zero)")
+    array = read_map(p, "mask", "file", max_pixels=max_pixels or MAX_PIXELS, mode="L")
     array = np.squeeze(np.asarray(array))
     if array.ndim != 2 or array.dtype.kind not in "biuf":
         raise OptionError("mask", f"file {p} must hold a 2-D numeric mask, got shape {list(array.shape)}")
@@ -116,8 +111,12 @@ def check_mask_fits(path: str, inputs: Sequence[tuple[str, tuple[int, ...]]]) ->
     OptionError
         The mask's size and the first input it does not fit.
     """
-    shape = load_mask(path).shape
+    from explain_cli.inputs.maps import map_shape
+
+    shape = map_shape(path, "mask", "file")  # from the header: a mask the wrong size is never decoded
     for name, size in inputs:
         if tuple(shape) != tuple(size):
             raise OptionError("mask", f"is {list(shape)} but the input {name} is {list(size)}; "
                               "give the object's mask at the input's resolution")
+    # its values: decoded within the input's own size
+    load_mask(path, max_pixels=max((int(size[0]) * int(size[1]) for _, size in inputs), default=None))

@@ -9,6 +9,9 @@ extra file, an ONNX ``metadata_props`` entry, a ``.pt2`` extra file)::
 ``task`` (default ``classification``) is what the outputs are; it is the ``task`` option's default.
 
 It is validated like a config file: a bad value is a one-line error naming the file and the key.
+Sizes obey the ``size`` option's bound (:data:`MAX_SIDE` a side), and the document its own
+bounds (:data:`MAX_METADATA_BYTES`, no nesting Python's parser cannot take), so a model file
+cannot ask for more work than a command line could.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from explain_cli.errors import ExplainError, OptionError
+from explain_cli.options.parse import MAX_SIDE
 from explain_cli.preprocess import INTERPOLATIONS, Preprocess
 
 if TYPE_CHECKING:
@@ -29,6 +33,10 @@ if TYPE_CHECKING:
 METADATA_FILE = "explain_cli.json"
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
+#: Largest embedded metadata document (bytes): 100,000 labels of 40 characters fit.
+MAX_METADATA_BYTES = 4 * 2**20
+#: Most channels a model may declare (``in_channels``).
+MAX_CHANNELS = 4096
 #: The note a model file exported from random weights (``random_weights: true``) carries.
 RANDOM_FILE_NOTE = ("random weights: this file was exported from an architecture without trained weights "
                     "(random_weights in its metadata); its outputs are meaningless")
@@ -130,6 +138,9 @@ def parse_metadata(text: str | bytes | None, origin: str) -> dict:
     """
     if text is None or (isinstance(text, (str, bytes)) and not text.strip()):
         return {}
+    if len(text) > MAX_METADATA_BYTES:
+        raise ExplainError(f"{origin}: embedded {METADATA_FILE} is {len(text):,} bytes, over the "
+                           f"{MAX_METADATA_BYTES:,}-byte limit; re-export the model with labels and preprocessing only")
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -137,6 +148,9 @@ def parse_metadata(text: str | bytes | None, origin: str) -> dict:
             f"{origin}: embedded {METADATA_FILE} is not valid JSON ({getattr(exc, 'msg', exc)}); "
             "re-export the model with a json.dumps(...) document"
         ) from None
+    except RecursionError:  # thousands of nested brackets: no document of ours nests more than 3 deep
+        raise ExplainError(f"{origin}: embedded {METADATA_FILE} is nested too deeply to be metadata; re-export the "
+                           "model with a json.dumps(...) document of labels and preprocessing") from None
     return validate_metadata(data, origin)
 
 
@@ -157,6 +171,8 @@ def validate_metadata(data: Any, origin: str) -> dict:
     if "in_channels" in data and data["in_channels"] is not None:
         if not _positive_int(data["in_channels"]):
             raise ExplainError(f"{where}: in_channels: must be a positive integer, got {_short(data['in_channels'])}")
+        if data["in_channels"] > MAX_CHANNELS:
+            raise ExplainError(f"{where}: in_channels: must be at most {MAX_CHANNELS}, got {_short(data['in_channels'])}")
     if data.get("task") is not None and data["task"] not in MODEL_TASKS:
         raise ExplainError(f"{where}: task: must be one of {', '.join(MODEL_TASKS)}, got {_short(data['task'])}")
     pre = data.get("preprocess")
@@ -176,9 +192,13 @@ def _validate_preprocess(pre: dict, where: str) -> dict:
         pair = [value, value] if _positive_int(value) else value
         if not (isinstance(pair, list) and len(pair) in (1, 2) and all(_positive_int(v) for v in pair)):
             raise ExplainError(f"{where}: preprocess.{key}: must be a positive int or [H, W] of positive ints, got {_short(value)}")
+        if max(pair) > MAX_SIDE:  # the `size` option's bound: a model file may not ask for more
+            raise ExplainError(f"{where}: preprocess.{key}: must be at most {MAX_SIDE} pixels a side, got {_short(value)}")
         out[key] = pair * 2 if len(pair) == 1 else pair
     if pre.get("resize") is not None and not _positive_int(pre["resize"]):
         raise ExplainError(f"{where}: preprocess.resize: must be a positive integer, got {_short(pre['resize'])}")
+    if pre.get("resize") is not None and pre["resize"] > MAX_SIDE:
+        raise ExplainError(f"{where}: preprocess.resize: must be at most {MAX_SIDE} pixels, got {_short(pre['resize'])}")
     for key in ("mean", "std"):
         value = pre.get(key)
         if value is None:

@@ -7,9 +7,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from explain_cli.errors import ExplainError, OptionError
+from explain_cli.fileio import require_file
 
 #: The name ``--labels`` accepts for the 1000 ImageNet-1k classes.
 IMAGENET = "imagenet"
+#: Largest labels file read (bytes). ImageNet-21k's 21,841 names take about 0.5 MB.
+MAX_LABELS_BYTES = 16 * 2**20
+LABELS_HINT = "pass a text file (one name per line), a JSON list of strings, or `labels` imagenet"
 
 
 @lru_cache(maxsize=1)
@@ -31,17 +35,26 @@ def read_labels_file(path: str | Path) -> list[str]:
     Raises
     ------
     ExplainError
-        If the file is missing, empty, or not a list of strings.
+        If the file is missing or not a regular file (a FIFO, a folder: the real reason), empty,
+        over `MAX_LABELS_BYTES`, nested JSON, or not a list of strings.
     """
     p = Path(path)
-    if not p.is_file():
-        raise OptionError("labels", f"file {p} does not exist; pass a text file (one name per line) or `labels` imagenet")
-    text = p.read_text(encoding="utf-8", errors="replace")
+    try:
+        require_file(p, "file", LABELS_HINT)
+    except ExplainError as exc:
+        raise OptionError("labels", str(exc)) from None
+    size = p.stat().st_size
+    if size > MAX_LABELS_BYTES:
+        raise OptionError("labels", f"file {p} is {size:,} bytes, over the {MAX_LABELS_BYTES:,}-byte limit for class "
+                          "names; is it the right file?")
+    text = p.read_bytes()[:MAX_LABELS_BYTES].decode("utf-8", errors="replace")
     if text.lstrip().startswith("["):
         try:
             labels = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ExplainError(f"labels file {p} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        except RecursionError:  # a list nested thousands deep: Python's parser gives up
+            raise ExplainError(f"labels file {p} must be a JSON list of strings, not lists nested deeply") from None
         if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
             raise ExplainError(f"labels file {p} must be a JSON list of strings")
     else:

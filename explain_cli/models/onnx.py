@@ -29,8 +29,10 @@ def is_onnx(head: bytes, path: Path) -> bool:
 
 
 def require_onnxruntime() -> Any:
-    """Import onnxruntime or say in one line how to install it."""
-    return require_module("onnxruntime", "running ONNX models needs onnxruntime", "onnx")
+    """Import onnxruntime or say in one line how to install it; its default logger says nothing below fatal."""
+    ort = require_module("onnxruntime", "running ONNX models needs onnxruntime", "onnx")
+    ort.set_default_logger_severity(4)  # errors reach the user once, as the tool's own line
+    return ort
 
 
 class OnnxRunner:
@@ -100,7 +102,9 @@ def make_session(model: str | bytes | Path, device: "torch.device") -> Any:
     """An onnxruntime InferenceSession for a path or serialized model bytes."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: onnxruntime's warnings would flood stderr
+    # fatal only: onnxruntime's own coloured error line would come before the tool's one-line error,
+    # which already carries its message (and its warnings would flood stderr)
+    options.log_severity_level = 4
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import torch
 
 WEIGHTS_HINT = "pass a state dict saved with torch.save(model.state_dict(), PATH) or a .safetensors file"
+#: Largest safetensors header accepted (bytes): the safetensors library's own limit.
+MAX_SAFETENSORS_HEADER = 100_000_000
 
 
 def is_safetensors(path: Path) -> bool:
@@ -45,7 +47,9 @@ def read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
         If the file is missing, a pickle of anything but tensors, or holds no state dict.
     """
     require_file(path, "weights file", WEIGHTS_HINT)
-    state = _read_safetensors(path) if is_safetensors(path) else _read_torch(path)
+    # torch.load hands a .safetensors name to safetensors itself, so the name decides too
+    safetensors = path.suffix.lower() == ".safetensors" or is_safetensors(path)
+    state = _read_safetensors(path) if safetensors else _read_torch(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # common training-checkpoint layout
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict) and len(state) < 8:
@@ -64,7 +68,9 @@ def _read_torch(path: Path) -> object:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pickle-protocol notices; the outcome is what matters
             return torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as exc:
+    except MemoryError:
+        raise ExplainError(f"weights file {path} does not fit in memory") from None
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and storage errors of every kind: a bad file
         text = str(exc)
         if "weights_only" in text or "Unsupported global" in text:
             raise ExplainError(
@@ -74,13 +80,46 @@ def _read_torch(path: Path) -> object:
         raise ExplainError(f"cannot read weights file {path}: not a torch.save or .safetensors file") from None
 
 
+def check_safetensors_header(path: Path) -> None:
+    """Refuse a file that is not safetensors from its first bytes, before the library reads it.
+
+    The layout is an 8-byte little-endian header length n, then n bytes of a JSON object, then
+    the tensors' bytes; n must fit in the file and under `MAX_SAFETENSORS_HEADER`.
+
+    Raises
+    ------
+    ExplainError
+        ``weights file W is not a valid safetensors file (its header ...); pass ...``.
+    """
+    def refuse(why: str) -> ExplainError:
+        return ExplainError(f"weights file {path} is not a valid safetensors file ({why}); {WEIGHTS_HINT}")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError as exc:
+        raise ExplainError(f"weights file {path} cannot be read: {exc.strerror or exc}") from None
+    if len(head) < 9:
+        raise refuse(f"{size} bytes, too short for a header")
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > min(size - 8, MAX_SAFETENSORS_HEADER):
+        raise refuse(f"its header claims {n:,} bytes in a file of {size:,}")
+    if head[8:9] != b"{":
+        raise refuse("its header is not a JSON object")
+
+
 def _read_safetensors(path: Path) -> dict:
+    check_safetensors_header(path)
     load_file = require_module("safetensors.torch", f"weights file {path} is in safetensors format, which needs the "
                                "safetensors package", "safetensors").load_file
     try:
         return load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own SafetensorError / OSError
-        raise ExplainError(f"cannot read safetensors weights {path}: {one_line(str(exc))[:200]}") from None
+    except MemoryError:
+        raise ExplainError(f"weights file {path} does not fit in memory") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError, OSError, ...
+        raise ExplainError(f"weights file {path} is not a valid safetensors file ({one_line(str(exc))[:200]}); "
+                           f"{WEIGHTS_HINT}") from None
 
 
 def head_width(state: dict, head: str | None) -> int | None:

@@ -251,6 +251,8 @@ def _general() -> list[Option]:
         Option("sanity", "bool", False, "Model-randomisation check: rank correlation between the maps of the model "
                "and of a copy with re-initialised weights (must be low).", "Evaluation"),
         Option("quiet", "bool", False, "No progress bar or warnings.", "Run", short="-q", yaml=False),
+        Option("no_limit", "bool", False, "Run even when the estimated memory or time is over the bounds that "
+               "`explain info` lists.", "Run"),
     ]
 
 

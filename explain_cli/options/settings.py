@@ -36,7 +36,7 @@ def settings(*layers: dict[str, Any]) -> Settings:
         The first bad value, named by its option.
     """
     from explain_cli.engines import build_params, get_engine
-    from explain_cli.inputs.maps import check_label_map
+    from explain_cli.inputs.maps import check_label_map, is_label_map, load_label_map
 
     label_map = None
     clean_layers = []
@@ -60,8 +60,8 @@ def settings(*layers: dict[str, Any]) -> Settings:
     # the resolved engine defaults become the values (so JSON, help and summaries agree)
     values.update({f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
     typed = _parsed(values, skip=() if engine.uses_baseline else ("baseline",))
-    if not isinstance(typed["segments"], str) and typed["segments"] is not None:
-        label_map = typed["segments"]  # the label-map file `segments` names
+    if is_label_map(typed["segments"]):  # the label-map file `segments` names, read within `max_pixels`
+        label_map = load_label_map(typed["segments"], max_pixels=values["max_pixels"])
     return Settings(
         method=values["method"],
         seed=values["seed"],

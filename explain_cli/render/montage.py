@@ -20,21 +20,10 @@ if TYPE_CHECKING:
 
 
 def _load_map(record: Record) -> np.ndarray:
-    """The (K, H, W) maps saved beside ``record`` (NAME.METHOD.npy), checked against its targets and input size."""
-    npy = record.sibling(".npy")
-    if not npy.is_file():
-        raise ExplainError(f"{npy.name} not found next to {record.path}: compare needs the saved map; "
-                           "rerun with --save-map (batch: save_map: true)")
-    try:
-        maps = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ExplainError(f"{npy} is not a readable .npy map: {exc}") from None
-    k = len(record.doc["targets"])
-    size = (record.doc.get("input") or {}).get("size")
-    if maps.ndim != 3 or maps.shape[0] != k or (size and list(maps.shape[1:]) != list(size)):
-        raise ExplainError(f"{npy} holds shape {list(maps.shape)}, not ({k}, H, W) at the input's size {size}; "
-                           "it belongs to another run: rerun with --save-map")
-    return maps
+    """The (K, H, W) maps saved beside ``record`` (NAME.METHOD.npy): the run's own (hash and shape checked)."""
+    from explain_cli.saved import load_saved_map
+
+    return load_saved_map(record.path, record.doc)
 
 
 def target_key(target: dict) -> object:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from explain_cli.errors import ExplainError
+from explain_cli.schemacheck import check_explanation
 
 #: Evaluation keys that hold one number per target; summary.json rows keep the first target's.
 METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",
@@ -82,7 +83,7 @@ def read_explanations(paths: Iterable[str | Path]) -> list[Record]:
                     raise ExplainError(f"{q} is not an explanation JSON (no schema_version/method); "
                                        "pass the NAME.METHOD.json files `explain run` writes")
                 continue
-            records[q.resolve()] = Record(q, doc)
+            records[q.resolve()] = Record(q, check_explanation(doc, q))  # a tampered one: one line, not a crash
     return list(records.values())
 
 

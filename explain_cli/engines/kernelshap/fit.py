@@ -251,26 +251,33 @@ def kriging_fit(u: np.ndarray, y: np.ndarray, weight: np.ndarray, target: np.nda
 
 def image_proxy(design: Design, y: np.ndarray, delta: np.ndarray, partner: np.ndarray, *, max_order: int,
                 segments: np.ndarray | None, generator: "torch.Generator") -> Fit:
-    """The regression adjustment with the image prior (``proxy="image"``).
+    """The regression adjustment with the image prior (``proxy="image"``), each target with its own prior.
 
     A pilot (plain paired Kernel SHAP on the same evaluations, no extra forwards) weighs each
-    player by ρ_i = |φ_i|/max|φ| + HEREDITY_FLOOR (RMS over targets); the odd interaction
-    kernel then puts ρ^T on the monomial u^T (:class:`WeightedOddKernel`), and the connected
-    triples of the segments' adjacency graph (:mod:`.adjacency`) enter as explicit features
-    with ADJACENCY_WEIGHT times a generic triple's prior weight. The additive part stays
-    unpenalised, so every exactness property of the generic fit holds.
+    player by ρ_i = |φ_i|/max|φ| + HEREDITY_FLOOR, per target; the odd interaction kernel then
+    puts ρ^T on the monomial u^T (:class:`WeightedOddKernel`), and the connected triples of the
+    segments' adjacency graph (:mod:`.adjacency`) enter as explicit features with
+    ADJACENCY_WEIGHT times a generic triple's prior weight. The additive part stays
+    unpenalised, so every exactness property of the generic fit holds. Each target is fitted
+    with its own prior from the same generator state, so its numbers do not depend on which
+    other targets are explained (K fits instead of one; the evaluations are shared).
     """
     m = design.z.shape[1]
     pilot = adjusted_fit(design, y, delta, partner, orders=(), ridge=0.0, representers=0, generator=generator)
     scale = np.abs(pilot.phi) / np.maximum(np.abs(pilot.phi).max(axis=1, keepdims=True), 1e-300)
-    rho = np.sqrt(np.mean(scale ** 2, axis=0)) + HEREDITY_FLOOR
     orders = tuple((d, w) for d, w in IMAGE_ORDER_WEIGHTS.items() if d <= min(max_order, m))
     adjacency = None
     if segments is not None and max_order >= 3 and m >= 3:
         adjacency = OddAdjacencyFeatures.from_segments(segments, m, (3,))
-    fit = adjusted_fit(design, y, delta, partner, orders=orders, ridge=IMAGE_RIDGE, representers=REPRESENTERS,
-                       generator=generator, adjacency=adjacency, adjacency_weight=ADJACENCY_WEIGHT,
-                       kernel=WeightedOddKernel(m, orders, rho) if orders else None)
+    start = generator.get_state()
+    fits = []
+    for k in range(y.shape[1]):
+        generator.set_state(start)  # every target draws what a run explaining it alone would
+        rho = scale[k] + HEREDITY_FLOOR
+        fits.append(adjusted_fit(design, y[:, [k]], delta[[k]], partner, orders=orders, ridge=IMAGE_RIDGE,
+                                 representers=REPRESENTERS, generator=generator, adjacency=adjacency,
+                                 adjacency_weight=ADJACENCY_WEIGHT,
+                                 kernel=WeightedOddKernel(m, orders, rho) if orders else None))
+    fit = Fit(phi=np.concatenate([f.phi for f in fits]), stderr=np.concatenate([f.stderr for f in fits]))
     fit.interactions = max((d for d, _ in orders), default=1)
     return fit
-
