@@ -15,10 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[test,onnx,timm,ray]'
 	touch $@
 
-## demo: explain the shipped sample images with the shipped sample model (Kernel SHAP, top-2 classes)
+## demo: explain the shipped sample images with the shipped sample model (Kernel SHAP, top-2 classes),
+## then every box the sample detector finds in one scene (a few seconds)
 demo: install
 	$(EXPLAIN) run sample_models/shapes_cnn.pt sample_models/images/*.png \
 	    --method kernelshap --top-k 2 --seed 0 --out $(OUT)/demo
+	$(EXPLAIN) run sample_models/shapes_detector.pt sample_models/det_eval/scene_05.png \
+	    --method kernelshap --samples 200 --seed 0 --out $(OUT)/demo
 	@echo "Demo outputs are in $(OUT)/demo/"
 
 ## batch-demo: four methods on the same images and superpixels, from a YAML config

@@ -13,7 +13,7 @@ from typing import Any
 
 from explain_cli._version import __version__
 
-__all__ = ["explain", "Explainer", "Explanation", "ExplainError", "OptionError", "__version__"]
+__all__ = ["explain", "Explainer", "Explanation", "ExplainError", "OptionError", "ExplainWarning", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
         from explain_cli.result import Explanation
 
         return Explanation
-    if name in ("ExplainError", "OptionError"):
+    if name in ("ExplainError", "OptionError", "ExplainWarning"):
         from explain_cli import errors
 
         return getattr(errors, name)

@@ -20,22 +20,26 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from explain_cli.announce import Announcer, auto_budget, planned_evaluations, speed_hints
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import ExplainError, OptionError, warn_user
 from explain_cli.inputs import LoadedInput
 from explain_cli.inputs.memory import as_inputs
+from explain_cli.metrics.localisation import check_mask_fits
 from explain_cli.models import LoadedModel, load_model, resolve_device
+from explain_cli.models.heads import imagenet_head
+from explain_cli.models.labels import imagenet_labels
 from explain_cli.options.groups import Settings
-from explain_cli.options.settings import settings
+from explain_cli.options.settings import for_task, settings
 from explain_cli.preprocess import PreparedInput, prepare
 from explain_cli.progress import NullProgress, Progress, as_progress
 from explain_cli.result import Explanation
 from explain_cli.segmentation import few_segments_advice
-from explain_cli.targets import check_callable_target, load_labels, resolve_targets
+from explain_cli.targeting import box_masks, choose_targets, default_preprocess
 
 if TYPE_CHECKING:
     import torch
 
     from explain_cli.core import Evaluator, Problem
+    from explain_cli.tasks import Target
 
 SMALL_SEGMENT_COUNT = 8
 
@@ -55,13 +59,20 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
     if weights is not None:
         raise OptionError("weights", "applies to torchvision:NAME models; a Python model carries its own weights")
     if isinstance(model, torch.nn.Module):
+        from explain_cli.models.detectors import as_detector
+
         params = [p for p in model.parameters()] + [b for b in model.buffers()]
         here = params[0].device if params else torch.device("cpu")
         dev = here if device in (None, "auto") else resolve_device(device)
         if dev != here:
             model = model.to(dev)  # the caller asked for this device explicitly
         kind = "torchscript" if isinstance(model, torch.jit.ScriptModule) else "module"
-        return LoadedModel(module=model, source=type(model).__name__, kind=kind, sha256=None, weights=None, device=dev)
+        module = as_detector(model)  # a torchvision detector: its list of dicts, with per-box probs where it can
+        task = "classification" if module is model else "detection"
+        labels_from = imagenet_head(model) if task == "classification" else None  # caption 'tabby (281)'
+        return LoadedModel(module=module, source=type(model).__name__, kind=kind, sha256=None, weights=None, device=dev,
+                           task=task, in_channels=3 if task == "detection" else None,
+                           labels=imagenet_labels() if labels_from else None, labels_from=labels_from)
     if callable(model):
         dev = torch.device("cpu") if device in (None, "auto") else resolve_device(device)
         name = getattr(model, "__name__", type(model).__name__)
@@ -71,7 +82,10 @@ def as_model(model: Any, *, weights: str | None = None, device: str = "auto", se
 
 def make_evaluator(model: LoadedModel, cfg: Settings, *, progress: Progress | None = None,
                    head: Callable[[Any], Any] | None = None) -> "Evaluator":
-    """The evaluator that runs ``model`` as the options ask: batch size (auto: by device), output space, precision."""
+    """The evaluator that runs ``model`` as the options ask: batch size (auto: by device), output space, precision.
+
+    Without ``head`` it gives every raw output column; :func:`choose_targets` makes it score the targets.
+    """
     from explain_cli.core import Evaluator, resolve_batch_size
 
     return Evaluator(model.module, model.device, batch_size=resolve_batch_size(cfg.model.batch_size, model.device),
@@ -113,17 +127,21 @@ class Explainer:
                  on_info: Callable[[str], Any] | None = None, **options: Any) -> None:
         """``on_warning(message)``, if given, hears each warning the moment it is known (random
         weights, before the engine starts); every warning also ends up in the Explanation's
-        ``warnings`` (and the JSON). ``on_info(message)`` hears information that is no warning
-        and never goes into the JSON (the runtime probe and its verdict, the estimate of a run
-        longer than a minute); without it, that goes to stderr when ``progress`` is True.
+        ``warnings`` (and the JSON), and is issued once through :func:`warnings.warn` as an
+        :class:`~explain_cli.errors.ExplainWarning`. ``on_info(message)`` hears information that
+        is no warning and never goes into the JSON (the runtime probe and its verdict, the
+        estimate of a run longer than a minute); without it, that goes to stderr when ``progress``
+        is True.
         """
         self.options = options
         cfg = settings(options)
         self.on_warning = on_warning
         self.on_info = on_info
+        self._warned: set[str] = set()  # issued through warnings.warn for the explanation under way
         self.model = as_model(model, weights=cfg.model.weights, device=cfg.model.device, seed=cfg.seed)
         for note in self.model.notes:
             self._emit(note)
+        self._notes = set(self.model.notes)  # warned once, at load
         self.progress = progress
         self._cache: OrderedDict = OrderedDict()
         self._runtimes: dict[tuple, LoadedModel] = {}  # (runtime, input shape) -> the model running it
@@ -131,6 +149,12 @@ class Explainer:
     def _emit(self, message: str) -> None:
         if self.on_warning is not None:
             self.on_warning(message)
+        self._warn(message)
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warn_user(message)
 
     def _info(self, message: str) -> None:
         if self.on_info is not None:
@@ -146,6 +170,11 @@ class Explainer:
         from explain_cli.models import select_runtime
 
         runtime = cfg.model.runtime
+        if cfg.targets.task != "classification":  # the runtimes' probes and exports compare tensors, not detections
+            if runtime not in (None, "eager", "auto", self.model.runtime):
+                raise OptionError("runtime", f"{runtime} runs classifiers; task {cfg.targets.task} runs its model as "
+                                             "loaded (eager, or onnxruntime for ONNX files): use eager or auto")
+            return self.model
         batch_size = resolve_batch_size(cfg.model.batch_size, self.model.device)
         key = (runtime, tuple(x.shape[1:]), batch_size)
         if key not in self._runtimes:
@@ -164,14 +193,24 @@ class Explainer:
         items = self._inputs(inputs, cfg)
         engine = cfg.engine
         engine.check_inputs(len(items))
+        if cfg.evaluation.mask and not engine.batch:  # a mask that cannot be scored fails before any evaluation
+            check_mask_fits(cfg.evaluation.mask, [(item.path.name, tuple(item.pixels.shape[-2:])) for item in items])
         bar = as_progress(progress if progress is not None else self.progress)
         groups = [items] if engine.batch else [[item] for item in items]
-        return [self._explain_group(group, cfg, bar) for group in groups]
+        done = []
+        for group in groups:
+            self._warned = set(self._notes)
+            done.append(self._explain_group(group, cfg, bar))
+            for message in done[-1].warnings:  # those the engine found, and any not issued yet
+                self._warn(message)
+        return done
 
     def prepare(self, inputs: Any, **options: Any) -> list[PreparedInput]:
         """Each input as the model sees it with its superpixels (what ``explain segment`` draws)."""
         cfg = self.settings(**options)
-        return [prepare(item, cfg, model_default=self.model.preprocess, cache=self._cache) for item in self._inputs(inputs, cfg)]
+        cfg = for_task(cfg, self.model.task)
+        return [prepare(item, cfg, model_default=default_preprocess(self.model, cfg, item), cache=self._cache)
+                for item in self._inputs(inputs, cfg)]
 
     def _inputs(self, inputs: Any, cfg: Settings) -> list[LoadedInput]:
         return as_inputs(inputs, channels=self.model.in_channels or 3, max_pixels=cfg.input.max_pixels)
@@ -181,7 +220,7 @@ class Explainer:
         import torch
 
         engine = cfg.engine
-        first = prepare(items[0], cfg, model_default=self.model.preprocess, cache=self._cache)
+        first = prepare(items[0], cfg, model_default=default_preprocess(self.model, cfg, items[0]), cache=self._cache)
         seg = first.segmentation
         assert seg is not None  # prepared with segments
         if engine.name == "kernelshap" and seg.n_segments < 2:  # before any evaluation, with the knob that helps
@@ -191,7 +230,8 @@ class Explainer:
                                "(see `explain segment`)")
         xs = [first.prepared.x]
         for item in items[1:]:
-            other = prepare(item, cfg, model_default=self.model.preprocess, with_segments=False, cache=self._cache)
+            other = prepare(item, cfg, model_default=default_preprocess(self.model, cfg, item), with_segments=False,
+                            cache=self._cache)
             if other.prepared.x.shape != first.prepared.x.shape:
                 raise ExplainError(
                     f"{engine.name} needs inputs of one size after preprocessing: {items[0].path} gives "
@@ -206,73 +246,66 @@ class Explainer:
     def _explain_group(self, items: Sequence[LoadedInput], cfg: Settings, progress: Progress) -> "Explanation":
         import torch
 
+        cfg = for_task(cfg, self.model.task)
         engine = cfg.engine
         started = time.perf_counter()
         first, x = self._batch(items, cfg)
-        callable_target = check_callable_target(cfg.targets.target)
-        head = cfg.targets.target[0] if callable_target else None
-        evaluator = make_evaluator(self.model, cfg, progress=progress, head=head)
-        chosen_targets: list[int] = []
+        evaluator = make_evaluator(self.model, cfg, progress=progress)
 
-        def f_x() -> np.ndarray:  # uncounted by the progress: the engine's bar counts it when it starts
+        def f_x() -> "torch.Tensor":  # uncounted by the progress: the engine's bar counts it when it starts
             evaluator.progress = NullProgress()
-            return np.concatenate([evaluator(x[a:b].clone()).cpu().numpy() for a, b in evaluator.chunks(len(x))])
+            return torch.cat([evaluator(x[a:b].clone()).cpu() for a, b in evaluator.chunks(len(x))])
 
         with eval_mode(self.model.module if self.model.kind == "module" else None):
-            all_outputs = f_x()  # on the model as loaded: every check on the user's input comes first
+            evaluator.progress = NullProgress()
+            # f(x) on the model as loaded, so every check on the user's input comes first; sets the head
+            task, details, labels, fx = choose_targets(cfg, self.model, evaluator, x, first)
             for note in evaluator.warnings:
                 self._emit(note)
-            labels: list[str] | None
-            if callable_target:
-                labels, targets = [getattr(head, "__name__", "target")] * all_outputs.shape[1], list(range(all_outputs.shape[1]))
-            else:
-                labels, source = load_labels(cfg.targets.labels, self.model.labels)
-                targets = resolve_targets(cfg.targets.target, cfg.targets.top_k, all_outputs.mean(axis=0), labels, source,
-                                          model_source=self.model.source)
-                evaluator.select_targets(targets)
-            chosen_targets[:] = targets
-            chosen = all_outputs[:, targets]
             problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, torch.zeros(0))
             model = self._runtime(cfg, x)  # may time the runtimes once: after every check, before the engine
             if model.module is not evaluator.model:  # f(x) again on the runtime the engine uses, counted once
                 evaluator.model, counted = model.module, (evaluator.evaluations, evaluator.forward_s)
-                chosen = f_x()
+                fx = f_x()
                 evaluator.evaluations, evaluator.forward_s = counted
+            chosen = fx.numpy()
             problem.reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
             shape = (int(x.shape[-2]), int(x.shape[-1]))
             evaluator.progress = Announcer(
                 progress, evaluator, seconds_per_image=model.seconds_per_image, runtime=model.runtime,
-                evaluations=lambda total: planned_evaluations(total, cfg, len(chosen_targets), shape),
+                evaluations=lambda total: planned_evaluations(total, cfg, chosen.shape[1], shape),
                 hints=lambda: speed_hints(model, tuple(x.shape[1:]), evaluator.batch_size), tell=self._info,
                 typical=auto_budget(cfg))
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
             evaluations, forward_s, explained_s = evaluator.evaluations, evaluator.forward_s, time.perf_counter() - started
-            evaluation, curves = self._evaluate(problem, attribution, first, cfg)  # counts its own evaluations
+            evaluation, curves = self._evaluate(problem, attribution, first, cfg, details)  # counts its own evaluations
         progress.stop()
         seg = first.segmentation
         assert seg is not None  # prepared with segments
         warnings = list(model.notes) + evaluator.warnings + list(attribution.warnings)
         from explain_cli.result import MAX_PANELS
 
-        if len(targets) > MAX_PANELS:
-            warnings.append(f"the PNG draws the first {MAX_PANELS} of the {len(targets)} targets; the JSON has them all")
+        if chosen.shape[1] > MAX_PANELS:
+            warnings.append(f"the PNG draws the first {MAX_PANELS} of the {chosen.shape[1]} targets; the JSON has them all")
         if seg.n_segments < SMALL_SEGMENT_COUNT and engine.name != "rise":
             warnings.append(f"only {seg.n_segments} superpixels; the map will be coarse: "
                             f"{few_segments_advice(seg.algorithm)} (see `explain segment`)")
         return Explanation(
             method=engine.name,
-            params=dict(cfg.params.__dict__),
+            params={**cfg.params.__dict__, **({"task": task.params()} if task and task.name != "classification" else {})},
             seed=cfg.seed,
-            output_space="callable" if callable_target else cfg.targets.output,
+            output_space="callable" if task is None else task.output_space,
             baseline=cfg.baseline.spec if cfg.baseline is not None else None,
             model=model.describe(),
             input=items[0].describe(),
             preprocess=first.spec.to_dict(),
             geometry=first.prepared.geometry,
             segmentation=seg,
-            targets=targets,
-            labels=[labels[t] if labels else None for t in targets],
+            targets=list(range(chosen.shape[1])) if details is None else [t.index for t in details],
+            labels=labels,
             target_scores=chosen.mean(axis=0),
+            task="callable" if task is None else task.name,
+            details=details,
             attribution=attribution,
             evaluations=evaluations,
             timing={"total_s": explained_s, "forward_s": forward_s,
@@ -290,8 +323,12 @@ class Explainer:
             curves=curves,
         )
 
-    def _evaluate(self, problem: "Problem", attribution: Any, first: PreparedInput, cfg: Settings) -> tuple[dict, list]:
-        """The evaluation block (faithfulness metrics) the options ask for: more batches on the same core."""
+    def _evaluate(self, problem: "Problem", attribution: Any, first: PreparedInput, cfg: Settings,
+                  details: list["Target"] | None) -> tuple[dict, list]:
+        """The evaluation block (faithfulness metrics) the options ask for: more batches on the same core.
+
+        Targets with a box (detection) are their own pointing and energy masks unless `mask` names one.
+        """
         if not cfg.evaluation.any() or cfg.engine.batch:
             return {}, []
         import dataclasses
@@ -317,8 +354,9 @@ class Explainer:
             again = dataclasses.replace(problem, evaluator=other, reference=reference)
             return cfg.engine.run(again, cfg.params, torch.Generator().manual_seed(seed)).scores
 
+        masks = box_masks(details, first.prepared.geometry.original)
         return run_metrics(problem, attribution.scores, maps, pixel_maps, cfg.evaluation, rerun,
-                        eager_module=self.model.module)
+                           eager_module=self.model.module, masks=masks)
 
 
 class eval_mode:
@@ -377,7 +415,8 @@ def explain(
         True for a line on stderr, a callable ``fn(done, total, description)``, or None.
     on_warning
         A callable ``fn(message)`` told each warning as soon as it is known (random weights,
-        before the engine starts); the warnings are in each Explanation either way.
+        before the engine starts); the warnings are in each Explanation either way, and each is
+        issued through :func:`warnings.warn` as an ``ExplainWarning``.
     on_info
         A callable ``fn(message)`` told information that is no warning and stays out of the
         JSON: the runtime probe and its verdict, the estimate of a run longer than a minute

@@ -74,9 +74,23 @@ def _layer(data: Any, where: str, problems: list[str], *, extra: tuple[str, ...]
             continue
         try:
             out[key] = option.check(value)
+            if option.parse is not None and key != "segments" and out[key] is not None:
+                option.parse(out[key])  # free-form text (size, baseline, ...): checked now, with the rest
         except OptionError as exc:
             problems.append(f"{path}: {exc.problem}")
+            out.pop(key, None)
     return out
+
+
+def _misplaced(method: str, layers: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Every engine option set in ``layers`` (key path, values) that ``method`` does not use, by its path."""
+    problems = []
+    for where, layer in layers:
+        for name in schema.misplaced(layer, method):
+            methods = ", ".join(schema.OPTIONS[name].methods or ())
+            problems.append(f"{where}.{name}: applies to {methods}, not {method}" if where
+                            else f"`{name}` (command line): applies to {methods}, not {method}")
+    return problems
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -142,8 +156,13 @@ def expand_inputs(spec: Any, where: str, problems: list[str]) -> list[Path]:
     return found
 
 
-def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
-    """Validate a whole config; every problem is reported with the file and its key path."""
+def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None, *,
+                 method: str | None = None) -> list[Job]:
+    """Validate a whole config; every problem is reported, in one pass, with the file and its key path.
+
+    ``method`` (``explain run --config FILE --method M``) replaces each job's methods by ``M``:
+    its own entry if the job lists it (with that entry's options), else ``M`` with the job's options.
+    """
     from explain_cli.options.settings import settings
     from explain_cli.engines import ENGINES
 
@@ -183,6 +202,9 @@ def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None)
         if not isinstance(raw_methods, list) or not raw_methods:
             local.append(f"{jp}.methods: required, a non-empty list such as [lime, kernelshap]")
             raw_methods = []
+        if method is not None:  # the command line's --method replaces the job's list
+            raw_methods = [e for e in raw_methods if e == method or (isinstance(e, dict) and e.get("method") == method)][:1] \
+                or [method]
         for m, entry in enumerate(raw_methods):
             mp = f"{jp}.methods[{m}]"
             if isinstance(entry, str):
@@ -195,6 +217,9 @@ def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None)
                 continue
             entry_layer = _layer(entry, mp, local, shared_ok=False)
             layers = [defaults, layer, entry_layer, overrides or {}]
+            local += _misplaced(entry["method"], [("defaults", defaults), (jp, layer),
+                                                  (mp, {k: v for k, v in entry_layer.items() if k != "method"}),
+                                                  ("", overrides or {})])
             if not local:
                 try:
                     settings(*layers)
@@ -207,8 +232,8 @@ def parse_config(data: Any, path: Path, overrides: dict[str, Any] | None = None)
         problems += local
         if not local:
             jobs.append(Job(index=j, name=name, model=model, inputs=inputs, methods=methods))
-    if problems:
-        raise ConfigError([f"config {path}: {p}" for p in problems])
+    if problems:  # a defaults key wrong for several methods is said once
+        raise ConfigError([f"config {path}: {p}" for p in dict.fromkeys(problems)])
     return jobs
 
 
@@ -222,12 +247,15 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> list[Job
     return parse_config(read_yaml(path), path, overrides)
 
 
-def load_job(path: Path, overrides: dict[str, Any] | None = None) -> Job:
-    """One job for `explain run --config`: a file with one job, or a bare job mapping."""
+def load_job(path: Path, overrides: dict[str, Any] | None = None, *, method: str | None = None) -> Job:
+    """One job for `explain run --config`: a file with one job, or a bare job mapping.
+
+    ``method`` replaces the job's methods (the command line overrides the file; see :func:`parse_config`).
+    """
     data = read_yaml(path)
     if isinstance(data, dict) and "jobs" not in data and "defaults" not in data:
         data = {"jobs": [data]}
-    jobs = parse_config(data, path, overrides)
+    jobs = parse_config(data, path, overrides, method=method)
     if len(jobs) != 1:
         raise ExplainError(f"config {path} has {len(jobs)} jobs; `explain run --config` runs one, use `explain batch`")
     return jobs[0]

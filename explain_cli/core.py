@@ -95,6 +95,9 @@ class Evaluator:
         self.output = output
         self.precision = precision
         self.head = head  # maps the raw model output to scores (B,) or (B, K); no output space applied
+        # what deletion/insertion score with, where it differs from `head`: the targets' probabilities
+        # when `head` gives a classifier's logits (explain_cli.tasks.Task.probability_scorer)
+        self.curve_head: Callable[[object], "torch.Tensor"] | None = None
         self.progress: Progress = progress or NullProgress()
         self.evaluations = 0
         self.backoffs = 0  # times the batch was halved after running out of GPU memory

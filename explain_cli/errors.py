@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Iterable
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class ExplainError(Exception):
@@ -15,6 +18,26 @@ class ExplainError(Exception):
     """
 
     exit_code = 2
+
+
+class ExplainWarning(UserWarning):
+    """A warning a user should see: random weights, a coarse segmentation, a poor fit, ...
+
+    Issued through :func:`warnings.warn` (see :func:`warn_user`) and also kept in the
+    Explanation's ``warnings``, so the JSON has them too. Silence them in Python with
+    ``warnings.simplefilter("ignore", explain_cli.ExplainWarning)``.
+    """
+
+
+def warn_user(message: str) -> None:
+    """Issue ``message`` as an :class:`ExplainWarning`, pointing at the caller's first line outside this package."""
+    import sys
+    import warnings
+
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ExplainWarning, stacklevel=level)
 
 
 class OptionError(ExplainError):
@@ -56,6 +79,8 @@ def suggest(word: str, choices: Iterable[Any], *, n: int = 1, quote: bool = Fals
     "did you mean 'RdBu_r'?"
     >>> suggest("zzz", ["lime"])
     ''
+    >>> suggest("shap", ["kernelshap", "partition", "lime"])
+    'did you mean kernelshap?'
     """
     import difflib
 
@@ -63,7 +88,10 @@ def suggest(word: str, choices: Iterable[Any], *, n: int = 1, quote: bool = Fals
     by_folded: dict[str, str] = {}
     for name in names:
         by_folded.setdefault(name.casefold(), name)
-    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=n)
+    folded = str(word).casefold()
+    close = difflib.get_close_matches(folded, list(by_folded), n=n)
+    if not close and len(folded) >= 3:  # a part of a name: shap -> kernelshap, perm -> permutation
+        close = [name for name in by_folded if folded in name][:n]
     if not close:
         return ""
     shown = [repr(by_folded[c]) if quote else by_folded[c] for c in close]

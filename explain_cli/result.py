@@ -63,7 +63,7 @@ class Explanation:
     preprocess: dict[str, Any]
     geometry: Geometry
     segmentation: Segmentation
-    targets: list[int]
+    targets: list[int | None]  # class index per row (None: a box named without a class; boxes may share one)
     labels: list[str | None]
     target_scores: np.ndarray  # (K,) f(x) per target
     attribution: Attribution
@@ -80,6 +80,8 @@ class Explanation:
     render_options: OutputOptions = field(default_factory=lambda: _default_output())  # how it is drawn and saved
     evaluation: dict[str, Any] = field(default_factory=dict)  # faithfulness metrics, when asked for
     curves: list[Any] = field(default_factory=list)  # deletion/insertion curves behind `evaluation`
+    task: str = "classification"  # what a target is (explain_cli.tasks), or 'callable' (a Python target function)
+    details: list[Any] | None = None  # the task's Target per row (a detection's box, its detector score)
 
     @property
     def scores(self) -> np.ndarray:
@@ -96,17 +98,11 @@ class Explanation:
         """(H, W) segment id of every model-input pixel, 0..M-1."""
         return self.segmentation.labels
 
-    def _target_row(self, target: int | str | None) -> int:
-        """The row 0..K-1 of a target given as an explained class index or label; None is the first."""
-        if target is None:
-            return 0
-        if isinstance(target, str):
-            if target not in self.labels:
-                raise KeyError(f"{target!r} was not explained; explained: {self.labels}")
-            return self.labels.index(target)
-        if target in self.targets:
-            return self.targets.index(target)
-        raise KeyError(f"class {target} was not explained; explained: {self.targets}")
+    def _target_row(self, target: int | str | None, class_index: int | None = None) -> int:
+        """The row 0..K-1 of a target: a position (0: the first), a label, or ``class_index``."""
+        from explain_cli.views import target_row
+
+        return target_row(self.targets, self.labels, target, class_index=class_index)
 
     def segment_maps(self) -> np.ndarray:
         """(K, H, W) score maps at model resolution: pixel maps, or segment scores painted on segments."""
@@ -120,16 +116,35 @@ class Explanation:
 
         return map_to_original(self.segment_maps(), self.geometry)
 
-    def pixel_map(self, target: int | str | None = None) -> np.ndarray:
-        """(H0, W0) map of one target (an explained class index or label; None: the first) at the input's resolution."""
-        return self.pixel_maps()[self._target_row(target)]
+    def pixel_map(self, target: int | str = 0, *, class_index: int | None = None) -> np.ndarray:
+        """(H0, W0) map of one target at the input's resolution.
 
-    def top(self, k: int = 5, target: int | str | None = None) -> list[tuple[int, float]]:
-        """The ``k`` segments with the largest score for ``target``, as (segment id, score), strongest first.
-
-        ``target`` is an explained class index or label; None is the first explained target.
+        ``target`` is a position among the explained targets (0: the first) or a label;
+        ``class_index=`` picks one by the model's class. Anything not explained is an ExplainError.
         """
-        return self._top_row(k, self._target_row(target))
+        return self.pixel_maps()[self._target_row(target, class_index)]
+
+    def top(self, k: int = 5, target: int | str = 0, *, class_index: int | None = None) -> list[tuple[int, float]]:
+        """The ``k`` segments with the largest score for one target, as (segment id, score), strongest first.
+
+        ``target`` and ``class_index`` as in :meth:`pixel_map`.
+        """
+        return self._top_row(k, self._target_row(target, class_index))
+
+    def tensors(self) -> dict[str, Any]:
+        """The results as CPU torch tensors: ``scores``, ``stderr``, ``segments``, ``pixel_maps``, ``target_scores``."""
+        from explain_cli.views import as_tensors
+
+        return as_tensors(self)
+
+    def plot(self, target: int | str = 0, *, class_index: int | None = None, ax: Any = None, **style: Any) -> Any:
+        """Draw one target's map over the input on a matplotlib ``ax`` (optional: matplotlib is); returns the axes.
+
+        ``style``: ``cmap``, ``alpha``, ``colorbar`` (see :func:`explain_cli.views.plot`).
+        """
+        from explain_cli.views import plot
+
+        return plot(self, target, class_index=class_index, ax=ax, **style)
 
     def _top_row(self, k: int, row_index: int) -> list[tuple[int, float]]:
         row = self.scores[row_index]
@@ -161,7 +176,7 @@ class Explanation:
     def _png(self, **options: Any) -> bytes:
         from explain_cli.options.settings import output_options
         from explain_cli.preprocess import map_to_original
-        from explain_cli.render.captions import heatmap_captions, heatmap_title
+        from explain_cli.render.captions import box_caption, heatmap_captions, heatmap_title
         from explain_cli.render.figures import render_image
         from explain_cli.render.layout import to_png
 
@@ -172,8 +187,13 @@ class Explanation:
         labels_full = map_to_original(self.segmentation.labels[None], self.geometry, nearest=True)[0] if show_edges else None
         drawn = min(len(self.targets), MAX_PANELS)
         full = full[:drawn]
-        captions = heatmap_captions(self.labels[:drawn], self.targets[:drawn], self.target_scores[:drawn],
-                                    self.output_space, mean=self.inputs is not None)
+        boxes = None
+        if self.details is not None and self.task == "detection":
+            captions = [box_caption(k, entry) for k, entry in enumerate(self._entries()[:drawn])]
+            boxes = [(t.overlay() or {}).get("box") for t in self.details[:drawn]]
+        else:
+            captions = heatmap_captions(self.labels[:drawn], self.targets[:drawn], self.target_scores[:drawn],
+                                        self.output_space, mean=self.inputs is not None)
         title = heatmap_title(self.method, self.input["path"], self.segmentation.n_segments, self.evaluations,
                               n_inputs=None if self.inputs is None else len(self.inputs), drawn=drawn,
                               total=len(self.targets))
@@ -182,7 +202,13 @@ class Explanation:
         top = [[g for g, _ in self._top_row(TOP_NUMBERED, k)] for k in range(drawn)] if show_edges else None
         return to_png(render_image(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
                                    style=opts.style, opacity=opts.opacity, cmap=opts.cmap, scale=opts.scale,
-                                   top_segments=top))
+                                   top_segments=top, boxes=boxes))
+
+    def _entries(self) -> list[dict[str, Any]]:
+        """Each target's JSON entry before its attribution: index, label, the task's fields (a box), score."""
+        return [{**({"index": int(index), "label": self.labels[k]} if self.details is None
+                    else self.details[k].describe()),  # a task's fields: a detection's box, its detector score
+                 "score": float(self.target_scores[k])} for k, index in enumerate(self.targets)]
 
     def output_paths(self, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Where :meth:`save` writes: STEM.METHOD.png, .json, and .npy with ``save_map``."""
@@ -202,12 +228,14 @@ class Explanation:
             np.save(buffer, self.pixel_maps().astype(np.float32), allow_pickle=False)
             files["npy"] = buffer.getvalue()
         if self.curves:
-            from explain_cli.render.captions import curve_labels, curves_title
+            from explain_cli.render.captions import box_name, curve_labels, curves_title
             from explain_cli.render.curves import render_curves_image
             from explain_cli.render.layout import to_png
 
-            names = curve_labels(self.labels, self.targets)
-            files["curves"] = to_png(render_curves_image(self.curves, curves_title(self.method, self.stem), labels=names))
+            names = ([box_name(k, entry) for k, entry in enumerate(self._entries())] if self.task == "detection"
+                     else curve_labels(self.labels, self.targets))
+            files["curves"] = to_png(render_curves_image(self.curves, curves_title(self.method, self.stem), labels=names,
+                                                         score="box score" if self.task == "detection" else "probability"))
         return files
 
     def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
@@ -219,7 +247,8 @@ class Explanation:
         areas, boxes = seg.areas(), seg.bboxes()
         a = self.attribution
         targets = []
-        for k, index in enumerate(self.targets):
+        heads = self._entries()
+        for k in range(len(self.targets)):
             segments = []
             for g in range(seg.n_segments):
                 entry: dict[str, Any] = {
@@ -234,9 +263,7 @@ class Explanation:
                     entry["std"] = float(a.std[k, g])
                 segments.append(entry)
             target: dict[str, Any] = {
-                "index": int(index),
-                "label": self.labels[k],
-                "score": float(self.target_scores[k]),
+                **heads[k],
                 "baseline_score": _number(a.baseline_score[k]),
                 "intercept": _number(a.base_value[k]),
                 "r2": None if a.r2 is None else _number(a.r2[k]),

@@ -46,6 +46,9 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
         raise ExplainError(f"{json_path} is not an explanation JSON written by explain run: {exc}") from None
     if doc.get("inputs"):
         raise ExplainError(f"{json_path}: {method} explains a batch; evaluate explains one input at a time")
+    if doc.get("output_space") not in ("logits", "probs", "callable"):
+        raise ExplainError(f"{json_path}: a {doc.get('output_space')} run is evaluated while it is explained; "
+                           "explain it again with `evaluate`")
     npy = json_path.with_suffix(".npy")
     if not npy.is_file():
         raise ExplainError(f"{npy} is missing; explain again with `save_map` to keep the maps")

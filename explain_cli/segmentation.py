@@ -59,8 +59,7 @@ def _slic(image: np.ndarray, *, n_segments: int = DEFAULT_N_SEGMENTS, compactnes
 
     rgb = image.shape[-1] == 3
     if compactness is None:
-        # Lab colour distances are ~0..100; other channel sets are scaled to [0, 1].
-        compactness = 10.0 if rgb else 0.1
+        compactness = slic_compactness(image)
     return slic(
         image, n_segments=n_segments, compactness=compactness, sigma=sigma,
         start_label=0, channel_axis=-1, convert2lab=rgb,
@@ -109,9 +108,26 @@ SEGMENTERS: dict[str, Callable[..., np.ndarray]] = {
 
 
 def segmenter_params(algorithm: str) -> dict[str, Any]:
-    """The tunable parameters of a segmenter and their defaults."""
+    """The tunable parameters of a segmenter and their defaults (None: chosen from the image)."""
     sig = inspect.signature(SEGMENTERS[algorithm])
     return {n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def slic_compactness(image: np.ndarray) -> float:
+    """slic's compactness when none is given: Lab colour distances run to ~100, other channel sets lie in [0, 1]."""
+    return 10.0 if image.shape[-1] == 3 else 0.1
+
+
+def segmenter_defaults(algorithm: str) -> dict[str, Any]:
+    """:func:`segmenter_params` as ``explain info`` shows them: a default chosen from the image says how.
+
+    >>> segmenter_defaults("slic")["compactness"]
+    '10 (colour) or 0.1'
+    """
+    params = segmenter_params(algorithm)
+    if algorithm == "slic":
+        params["compactness"] = "10 (colour) or 0.1"
+    return params
 
 
 def grid_labels(shape: tuple[int, int], n_segments: int) -> np.ndarray:
@@ -189,6 +205,8 @@ def segment(image: np.ndarray, algorithm: str = "slic", **params: Any) -> Segmen
     (4, 0, 3)
     """
     given = check_segmenter_params(algorithm, params)
+    if algorithm == "slic" and "compactness" not in given:
+        given["compactness"] = slic_compactness(image)  # recorded as used, not as None
     accepted = segmenter_params(algorithm)
     try:
         raw = SEGMENTERS[algorithm](image, **given)

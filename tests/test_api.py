@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from explain_cli import Explanation, OptionError, explain
+from explain_cli import ExplainWarning, Explanation, OptionError, explain
 from explain_cli.segmentation import grid_labels
 from tests.conftest import ROOT, make_linear
 
@@ -115,7 +115,8 @@ def test_label_map_at_original_resolution_is_carried_through_resize(linear_scrip
     # small_image is 24x32; the scripted model's metadata resizes it to 16x16
     labels = np.zeros((24, 32), np.int64)
     labels[:, 16:] = 1  # left half / right half
-    (e,) = explain(str(linear_script), str(small_image), segments=labels, method="ablation", target=[0])
+    with pytest.warns(ExplainWarning, match="only 2 superpixels"):
+        (e,) = explain(str(linear_script), str(small_image), segments=labels, method="ablation", target=[0])
     assert e.segments.shape == (16, 16)
     assert e.scores.shape == (1, 2)
     expected = np.zeros((16, 16), np.int64)
@@ -123,7 +124,8 @@ def test_label_map_at_original_resolution_is_carried_through_resize(linear_scrip
     np.testing.assert_array_equal(e.segments, expected)
     assert e.pixel_map(0).shape == (24, 32)
     # and at the model's resolution it is taken as it is
-    (m,) = explain(str(linear_script), str(small_image), segments=expected, method="ablation", target=[0])
+    with pytest.warns(ExplainWarning, match="only 2 superpixels"):
+        (m,) = explain(str(linear_script), str(small_image), segments=expected, method="ablation", target=[0])
     np.testing.assert_allclose(m.scores, e.scores, rtol=1e-9)
 
 
@@ -209,7 +211,8 @@ def test_explanation_scores_and_top_by_class(cropped):
     e = cropped
     assert e.scores.shape == (2, e.segmentation.n_segments) == (2, 16)
     for k, index in enumerate(e.targets):
-        top = e.top(3, target=index)
+        top = e.top(3, class_index=index)
+        assert top == e.top(3, k) == e.top(3, target=k)  # a position is the row; class_index names the class
         assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
         order = np.argsort(-e.scores[k], kind="stable")[:3]
         assert [g for g, _ in top] == [int(g) for g in order]
@@ -242,7 +245,7 @@ def test_png_numbers_each_panels_own_top_segments(cropped, monkeypatch):
 
 def test_pixel_map_nan_only_outside_crop(cropped):
     e = cropped
-    pm = e.pixel_map(e.targets[0])
+    pm = e.pixel_map(0)
     assert pm.shape == (40, 80)
     assert e.pixel_maps().shape == (2, 40, 80)
     # the imagenet preset crops the centre square: NaN exactly outside the window the model saw
@@ -253,12 +256,14 @@ def test_pixel_map_nan_only_outside_crop(cropped):
     window = np.zeros(pm.shape, bool)
     window[t:b, l:r] = True
     np.testing.assert_array_equal(np.isnan(pm), ~window)
-    np.testing.assert_array_equal(e.pixel_map(e.targets[1]), e.pixel_maps()[1])
+    np.testing.assert_array_equal(e.pixel_map(1), e.pixel_maps()[1])
+    np.testing.assert_array_equal(e.pixel_map(class_index=e.targets[1]), e.pixel_maps()[1])
 
 
 def test_save_to_dict_render_match_cli(cli, linear_script, small_image, tmp_path):
     opts = dict(method="lime", samples=64, seed=4, segments="grid", n_segments=9, top_k=2)
-    (e,) = explain(str(linear_script), str(small_image), **opts)
+    with pytest.warns(ExplainWarning, match="every LIME coefficient is ~0"):  # saturated softmax: in the JSON too
+        (e,) = explain(str(linear_script), str(small_image), **opts)
     written = e.save(tmp_path / "api")
     r = cli("run", linear_script, small_image, "--method", "lime", "--samples", "64", "--seed", "4",
             "--segments", "grid", "--n-segments", "9", "--top-k", "2", "--out", tmp_path / "cli", "--quiet")

@@ -101,7 +101,7 @@ def test_sample_model_knows_its_shapes():
     assert model.labels == ["circle", "square", "triangle", "cross"]
     for image in SAMPLE_IMAGES:  # each file is named after the shapes it shows
         shapes = set(image.stem.split("_"))
-        (e,) = explain(model, image, method="ablation", top_k=len(shapes), n_segments=8)
+        (e,) = explain(model, image, method="ablation", top_k=len(shapes), n_segments=16)
         assert set(e.labels) == shapes, (image.name, e.labels)
 
 

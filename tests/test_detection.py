@@ -292,11 +292,11 @@ def test_yolo_decoder_thresholds_and_class_aware_nms():
 
 
 def test_auto_decoder_refuses_raw_tensors_and_classification_refuses_detections():
-    with pytest.raises(ExplainError, match="decoder yolo"):
+    with pytest.raises(ExplainError, match="`decoder` yolo"):
         decode_detections(yolo_raw(), SIZE)
-    with pytest.raises(ExplainError, match="task classification"):
+    with pytest.raises(ExplainError, match="`task` classification"):
         decode_detections(torch.zeros(2, 10), SIZE)
-    with pytest.raises(OptionError, match="use task detection") as info:
+    with pytest.raises(OptionError, match="use `task` detection") as info:
         get_task("classification").decode([one([0, 0, 4, 4], [1])], SIZE)
     assert info.value.option == "task"
     with pytest.raises(OptionError, match="did you mean yolo"):

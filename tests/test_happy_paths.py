@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from explain_cli import explain
+from explain_cli import ExplainWarning, explain
 from explain_cli.baselines import make_baseline
 from explain_cli.options.parse import parse_baseline
 from explain_cli.preprocess import PRESETS
@@ -21,8 +22,8 @@ def test_every_baseline_is_used_and_efficiency_holds(spec):
     """f(baseline) equals the model on the baseline the spec describes, and Σφ = f(x) − f(b)."""
     model = make_linear(k=2, h=16, w=16)
     x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
-    (e,) = explain(model, x, method="kernelshap", baseline=spec, samples=200, output="logits", n_segments=9,
-                   preprocess="none")
+    (e,) = explain(model, x, method="kernelshap", baseline=spec, samples=200, output="logits", segments="grid",
+                   n_segments=9, preprocess="none")
     b = make_baseline(parse_baseline(spec), x, PRESETS["none"], input_kind="tensor")
     expected = model(b[None])[0, e.targets[0]].item()
     assert e.attribution.baseline_score[0] == pytest.approx(expected, rel=1e-5, abs=1e-5)
@@ -35,7 +36,10 @@ def test_every_baseline_is_used_and_efficiency_holds(spec):
 
 @pytest.mark.parametrize("algorithm", ["slic", "quickshift", "felzenszwalb", "watershed", "grid"])
 def test_every_segmenter_explains_the_sample_image(algorithm):
-    (e,) = explain(str(SAMPLE_MODEL), SAMPLE_IMAGES[0], method="ablation", segments=algorithm)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ExplainWarning)  # quickshift and felzenszwalb cut few segments here
+        (e,) = explain(str(SAMPLE_MODEL), SAMPLE_IMAGES[0], method="ablation", segments=algorithm)
+    assert all("superpixels; the map will be coarse" in str(w.message) for w in caught)
     m = e.segmentation.n_segments
     assert e.segmentation.algorithm == algorithm and m >= 2
     assert set(np.unique(e.segments)) == set(range(m))  # contiguous ids

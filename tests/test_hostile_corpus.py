@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -471,12 +472,15 @@ def test_kernelshap_with_enough_samples_does_not_warn(zoo):
 
 
 def test_lime_under_determined_warns(zoo):
-    (e,) = explain_cli.explain(zoo["good"], [torch.rand(3, 16, 16)], method="lime", samples=64, segments="grid",
-                               n_segments=256)
+    with pytest.warns(explain_cli.ExplainWarning, match="64 LIME samples for 256 segments cannot determine"):
+        (e,) = explain_cli.explain(zoo["good"], [torch.rand(3, 16, 16)], method="lime", samples=64, segments="grid",
+                                   n_segments=256)
     assert e.segmentation.n_segments == 256
     assert any("64 LIME samples for 256 segments cannot determine" in w for w in e.warnings), e.warnings
-    (ok,) = explain_cli.explain(zoo["good"], [torch.rand(3, 16, 16)], method="lime", samples=400, segments="grid",
-                                n_segments=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", explain_cli.ExplainWarning)  # a saturated softmax may zero every coefficient
+        (ok,) = explain_cli.explain(zoo["good"], [torch.rand(3, 16, 16)], method="lime", samples=400,
+                                    segments="grid", n_segments=16)
     assert not any("cannot determine" in w for w in ok.warnings)
     assert "free intercept" in ok.to_json()["extra"]["r2_definition"]
 
@@ -485,8 +489,10 @@ def test_kernelshap_negative_r2_is_explained(monkeypatch):
     from explain_cli.engines.kernelshap import engine
 
     monkeypatch.setattr(engine, "weighted_r2", lambda *args: np.array([-0.4]))
-    (e,) = explain_cli.explain(make_linear(k=1), torch.rand(3, 16, 16), samples=200, segments="grid", n_segments=4,
-                               preprocess="none")
+    with pytest.warns(explain_cli.ExplainWarning) as record:  # and: only 4 superpixels
+        (e,) = explain_cli.explain(make_linear(k=1), torch.rand(3, 16, 16), samples=200, segments="grid",
+                                   n_segments=4, preprocess="none")
+    assert any("r2 = -0.4 < 0" in str(w.message) for w in record)
     assert any("r2 = -0.4 < 0" in w and "r2_definition" in w for w in e.warnings), e.warnings
 
 
@@ -520,14 +526,17 @@ def test_long_run_estimate_is_information_after_the_first_batch_and_not_in_the_j
 
 def test_short_run_is_not_announced(zoo):
     heard: list[str] = []
-    explain_cli.explain(zoo["good"], [zoo["a"]], samples=50, on_warning=heard.append, on_info=heard.append)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", explain_cli.ExplainWarning)  # heard through on_warning, the point here
+        explain_cli.explain(zoo["good"], [zoo["a"]], samples=50, on_warning=heard.append, on_info=heard.append)
     assert not any("take about" in m for m in heard)
 
 
 def test_random_torchvision_weights_warn_early_and_in_json():
     heard: list[str] = []
-    explainer = explain_cli.Explainer("torchvision:resnet18", on_warning=heard.append, method="ablation",
-                                      segments="grid", n_segments=4)
+    with pytest.warns(explain_cli.ExplainWarning, match="random weights"):
+        explainer = explain_cli.Explainer("torchvision:resnet18", on_warning=heard.append, method="ablation",
+                                          segments="grid", n_segments=4)
     assert any("random weights" in m for m in heard)
     assert any("random weights" in n for n in explainer.model.notes)
 
@@ -537,8 +546,9 @@ def test_huge_top_k_draws_sixteen_panels_fast(tmp_path):
 
     model = make_linear(k=200)
     start = time.perf_counter()
-    (e,) = explain_cli.explain(model, [torch.rand(3, 16, 16)], method="ablation", top_k=200, segments="grid",
-                               n_segments=4)
+    with pytest.warns(explain_cli.ExplainWarning, match=f"first {MAX_PANELS} of the 200 targets"):
+        (e,) = explain_cli.explain(model, [torch.rand(3, 16, 16)], method="ablation", top_k=200, segments="grid",
+                                   n_segments=9)
     files = e.save(tmp_path)
     seconds = time.perf_counter() - start
     assert len(e.to_json()["targets"]) == 200
@@ -552,7 +562,7 @@ def test_label_with_a_newline_does_not_break_the_caption(tmp_path):
     labels = tmp_path / "l.json"
     labels.write_text(json.dumps(["a\nb", "c\rd", "e\x00f"]))
     (e,) = explain_cli.explain(model, [torch.rand(3, 16, 16)], method="ablation", labels=str(labels), top_k=3,
-                               segments="grid", n_segments=4)
+                               segments="grid", n_segments=9)
     assert e.render().size[0] > 0
 
 

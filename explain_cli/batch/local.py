@@ -7,12 +7,14 @@ fails all its items, a failing item is recorded and the rest go on.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from explain_cli.api import Explainer
 from explain_cli.batch.plan import Item
 from explain_cli.batch.rows import Emit, Row, error_message, finish, mark_done
+from explain_cli.errors import ExplainWarning
 from explain_cli.progress import ItemProgress
 
 
@@ -23,7 +25,9 @@ def run_pending(jobs: list[list[Item]], *, address: str | None, workers: int | N
     ``address`` and ``workers`` belong to the Ray backend (:func:`explain_cli.batch.run.run_batch`
     refuses them with this one); the signature is the backends' common one.
     """
-    return [_run_job(items, emit=emit, progress=progress) for items in jobs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExplainWarning)  # each item's warnings are in its JSON
+        return [_run_job(items, emit=emit, progress=progress) for items in jobs]
 
 
 def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
@@ -58,7 +62,7 @@ def _run_job(items: list[Item], *, emit: Emit, progress: Any) -> list[Row]:
                     raise loaded[p]
             inputs = [loaded[p] for p in item.inputs]
             (expl,) = explainer.explain(inputs, progress=None if progress is None else ItemProgress(progress, label),
-                                        **item.cfg.values)
+                                        **item.cfg.given)
             files = expl.save(item.cfg.output.out, item.stem)
             mark_done(row, files, expl.scores[0], expl.evaluations, expl.evaluation, expl.timing.get("total_s"))
         except Exception as exc:

@@ -48,9 +48,14 @@ class Worker:
     """
 
     def __init__(self) -> None:
+        import warnings
+
         import torch  # noqa: F401  (the slow imports happen while the driver ships files)
 
         import explain_cli.api  # noqa: F401
+        from explain_cli.errors import ExplainWarning
+
+        warnings.simplefilter("ignore", ExplainWarning)  # each item's warnings travel in its JSON
 
         self.explainers: dict[int, Any] = {}  # job index -> Explainer, or the message of its load failure
         self.inputs: OrderedDict = OrderedDict()  # (job, path) -> LoadedInput, or the message of its failure
@@ -62,7 +67,7 @@ class Worker:
         try:
             explainer = self._explainer(task)
             inputs = [self._input(task, path, ref) for path, ref in task["inputs"]]
-            (expl,) = explainer.explain(inputs, **task["values"])
+            (expl,) = explainer.explain(inputs, **task["given"])
             return {"files": expl.files(), "scores": expl.scores[0], "evaluations": expl.evaluations,
                     "evaluation": expl.evaluation, "explain_s": expl.timing.get("total_s"),
                     "time_s": time.perf_counter() - start}
@@ -288,7 +293,7 @@ def _ship(ray: Any, jobs: list[list[Item]], rows: list[list[Row | None]], emit: 
                 rows[j][k] = finish(_row(item, {"error": failed, "time_s": 0.0}), emit, progress)
                 continue
             # refs are nested in the task so a worker fetches them only when it has not loaded them yet
-            tasks[j][k] = {"job": j, "model": model, "load": load, "values": item.cfg.values,
+            tasks[j][k] = {"job": j, "model": model, "load": load, "values": item.cfg.values, "given": item.cfg.given,
                            "inputs": [(str(p), ref) for p, ref in refs]}
     return tasks
 

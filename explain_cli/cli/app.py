@@ -18,37 +18,42 @@ import typer
 
 from explain_cli._version import __version__
 from explain_cli.cli.flags import given_options, param, with_options
-from explain_cli.cli.terminal import err, guard, make_progress, warn
+from explain_cli.cli.helptext import group_help, help_option
+from explain_cli.cli.terminal import err, guard, make_progress, relay_warnings, warn
 from explain_cli.errors import ExplainError, OptionError
 from explain_cli.options import schema
 
+SUMMARY = ("Explain what a PyTorch image model looks at: Kernel SHAP, partition (Owen values), LIME, RISE, "
+           "permutation and ablation over superpixels.")
 app = typer.Typer(
     name="explain",
-    help="Explain what a PyTorch image model looks at: LIME, Kernel SHAP, RISE, permutation, ablation.",
-    no_args_is_help=True,
+    help=SUMMARY,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    invoke_without_command=True,  # `explain` alone prints the help (below)
+    context_settings={"help_option_names": []},  # every command's --help is helptext's, in one style
 )
 
-_DEBUG = param("debug", Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.",
-                                                      rich_help_panel="Run")], False)
+DEBUG_HELP = "Show full tracebacks instead of one-line errors."
+_DEBUG = param("debug", Annotated[bool, typer.Option("--debug", help=DEBUG_HELP, rich_help_panel="Run")], False)
+_DEBUG_PLAIN = param("debug", Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)], False)
 _MODEL = param("model", Annotated[Optional[str], typer.Argument(
     help="Model file (.pt TorchScript, .pt2, .onnx), or torchvision:ARCH / timm:NAME (e.g. torchvision:resnet18); "
          "explain info --models lists them.", show_default=False,
-    metavar="MODEL")])
+    metavar="MODEL")], None)
 _INPUTS = param("inputs", Annotated[Optional[list[str]], typer.Argument(
-    help="Images (PNG, JPEG, ...) or tensors (.pt, .npy).", show_default=False, metavar="INPUT...")])
+    help="Images (PNG, JPEG, ...), tensors (.pt, .npy), or folders of them.", show_default=False, metavar="INPUT...")], None)
 _CONFIG = param("config", Annotated[Optional[Path], typer.Option(
     "--config", help="Run the one job of a YAML config; options given here override it.", rich_help_panel="Run",
-    metavar="FILE")])
+    metavar="FILE")], None)
 
 #: `explain run` takes every option, listed by group (the order of GROUPS).
 RUN_OPTIONS = sorted(schema.OPTIONS, key=lambda n: schema.GROUPS.index(schema.OPTIONS[n].group))
 
 
 @app.command("run")
-@with_options(RUN_OPTIONS, _MODEL, _INPUTS, _CONFIG, _DEBUG)
+@with_options(RUN_OPTIONS, _MODEL, _INPUTS, _CONFIG, _DEBUG, panel="Run")
 def run(*, model: str | None, inputs: list[str] | None, config: Path | None, debug: bool, **opts: Any) -> None:
     """Explain MODEL's prediction on each INPUT; writes OUT/NAME.METHOD.png and .json."""
     with guard(debug):
@@ -61,12 +66,11 @@ def run(*, model: str | None, inputs: list[str] | None, config: Path | None, deb
         else:
             from explain_cli.config import load_job
 
-            job = load_job(config, overrides={k: v for k, v in given.items() if k != "method"})
-            methods = [layers for m, layers in job.methods if "method" not in given or m == given["method"]]
-            if not methods:
-                raise OptionError("method", f"{given['method']} is not among the config's methods "
-                                            f"({', '.join(m for m, _ in job.methods)})")
-            jobs = [(model or job.model, inputs or [str(p) for p in job.inputs], layers) for layers in methods]
+            # options given here override the file; --method replaces the job's methods
+            schema.check(given)  # a bad value is named as the flag it came from, before the file is read
+            job = load_job(config, overrides={k: v for k, v in given.items() if k != "method"},
+                           method=given.get("method"))
+            jobs = [(model or job.model, inputs or [str(p) for p in job.inputs], layers) for _, layers in job.methods]
         out = None
         for source, paths, layers in jobs:
             out = _run_job(source, paths, layers, quiet=quiet)
@@ -84,6 +88,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
 
     cfg = settings(*layers)  # every option error before any loading
     engine = cfg.engine
+    paths = _expand_folders(paths)
     files_in = [Path(p) for p in paths]
     engine.check_inputs(len(files_in))
     out_dir = cfg.output.out
@@ -117,6 +122,22 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     return out_dir
 
 
+def _expand_folders(paths: list[str]) -> list[str]:
+    """Each folder as the image and tensor files in it (as a batch config takes it); files as given."""
+    from explain_cli.config import expand_inputs
+
+    out: list[str] = []
+    for p in paths:
+        if not Path(p).is_dir():
+            out.append(p)
+            continue
+        problems: list[str] = []
+        out += [str(found) for found in expand_inputs(p, "INPUT", problems)]
+        if problems:
+            raise ExplainError(problems[0])
+    return out
+
+
 class Backend(str, Enum):
     local = "local"
     ray = "ray"
@@ -129,18 +150,20 @@ class LogFormat(str, Enum):
 
 @app.command()
 def batch(
-    config: Annotated[Path, typer.Argument(help="YAML config: defaults + jobs (see configs/).", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every job: KEY=VALUE (repeatable; not method).")] = None,
+    config: Annotated[Path, typer.Argument(help="YAML config: defaults + jobs (see configs/).", show_default=False,
+                                           metavar="CONFIG")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a setting for every job (repeatable; not method).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be written; write nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo items whose outputs already exist.")] = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="Run only shard K of N (K/N, 1-based): a stable partition of the items.")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="Run only shard K of N (1-based): a stable partition of the items.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    log_format: Annotated[LogFormat, typer.Option("--log-format", help="text, or json: one JSON line per event on stderr.")] = LogFormat.text,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", metavar="text|json", help="text, or json: one JSON line per event on stderr.")] = LogFormat.text,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
     report: Annotated[bool, typer.Option("--report", help="Also write report.html (every explanation, sortable) next to the summary.")] = False,
-    backend: Annotated[Backend, typer.Option("--backend", help="Where items run: local (this process) or ray (Ray actors; explain_cli[ray]).")] = Backend.local,
-    address: Annotated[Optional[str], typer.Option("--address", help="With --backend ray: join the Ray cluster at auto or HOST:PORT (default: start a local Ray).")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: Ray actors, one model load each (default: the CPUs).")] = None,
+    backend: Annotated[Backend, typer.Option("--backend", metavar="local|ray", help="Where items run: local (this process) or ray (Ray actors; explain_cli[ray]).")] = Backend.local,
+    address: Annotated[Optional[str], typer.Option("--address", metavar="auto|HOST:PORT", help="With --backend ray: join this Ray cluster (default: start a local Ray).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, metavar="N", help="With --backend ray: Ray actors, one model load each (default: the CPUs).")] = None,
+    show_help: help_option() = False,
 ) -> None:
     """Run every job of a YAML config; skips finished outputs, records failures, writes summary.json/csv."""
     with guard(debug):
@@ -197,11 +220,14 @@ SEGMENT_OPTIONS = ["segments", "n_segments", "compactness", "seg_param", "prepro
 _SEG_INPUTS = param("inputs", Annotated[list[str], typer.Argument(help="Images or tensors to segment.", show_default=False,
                                                                    metavar="INPUT...")])
 _SEG_MODEL = param("model", Annotated[Optional[str], typer.Option(
-    "--model", help="Segment what this model sees (its preprocessing), exactly as `explain run` would.", metavar="MODEL")])
+    "--model", help="Segment what this model sees (its preprocessing), exactly as `explain run` would.", metavar="MODEL")], None)
 
 
 @app.command("segment")
-@with_options(SEGMENT_OPTIONS, _SEG_INPUTS, _SEG_MODEL, _DEBUG)
+@with_options(SEGMENT_OPTIONS, _SEG_INPUTS, _SEG_MODEL, _DEBUG_PLAIN, helps={
+    "segments": "Superpixel algorithm to draw, or a label-map file (.npy or .png, one integer id per pixel, at the "
+                "input's or the model's resolution). [default: slic]",
+})
 def segment_cmd(*, inputs: list[str], model: str | None, debug: bool, **opts: Any) -> None:
     """Draw superpixel boundaries (OUT/NAME.segments.png) to choose segmentation parameters."""
     with guard(debug):
@@ -245,10 +271,13 @@ _EXPORT_OUT = param("out_path", Annotated[Path, typer.Argument(help="OUT.pt2 (to
 
 
 @app.command("export")
-@with_options(EXPORT_OPTIONS, _EXPORT_MODEL, _EXPORT_OUT, _DEBUG)
+@with_options(EXPORT_OPTIONS, _EXPORT_MODEL, _EXPORT_OUT, _DEBUG_PLAIN, helps={
+    "size": "Input size H[,W] the model is traced at. [default: the size the model declares]",
+    "labels": "Class names to embed: a text file (one per line), a JSON list, or 'imagenet'. [default: the model's own]",
+})
 def export_cmd(*, model: str, out_path: Path, debug: bool, **opts: Any) -> None:
     """Write MODEL as OUT.pt2 (torch.export) or OUT.onnx, with its labels and preprocessing embedded."""
-    with guard(debug):
+    with guard(debug), relay_warnings():
         from explain_cli.api import as_model
         from explain_cli.models.export import export_model
         from explain_cli.options.settings import settings
@@ -273,8 +302,13 @@ _EVAL_JSONS = param("files", Annotated[list[Path], typer.Argument(
     metavar="JSON...")])
 
 
+_EVAL_MODEL = param("model", Annotated[Optional[str], typer.Option(
+    "--model", help="The model to score the maps with (any MODEL `explain run` takes). [default: the model the JSON "
+                    "names]", metavar="MODEL")], None)
+
+
 @app.command("evaluate")
-@with_options(EVALUATE_OPTIONS, _EVAL_JSONS, _SEG_MODEL, _DEBUG)
+@with_options(EVALUATE_OPTIONS, _EVAL_JSONS, _EVAL_MODEL, _DEBUG_PLAIN)
 def evaluate_cmd(*, files: list[Path], model: str | None, debug: bool, **opts: Any) -> None:
     """Add faithfulness metrics to explanations already written (the JSON's evaluation block)."""
     with guard(debug):
@@ -291,7 +325,8 @@ def evaluate_cmd(*, files: list[Path], model: str | None, debug: bool, **opts: A
 def report_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Folder of explanations (an --out folder, or a batch's); searched recursively.",
                                             show_default=False, metavar="OUT_DIR")],
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+    show_help: help_option() = False,
 ) -> None:
     """Write OUT_DIR/report.html: every explanation with its map, scores and metrics, sortable, offline."""
     with guard(debug):
@@ -304,9 +339,10 @@ def report_cmd(
 def compare_cmd(
     sources: Annotated[list[Path], typer.Argument(help="An output folder, or explanation JSON files (NAME.METHOD.json).",
                                                   show_default=False, metavar="OUT_DIR|JSON...")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="PNG to write [default: compare.png in the folder given, or the first JSON's folder].",
+    out: Annotated[Optional[Path], typer.Option("--out", help="PNG to write. [default: compare.png in the folder given, or the first JSON's folder]",
                                                 metavar="FILE")] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+    show_help: help_option() = False,
 ) -> None:
     """One montage PNG: per input, the image then each method's map per target, with metrics (needs --save-map)."""
     with guard(debug):
@@ -317,70 +353,14 @@ def compare_cmd(
 
 @app.command()
 def info(
-    models: Annotated[bool, typer.Option("--models", help="Also list model formats (what each needs installed) and torchvision architectures.")] = False,
+    models: Annotated[bool, typer.Option("--models", help="List the model formats (what each needs installed) and torchvision's architectures instead.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    show_help: help_option() = False,
 ) -> None:
     """List methods and their options, segmenters, preprocessing presets, baselines and versions."""
-    import json
-    import platform
+    from explain_cli.cli.info import show
 
-    from explain_cli.baselines import BASELINES
-    from explain_cli.engines import ENGINES
-    from explain_cli.preprocess import PRESETS
-    from explain_cli.segmentation import SEGMENTERS, segmenter_params
-
-    data: dict = {
-        "version": __version__,
-        "methods": {
-            name: {"summary": e.summary,
-                   "params": {o.name: o.per_method[name] for o in schema.OPTIONS.values() if name in o.per_method}}
-            for name, e in ENGINES.items()
-        },
-        "options": {o.name: {"default": o.per_method or o.default, "help": o.help, "choices": o.choices,
-                             "methods": o.methods, "cli": o.flag} for o in schema.OPTIONS.values()},
-        "segmenters": {name: segmenter_params(name) for name in SEGMENTERS},
-        "preprocess": {"auto": "the model's own (images) / none (tensors)",
-                       "model": "the preprocessing the model file or architecture declares",
-                       **{k: v.to_dict() for k, v in PRESETS.items()}},
-        "baselines": list(BASELINES),
-        "python": platform.python_version(),
-    }
-    import torch
-    import torchvision
-
-    data["torch"] = torch.__version__
-    data["torchvision"] = torchvision.__version__
-    data["cuda"] = torch.cuda.is_available()
-    if models:
-        from explain_cli.models import formats
-
-        data["formats"] = formats()
-        data["torchvision_models"] = sorted(torchvision.models.list_models(module=torchvision.models))
-    if json_out:
-        typer.echo(json.dumps(data, indent=2, default=str))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(markup=False)  # "explain_cli[onnx]" is text, not a markup tag
-    console.print(f"explain_cli {__version__} · torch {data['torch']} · torchvision {data['torchvision']} · CUDA {'yes' if data['cuda'] else 'no'}")
-    table = Table("method", "what it does", "parameters (defaults)")
-    for name, m in data["methods"].items():
-        table.add_row(name, m["summary"], ", ".join(f"{k}={v}" for k, v in m["params"].items()))
-    console.print(table)
-    table = Table("segmenter", "parameters (defaults)")
-    for name, params in data["segmenters"].items():
-        table.add_row(name, ", ".join(f"{k}={v}" for k, v in params.items()))
-    console.print(table)
-    console.print("preprocess presets: " + ", ".join(data["preprocess"]))
-    console.print("baselines: " + ", ".join(data["baselines"]))
-    if models:
-        table = Table("format", "example", "needs", "installed")
-        for f in data["formats"]:
-            table.add_row(f["format"], f["example"], f["install"] or ", ".join(f["needs"]) or "-",
-                          "yes" if f["installed"] else "no")
-        console.print(table)
-        console.print("torchvision architectures: " + ", ".join(data["torchvision_models"]))
+    show(models=models, as_json=json_out)
 
 
 def version_callback(value: bool) -> None:
@@ -391,9 +371,13 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")] = False,
+    show_help: help_option() = False,
 ) -> None:
-    """Explain what a PyTorch image model looks at."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(group_help(ctx.command, SUMMARY), nl=False)
+        raise typer.Exit()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,31 +27,42 @@ def _help(o: schema.Option) -> str:
         text += f" ({'/'.join(o.methods)})"
     elif o.methods:
         text += f" ({'/'.join(o.methods)} only)"
+    if o.tasks:
+        text += f" (task {'/'.join(o.tasks)})"
     if "[default:" not in text and o.default_text() not in ("none", "{}"):
         text += f" [default: {o.default_text()}]"
     return text
 
 
-def _parameter(o: schema.Option) -> inspect.Parameter:
+def _parameter(o: schema.Option, help_text: str | None = None) -> inspect.Parameter:
     names = [o.flag] if o.kind != "bool" else [f"{o.flag}/--no-{o.flag[2:]}"]
     if o.short:
         names.append(o.short)
     metavar = o.metavar or ("|".join(str(c) for c in o.choices) if o.choices else _METAVARS[o.kind])
     if o.allow_auto:
         metavar = f"{metavar}|auto"
-    info = typer.Option(*names, help=_help(o), show_default=False, metavar=metavar, rich_help_panel=o.group)
+    info = typer.Option(*names, help=help_text or _help(o), show_default=False, metavar=metavar,
+                        rich_help_panel=o.group)
     # a number that may be "auto" arrives as text; the schema's check turns "500" into 500
     annotation = Annotated[Optional[str if o.allow_auto else _PY_TYPES[o.kind]], info]
     return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 
-def with_options(names: list[str], *fixed: inspect.Parameter) -> Callable[[Callable], Callable]:
-    """Give a command the fixed parameters plus the schema's options ``names``; the body gets them as kwargs."""
+def with_options(names: list[str], *fixed: inspect.Parameter, helps: dict[str, str] | None = None,
+                 panel: str | None = None) -> Callable[[Callable], Callable]:
+    """Give a command the fixed parameters plus the schema's options ``names``; the body gets them as kwargs.
+
+    ``helps`` replaces an option's help sentence where this command uses it differently (``export
+    --size``); ``panel`` is where ``--help`` is listed (options keep their schema group as panel).
+    """
+    from explain_cli.cli.helptext import help_option
 
     def wrap(body: Callable) -> Callable:
-        params = list(fixed) + [_parameter(schema.OPTIONS[n]) for n in names]
+        params = list(fixed) + [_parameter(schema.OPTIONS[n], (helps or {}).get(n)) for n in names]
+        params.append(param("show_help", help_option(panel), False))
 
         def command(**kwargs: Any) -> Any:
+            kwargs.pop("show_help", None)
             return body(**kwargs)
 
         command.__name__ = body.__name__
@@ -73,7 +84,8 @@ def given_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+def param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """A fixed parameter of a command; without ``default`` it is required."""
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 

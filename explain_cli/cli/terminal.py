@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import typer
 
 from explain_cli.cli.flags import flags, render
-from explain_cli.errors import ExplainError, one_line
+from explain_cli.errors import ExplainError, ExplainWarning, one_line
 
 
 def err(message: str) -> None:
@@ -19,16 +21,41 @@ def warn(message: str) -> None:
     typer.echo(f"explain: warning: {flags(message)}", err=True)
 
 
+@contextmanager
+def relay_warnings(*, quiet: bool = False) -> Iterator[None]:
+    """Print each ExplainWarning the library issues inside as ``explain: warning: ...``, when it happens."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ExplainWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+            if not issubclass(category, ExplainWarning):
+                shown(message, category, *args, **kwargs)
+            elif not quiet:
+                warn(str(message))
+
+        warnings.showwarning = show
+        yield
+
+
 class guard:
-    """Run a command body: user errors become one line + exit 2, crashes one line + exit 1."""
+    """Run a command body: user errors become one line + exit 2, crashes one line + exit 1.
+
+    The library's ExplainWarnings are silenced inside: the commands print warnings
+    their own way (``explain: warning: ...``, or with the input's name), never twice.
+    """
 
     def __init__(self, debug: bool) -> None:
         self.debug = debug
+        self._warnings = warnings.catch_warnings()
 
     def __enter__(self) -> None:
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore", ExplainWarning)
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._warnings.__exit__(exc_type, exc, tb)
         if exc is None or isinstance(exc, (typer.Exit, typer.Abort, KeyboardInterrupt)) or self.debug:
             return False
         if isinstance(exc, ExplainError):

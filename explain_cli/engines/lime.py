@@ -145,15 +145,15 @@ def _attribution(problem: "Problem", params: LimeParams, zn: np.ndarray, yn: np.
         # surrogate interpolates whatever it is given and r2 is ~1 by construction, not by fit.
         warnings.append(
             f"{samples} LIME samples for {m} segments cannot determine the {m + 1} surrogate coefficients: "
-            f"the scores are mostly the penalty's choice and r2 ≈ 1 means nothing; use --samples well above {m + 1} "
-            f"(10× is typical) or fewer segments (--n-segments)"
+            f"the scores are mostly the penalty's choice and r2 ≈ 1 means nothing; use `samples` well above {m + 1} "
+            f"(10× is typical) or fewer segments (`n_segments`)"
         )
     scale = np.abs(yn).max(axis=0) + 1e-12
     for k in range(fit.coef.shape[0]):
         if np.all(np.abs(fit.coef[k]) < 1e-8 * scale[k]):
             warnings.append(
                 f"target {k}: every LIME coefficient is ~0 (surrogate {params.surrogate}, alpha {params.alpha}); "
-                "lower --alpha, use --surrogate ridge, or check the baseline changes the output"
+                "lower `alpha`, use `surrogate` ridge, or check the baseline changes the output"
             )
     return Attribution(
         scores=fit.coef,

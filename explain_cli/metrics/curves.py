@@ -133,29 +133,32 @@ def rank_pixels(saliency: "torch.Tensor", generator: "torch.Generator") -> "torc
 def gaussian_blur(x: "torch.Tensor", sigma: float | None = None) -> "torch.Tensor":
     """A Gaussian-blurred copy of ``x`` (C, H, W); ``sigma`` defaults to max(H, W) / 16.
 
-    The default equals the ``blur`` baseline's, so "blur" means one thing across the tool.
+    The ``blur`` baseline's own blur (:func:`explain_cli.baselines.gaussian_blur`), so "blur"
+    means one thing across the tool.
     """
-    from torchvision.transforms.functional import gaussian_blur as tv_blur
+    from explain_cli.baselines import gaussian_blur as blur
 
-    h, w = x.shape[-2:]
-    sigma = max(h, w) / 16.0 if sigma is None else float(sigma)
-    if not sigma > 0:
+    if sigma is not None and not float(sigma) > 0:
         raise OptionError("blur_sigma", f"must be positive (pixels at model resolution), got {sigma}")
-    size = int(2 * round(3 * sigma) + 1)
-    # Reflect padding needs a kernel narrower than the image; clip to the largest odd size that fits.
-    size = min(size, 2 * (min(h, w) // 2) - 1) if min(h, w) > 2 else 1
-    return tv_blur(x.unsqueeze(0), [size, size], [sigma, sigma])[0].contiguous()
+    return blur(x, sigma)
 
 
 def probability_fn(evaluator: "Evaluator") -> ScoreFn:
     """A score function giving the evaluator's target *probabilities*, whatever its output space.
 
     Deletion and insertion are defined on probabilities (RISE); an evaluator set to logits is
-    softmaxed here. Forwards are counted by the evaluator as usual.
+    softmaxed here, and one with a ``curve_head`` (a task's probability scorer) scores with it.
+    Forwards are counted by the evaluator as usual.
     """
     import torch
 
     def score(batch: "torch.Tensor") -> "torch.Tensor":
+        if evaluator.curve_head is not None:
+            head, evaluator.head = evaluator.head, evaluator.curve_head
+            try:
+                return evaluator.forward(batch)
+            finally:
+                evaluator.head = head
         out = evaluator.forward(batch)
         if evaluator.output == "logits":
             out = torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)

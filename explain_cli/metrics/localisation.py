@@ -7,6 +7,7 @@ Pointing game and energy in mask need only a map and an object mask of one resol
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -102,3 +103,21 @@ def energy_in_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
     positive = np.where(np.isfinite(m), np.maximum(m, 0.0), 0.0)
     total = positive.sum()
     return float(positive[obj].sum() / total) if total > 0 else float("nan")
+
+
+def check_mask_fits(path: str, inputs: Sequence[tuple[str, tuple[int, ...]]]) -> None:
+    """Refuse a ``mask`` that is not the size of every input, before any model evaluation.
+
+    ``inputs`` are (name, (H, W)) pairs: each input's name and size as read (the resolution the
+    maps are scored at).
+
+    Raises
+    ------
+    OptionError
+        The mask's size and the first input it does not fit.
+    """
+    shape = load_mask(path).shape
+    for name, size in inputs:
+        if tuple(shape) != tuple(size):
+            raise OptionError("mask", f"is {list(shape)} but the input {name} is {list(size)}; "
+                              "give the object's mask at the input's resolution")

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_maps: np.ndarray, cfg: Any,
                 rerun: Callable[[int, "torch.nn.Module | None"], np.ndarray], *,
-                eager_module: Any = None) -> tuple[dict[str, Any], list["Curve"]]:
+                eager_module: Any = None, masks: list[np.ndarray] | None = None) -> tuple[dict[str, Any], list["Curve"]]:
     """The evaluation block for one explanation, and its curves (for the curves PNG).
 
     Parameters
@@ -44,6 +44,9 @@ def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_
     rerun
         ``rerun(seed, module)`` explains again with another seed, or on another module (the
         randomised copy), and returns (K, M) scores.
+    masks : K (H0, W0) bool arrays, optional
+        Each target's own object (a detection's box): with ``evaluate``, pointing and energy
+        are measured in them unless ``mask`` names a file, which then serves every target.
     """
     block: dict[str, Any] = {}
     curves: list[Curve] = []
@@ -64,13 +67,18 @@ def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_
             deletion_auc=_floats(dele.auc), insertion_auc=_floats(ins.auc),
             random_deletion_auc=_floats(rdel.auc), random_insertion_auc=_floats(rins.auc),
         )
-    if cfg.mask:
-        mask = load_mask(cfg.mask)
-        if mask.shape != pixel_maps.shape[1:]:
-            raise OptionError("mask", f"is {list(mask.shape)} but the input is {list(pixel_maps.shape[1:])}; "
-                              "give the object's mask at the input's resolution")
-        block["pointing_hit"] = [bool(pointing_hit(m, mask, cfg.tolerance)) for m in pixel_maps]
-        block["energy_in_mask"] = [_number(energy_in_mask(m, mask)) for m in pixel_maps]
+    if cfg.mask or (cfg.evaluate and masks is not None):
+        if cfg.mask:
+            mask = load_mask(cfg.mask)
+            if mask.shape != pixel_maps.shape[1:]:
+                raise OptionError("mask", f"is {list(mask.shape)} but the input is {list(pixel_maps.shape[1:])}; "
+                                  "give the object's mask at the input's resolution")
+            objects = [mask] * len(pixel_maps)
+        else:
+            objects = list(masks or [])
+            block["mask"] = "box"  # each target's own box
+        block["pointing_hit"] = [bool(pointing_hit(m, o, cfg.tolerance)) for m, o in zip(pixel_maps, objects)]
+        block["energy_in_mask"] = [_number(energy_in_mask(m, o)) for m, o in zip(pixel_maps, objects)]
         block["tolerance_px"] = cfg.tolerance
     if cfg.stability >= 2:
         runs = [scores] + [rerun(cfg.seed + i, None) for i in range(1, cfg.stability)]

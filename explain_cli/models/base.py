@@ -3,8 +3,10 @@
 Embedded metadata is the ``explain_cli.json`` document a model file may carry (a TorchScript
 extra file, an ONNX ``metadata_props`` entry, a ``.pt2`` extra file)::
 
-    {"labels": ["circle", ...], "in_channels": 3,
+    {"labels": ["circle", ...], "in_channels": 3, "task": "classification",
      "preprocess": {"size": [64, 64], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+
+``task`` (default ``classification``) is what the outputs are; it is the ``task`` option's default.
 
 It is validated like a config file: a bad value is a one-line error naming the file and the key.
 """
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
 METADATA_FILE = "explain_cli.json"
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
+#: The note a model file exported from random weights (``random_weights: true``) carries.
+RANDOM_FILE_NOTE = ("random weights: this file was exported from an architecture without trained weights "
+                    "(random_weights in its metadata); its outputs are meaningless")
+#: What a model file may declare as its ``task`` (the names of :data:`explain_cli.tasks.TASKS`,
+#: spelt out here: the loaders know no task; a test keeps the two in step).
+MODEL_TASKS = ("classification", "detection", "segmentation", "similarity")
 
 
 @dataclass
@@ -53,6 +61,7 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)  # warnings for the user (random weights, fallbacks)
     seconds_per_image: float | None = None  # batched cost on this runtime, as its runtime verdict measured it
     task: str = "classification"  # what the outputs are (explain_cli.tasks): 'detection' for detectors
+    labels_from: str | None = None  # where `labels` came from, when the model did not declare them itself
 
     def describe(self) -> dict:
         """What the result JSON records about the model."""
@@ -64,8 +73,12 @@ class LoadedModel:
             "device": str(self.device),
             "runtime": self.runtime,
         }
+        if self.task != "classification":
+            info["task"] = self.task
         if self.notes:
             info["notes"] = list(self.notes)
+        if self.labels_from:
+            info["labels_from"] = self.labels_from
         return info
 
 
@@ -144,6 +157,8 @@ def validate_metadata(data: Any, origin: str) -> dict:
     if "in_channels" in data and data["in_channels"] is not None:
         if not _positive_int(data["in_channels"]):
             raise ExplainError(f"{where}: in_channels: must be a positive integer, got {_short(data['in_channels'])}")
+    if data.get("task") is not None and data["task"] not in MODEL_TASKS:
+        raise ExplainError(f"{where}: task: must be one of {', '.join(MODEL_TASKS)}, got {_short(data['task'])}")
     pre = data.get("preprocess")
     if pre is not None:
         if not isinstance(pre, dict):
@@ -179,12 +194,14 @@ def _validate_preprocess(pre: dict, where: str) -> dict:
 
 
 def metadata_fields(metadata: dict) -> dict:
-    """The LoadedModel fields a validated metadata dict provides: labels, preprocess, in_channels."""
+    """The LoadedModel fields a validated metadata dict provides: notes, labels, preprocess, in_channels, task."""
     pre = metadata.get("preprocess")
     return {
+        "notes": [RANDOM_FILE_NOTE] if metadata.get("random_weights") is True else [],
         "labels": list(metadata["labels"]) if metadata.get("labels") else None,
         "preprocess": Preprocess.from_dict(pre) if pre else None,
         "in_channels": metadata.get("in_channels"),
+        "task": metadata.get("task") or "classification",
     }
 
 

@@ -78,6 +78,18 @@ class TorchvisionDetector:
         self.model.eval()
         return self
 
+    def train(self, mode: bool = True) -> "TorchvisionDetector":
+        """As ``nn.Module.train``: the front door runs a live detector in eval mode and gives it back."""
+        self.model.train(mode)
+        return self
+
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Any:
+        """The detector's own (the sanity check re-initialises a copy's)."""
+        return self.model.named_parameters(*args, **kwargs)
+
+    def named_buffers(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.named_buffers(*args, **kwargs)
+
     def to(self, device: Any) -> "TorchvisionDetector":
         self.model.to(device)
         return self

@@ -1,7 +1,9 @@
 """Write a loaded model as a torch.export ``.pt2`` or an ONNX file, metadata embedded.
 
 The embedded ``explain_cli.json`` (labels, channels, preprocessing) lets ``explain run`` use
-the file without ``--labels`` or ``--size``. Files are written atomically.
+the file without ``--labels`` or ``--size``; a model built without weights is exported with a
+warning and ``random_weights: true``, which loading the file turns back into a warning. Files
+are written atomically.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError, one_line, require_module
+from explain_cli.errors import ExplainError, one_line, require_module, warn_user
 from explain_cli.fileio import atomic_write_bytes
 from explain_cli.models.base import METADATA_FILE, LoadedModel, validate_metadata
 
@@ -36,7 +38,14 @@ def export_metadata(model: LoadedModel, labels: list[str] | None = None) -> dict
     if model.preprocess is not None:
         meta["preprocess"] = {k: v for k, v in model.preprocess.to_dict().items() if v is not None and k != "name"}
     meta.setdefault("exported_from", Path(model.source).name)  # a name, not a local path
+    if random_weights(model):
+        meta["random_weights"] = True  # so that explaining the exported file warns too
     return validate_metadata(meta, f"model {model.source}")
+
+
+def random_weights(model: LoadedModel) -> bool:
+    """Whether ``model`` runs on random weights: an architecture built without any, or a file exported from one."""
+    return (model.kind in ("torchvision", "timm") and model.weights is None) or model.metadata.get("random_weights") is True
 
 
 def export_model(
@@ -81,6 +90,9 @@ def export_model(
     if len(shape) != 4 or min(shape) < 1:
         raise ExplainError(f"example shape {list(example_shape)} is not (C, H, W) or (B, C, H, W) of positive sizes")
     meta = export_metadata(model, labels)
+    if meta.get("random_weights"):
+        warn_user(f"exporting random weights: {model.source} was built without `weights`, so {out.name} explains "
+                  "nothing real; pass `weights` FILE or DEFAULT (the file records random_weights: true)")
     module = model.module
     if not isinstance(module, torch.nn.Module):
         raise ExplainError(f"model {model.source} runs on {model.runtime}, not torch; only torch models can be exported")

@@ -37,7 +37,9 @@ class OnnxRunner:
     """A batch callable over an onnxruntime session: torch tensor in, torch tensor out.
 
     A fixed batch axis (exported with batch size N) is served by running chunks of N rows and
-    padding the last chunk with copies of its final row; the padding rows are dropped.
+    padding the last chunk with copies of its final row; the padding rows are dropped. A model
+    with several outputs gives its first, except a detector's (one output named ``boxes``):
+    then every output, as a ``{name: tensor}`` dict of padded batch tensors.
     """
 
     def __init__(self, session: Any, device: "torch.device") -> None:
@@ -48,11 +50,14 @@ class OnnxRunner:
         dim0 = inp.shape[0] if inp.shape else None
         self.fixed_batch: int | None = dim0 if isinstance(dim0, int) and dim0 > 0 else None
         self.input_shape = list(inp.shape)
+        names = [o.name for o in session.get_outputs()]
+        self.output_names: list[str] | None = names if len(names) > 1 and "boxes" in names else None
 
-    def _run(self, batch: "np.ndarray") -> "np.ndarray":
-        return self.session.run(None, {self.input_name: batch})[0]
+    def _run(self, batch: "np.ndarray") -> list["np.ndarray"]:
+        outputs = self.session.run(None, {self.input_name: batch})
+        return outputs if self.output_names is not None else outputs[:1]
 
-    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor | dict[str, torch.Tensor]":
         import numpy as np
         import torch
 
@@ -60,7 +65,7 @@ class OnnxRunner:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         n = self.fixed_batch
         if n is None or array.shape[0] == n:
-            out = self._run(array)
+            outs = self._run(array)
         else:
             parts = []
             for start in range(0, array.shape[0], n):
@@ -68,9 +73,10 @@ class OnnxRunner:
                 rows = chunk.shape[0]
                 if rows < n:
                     chunk = np.concatenate([chunk, np.repeat(chunk[-1:], n - rows, axis=0)])
-                parts.append(self._run(chunk)[:rows])
-            out = np.concatenate(parts)
-        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
+                parts.append([out[:rows] for out in self._run(chunk)])
+            outs = [np.concatenate(column) for column in zip(*parts)]
+        tensors = [torch.from_numpy(np.ascontiguousarray(out)).to(x.device) for out in outs]
+        return tensors[0] if self.output_names is None else dict(zip(self.output_names, tensors))
 
     def eval(self) -> "OnnxRunner":
         """No-op, so callers may treat the runner like an nn.Module."""

@@ -23,10 +23,18 @@ if TYPE_CHECKING:
 class TargetOptions:
     """Which outputs of the model are explained, and in which output space."""
 
-    target: tuple[Any, ...]  # 'auto', class indices or labels; in Python also one callable
-    top_k: int  # with target auto: the K top classes
+    target: tuple[Any, ...]  # 'auto', class indices or labels, boxes (detection); in Python also one callable
+    top_k: int | None  # with target auto: the K top classes / at most K detections; None: the task's default
     labels: str | None  # class names: a file or 'imagenet'; None: the model's own
-    output: str  # logits | probs
+    task: str | None  # classification | detection; None: the model's declared task (settled by `for_task`)
+    output: str  # logits | probs (classification)
+    min_score: float  # detection: default targets score at least this
+    box: tuple[Any, ...]  # detection: boxes the user names, X1,Y1,X2,Y2[,LABEL] in input-image pixels
+    decoder: str  # detection: auto | torchvision | padded | yolo
+    objectness: str  # detection: where O_j comes from: auto | score | none
+    yolo_conf: float  # decoder yolo: confidence threshold
+    nms_iou: float  # decoder yolo: NMS IoU threshold
+    max_det: int  # decoder yolo: detections kept per image
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,9 @@ class EvaluationOptions:
 class Settings:
     """Every option of one run, validated and typed; ``values`` keeps them as plain option values.
 
-    ``values`` is what ``explain(**values)``, a YAML file and a Ray worker accept: the merged
-    layers with the engine's defaults filled in.
+    ``values`` is the merged layers with the engine's defaults filled in; ``given`` only what
+    some layer set, which is what ``explain(**given)`` and a Ray worker take to rebuild these
+    settings (defaults that depend on the model's task are settled there, not here).
     """
 
     method: str
@@ -115,6 +124,7 @@ class Settings:
     output: OutputOptions
     evaluation: EvaluationOptions
     values: dict[str, Any] = field(compare=False)
+    given: dict[str, Any] = field(default_factory=dict, compare=False)  # the values some layer set (no defaults)
 
     @property
     def engine(self) -> Engine:

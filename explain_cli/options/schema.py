@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable
 from explain_cli.errors import OptionError, suggest
 from explain_cli.params import check_value, field_type
 
+#: The tasks (explain_cli.tasks) the `task` option offers; segmentation and similarity join with their options.
+WIRED_TASKS = ("classification", "detection")
 #: Help panels, in the order `explain run --help` shows them.
 GROUPS = ("Method", "Targets", "Segmentation", "Input", "Model", "Output", "Evaluation", "Run")
 
@@ -47,6 +49,7 @@ class Option:
     maximum: float | None = None
     exclusive_minimum: bool = False
     methods: tuple[str, ...] | None = None  # methods that use it; None: all
+    tasks: tuple[str, ...] | None = None  # tasks that read it (explain_cli.tasks); None: all
     per_method: dict[str, Any] = field(default_factory=dict)  # engine defaults by method
     short: str | None = None  # one-letter CLI alias, e.g. -n
     metavar: str | None = None
@@ -86,7 +89,8 @@ class Option:
                 raise OptionError(self.name, f"must be a string, got {type(value).__name__} {value!r}")
             return check_value(self.name, value, kind, self.meta())
         if self.kind == "list":
-            items = value if isinstance(value, (list, tuple)) else [value]
+            # a tuple of 4 or 5 numbers (+ label) is one box target, not four targets
+            items = value if isinstance(value, (list, tuple)) and not _box_tuple(value) else [value]
             return [self._item(v) for v in items]
         if self.kind == "dict":
             if not isinstance(value, dict):
@@ -103,6 +107,12 @@ class Option:
         if callable(value) or (not isinstance(value, (str, int)) or isinstance(value, bool)):
             return value  # Python-only values (a target callable) are checked where they are used
         return str(value)
+
+
+def _box_tuple(value: Any) -> bool:
+    from explain_cli.tasks.boxes import is_box
+
+    return isinstance(value, tuple) and is_box(value)
 
 
 def flag(name: str) -> str:
@@ -139,7 +149,13 @@ def _general() -> list[Option]:
     from explain_cli.render.figures import DEFAULT_OPACITY, DEFAULT_STYLE, STYLES
     from explain_cli.render.scale import DEFAULT_SCALE, parse_scale
     from explain_cli.segmentation import DEFAULT_N_SEGMENTS, SEGMENTERS
+    from explain_cli.tasks import TASKS
+    from explain_cli.tasks.boxes import BOX_FORM
+    from explain_cli.tasks.detection import OBJECTNESS
+    from explain_cli.tasks.detection_formats import DECODERS, YoloSettings
 
+    det = ("detection",)
+    yolo = YoloSettings()
     return [
         Option("method", "str", "kernelshap", "Explanation method.", "Method", choices=tuple(ENGINES), short="-m"),
         Option("seed", "int", 0, "Seed for every random choice; same seed, same numbers.", "Method",
@@ -148,11 +164,33 @@ def _general() -> list[Option]:
                parse=parse_baseline),
         Option("target", "list", ["auto"], "auto, a class index or a label (repeatable); in Python also a callable "
                "mapping the model's output batch to one score per row.", "Targets", short="-t", metavar="TARGET"),
-        Option("top_k", "int", 1, "With target auto: explain the K top classes (same evaluations as one).", "Targets",
+        Option("top_k", "int", None, "With target auto: explain the K top classes, or at most K detections, highest "
+               "first (same evaluations as one). [default: 1 class; every detection above min_score]", "Targets",
                short="-k", minimum=1, maximum=100_000),
         Option("labels", "str", None, "Class names: a text file (one per line), a JSON list, or 'imagenet'.",
                "Targets", shared=True, metavar="FILE"),
-        Option("output", "str", "probs", "Explain logits or softmax probabilities.", "Targets", choices=OUTPUT_SPACES),
+        Option("task", "str", None, "What the model's outputs are: class scores, or boxes (torchvision's format; "
+               "each box scored by D-RISE's similarity). [default: the model's declared task, else classification]",
+               "Targets", shared=True, choices=WIRED_TASKS),
+        Option("output", "str", "probs", "Explain logits or softmax probabilities.", "Targets", choices=OUTPUT_SPACES,
+               tasks=tuple(n for n in WIRED_TASKS if "output" in TASKS[n].options)),
+        Option("min_score", "float", 0.5, "Explain the detections scoring at least this (with target auto or a class).",
+               "Targets", minimum=0.0, maximum=1.0, tasks=det),
+        Option("box", "list", [], f"A box to explain, {BOX_FORM.replace('pixels', 'pixels of the input image')}; "
+               "repeatable; it may be an object the detector missed.", "Targets", metavar="X1,Y1,X2,Y2[,LABEL]",
+               tasks=det),
+        Option("decoder", "str", "auto", "How detector outputs are read: auto (torchvision's list of dicts, or padded "
+               "tensors), or yolo (raw (batch, 4 + classes, anchors) tensors, decoded with NMS).", "Targets",
+               shared=True, choices=DECODERS, tasks=det),
+        Option("objectness", "str", "auto", "O_j in the box score: the detector's score, none (1), or auto (the "
+               "model's objectness if given, else the score where class probabilities cannot carry it, else 1).",
+               "Targets", choices=OBJECTNESS, tasks=det),
+        Option("yolo_conf", "float", yolo.conf, "decoder yolo: keep anchors whose top class score exceeds this.",
+               "Targets", shared=True, minimum=0.0, maximum=1.0, tasks=det),
+        Option("nms_iou", "float", yolo.iou, "decoder yolo: IoU of class-aware non-maximum suppression.", "Targets",
+               shared=True, minimum=0.0, maximum=1.0, tasks=det),
+        Option("max_det", "int", yolo.max_det, "decoder yolo: detections kept per image, highest score first.",
+               "Targets", shared=True, minimum=1, maximum=100_000, tasks=det),
         Option("segments", "str", None, "Superpixel algorithm, or a label-map file (.npy or .png, one integer id per "
                "pixel, at the input's or the model's resolution). [default: slic; grid for permutation]",
                "Segmentation", shared=True, metavar="|".join(SEGMENTERS) + "|FILE", parse=parse_segments),
@@ -308,6 +346,17 @@ def used_by(method: str) -> list[Option]:
     return [o for o in OPTIONS.values() if o.methods is None or method in o.methods]
 
 
+def misplaced_for_task(values: dict[str, Any], task: str) -> list[str]:
+    """Names of task options that are set but that ``task`` does not read."""
+    return [n for n, v in values.items() if v is not None and task not in (OPTIONS[n].tasks or (task,))]
+
+
+def task_error(name: str, task: str) -> OptionError:
+    """The one-line refusal of option ``name`` under ``task``."""
+    owners = " or ".join(OPTIONS[name].tasks or ())
+    return OptionError(name, f"applies to task {owners}, not {task}")
+
+
 def misplaced(values: dict[str, Any], method: str) -> list[str]:
     """Names of engine options that are set but that ``method`` does not use."""
     return [n for n, v in values.items() if v is not None and OPTIONS[n].per_method
@@ -355,7 +404,7 @@ def markdown_table() -> str:
                 continue
             flag = f"`{o.flag}`" + (f" `{o.short}`" if o.short else "")
             choices = f" One of: {', '.join(str(c) for c in o.choices)}." if o.choices else ""
-            methods = ", ".join(o.methods) if o.methods else "all"
+            methods = ", ".join(o.methods) if o.methods else f"task {'/'.join(o.tasks)}" if o.tasks else "all"
             help_text = o.help.replace("|", "\\|")
             lines.append(f"| {flag} / `{o.name}` | `{o.default_text()}` | {methods} | {help_text}{choices} |")
     return "\n".join(lines)

@@ -49,10 +49,13 @@ def settings(*layers: dict[str, Any]) -> Settings:
         clean_layers.append(schema.check(layer))
     values = schema.merge(*clean_layers)
     engine = get_engine(values["method"])
-    wrong = schema.misplaced({k: v for layer in clean_layers for k, v in layer.items()}, engine.name)
+    given = {k: v for layer in clean_layers for k, v in layer.items() if v is not None}
+    wrong = schema.misplaced(given, engine.name)
     if wrong:
         o = schema.OPTIONS[wrong[0]]
         raise OptionError(wrong[0], f"applies to {', '.join(o.methods or ())}, not {engine.name}")
+    if values["task"] is not None:  # else the model's declared task decides, once it is loaded (for_task)
+        _check_task(given, values["task"], engine)
     params = build_params(engine, values)
     # the resolved engine defaults become the values (so JSON, help and summaries agree)
     values.update({f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
@@ -64,14 +67,49 @@ def settings(*layers: dict[str, Any]) -> Settings:
         seed=values["seed"],
         baseline=typed["baseline"],
         params=params,
-        targets=_group(TargetOptions, typed, target=tuple(values["target"])),
+        targets=_group(TargetOptions, typed, target=tuple(values["target"]), box=tuple(values["box"] or ())),
         input=_group(InputOptions, typed),
         segmentation=_segmentation(values, label_map, batch=engine.batch),
         model=_group(ModelOptions, typed),
         output=_group(OutputOptions, typed),
         evaluation=_group(EvaluationOptions, typed),
         values=values,
+        given=given if label_map is None or "segments" in given else {**given, "segments": label_map},
     )
+
+
+def for_task(cfg: Settings, declared: str) -> Settings:
+    """``cfg`` with its task settled: the ``task`` option, else ``declared`` (the model's own task).
+
+    The task's options are checked (another task's option is refused) and its engine defaults
+    (RISE's grid and p1 for detection) apply where no layer set the value.
+
+    Raises
+    ------
+    OptionError
+        An option of another task, or a batch method with a task whose targets belong to one image.
+    """
+    from explain_cli.tasks import TASKS
+
+    name = cfg.targets.task or declared
+    if name not in TASKS:
+        raise OptionError("task", f"must be one of {', '.join(TASKS)}, got {name!r}")
+    _check_task(cfg.given, name, cfg.engine)
+    changes = {k: v for k, v in TASKS[name].engine_defaults.get(cfg.method, {}).items() if k not in cfg.given}
+    params = dataclasses.replace(cfg.params, **changes) if changes else cfg.params
+    return dataclasses.replace(cfg, params=params, targets=dataclasses.replace(cfg.targets, task=name),
+                               values={**cfg.values, **changes, "task": name})
+
+
+def _check_task(given: dict[str, Any], task: str, engine: Any) -> None:
+    from explain_cli.tasks import TASKS
+
+    wrong = schema.misplaced_for_task(given, task)
+    if wrong:
+        raise schema.task_error(wrong[0], task)
+    if engine.batch and TASKS[task].per_image:
+        raise OptionError("method", f"{engine.name} explains a batch of inputs together, but task {task}'s targets "
+                                    "belong to one image; choose another method")
 
 
 def _parsed(values: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ Examples
 ['cat (281): prob 0.612']
 >>> metric_line({"deletion_auc": 0.118, "random_deletion_auc": 0.4, "pointing_hit": True})
 'del 0.12 (rand 0.40) · hit'
+>>> box_caption(0, {"label": "cat", "index": 17, "score": 1.0, "detector_score": 0.912, "source": "detection"})
+'box 0: cat · detector 0.91 · box score 1'
 """
 
 from __future__ import annotations
@@ -32,13 +34,39 @@ def score_word(output_space: str | None, *, mean: bool = False) -> str:
 
 def heatmap_captions(labels: Sequence[str | None], indices: Sequence[int], scores: Sequence[float],
                      output_space: str, *, mean: bool = False) -> list[str]:
-    """One caption per target panel: ``name (index): prob 0.612``; an unlabelled class is ``class N``."""
+    """One caption per target panel: ``name (index): prob 0.612``; an unlabelled class is ``class N``.
+
+    >>> heatmap_captions([None], [238], [0.0012], "probs")
+    ['class 238: prob 0.0012']
+    """
     space = score_word(output_space, mean=mean)
     captions = []
     for label, index, score in zip(labels, indices, scores):
-        name = printable(label) if label is not None else f"class {index}"
-        captions.append(f"{name} ({index}): {space} {score:.3g}")
+        if label is None or label == str(index):  # the index once, not "class 238 (238)"
+            name = f"class {index}"
+        else:
+            name = f"{printable(label)} ({index})"
+        captions.append(f"{name}: {space} {score:.3g}")
     return captions
+
+
+def box_name(row: int, target: Mapping[str, Any]) -> str:
+    """A detection target's short name, ``box 2: cat`` (a box named without a class: ``any class``)."""
+    label, index = target.get("label"), target.get("index")
+    name = printable(label) if label is not None else (f"class {index}" if index is not None else "any class")
+    return f"box {row}: {name}" + (" (named)" if target.get("source") == "box" else "")
+
+
+def box_caption(row: int, target: Mapping[str, Any]) -> str:
+    """A detection panel's caption from its JSON entry: the box's name, the detector's score, the box score on f(x).
+
+    A named box shows no detector score (the JSON's is the best-matching detection's, maybe of another class).
+    """
+    parts = [box_name(row, target)]
+    if target.get("detector_score") is not None and target.get("source") != "box":
+        parts.append(f"detector {target['detector_score']:.2f}")
+    parts.append(f"box score {target['score']:.3g}")
+    return " · ".join(parts)
 
 
 def heatmap_title(method: str, input_path: str, n_segments: int, evaluations: int, *, n_inputs: int | None = None,

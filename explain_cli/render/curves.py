@@ -43,7 +43,7 @@ def _dashed(draw, points: list[tuple[float, float]], fill, width: int, dash: flo
 
 
 def render_curves_image(curves: Sequence["Curve"], title: str, *, labels: Sequence[str] | None = None,
-                        height: int = 260) -> "PILImage.Image":
+                        height: int = 260, score: str = "probability") -> "PILImage.Image":
     """Deletion and insertion curves as a PIL image (`explain_cli.render.layout.to_png` encodes it).
 
     Parameters
@@ -57,6 +57,8 @@ def render_curves_image(curves: Sequence["Curve"], title: str, *, labels: Sequen
         Target names for the legend; default ``target 0``, ``target 1``, ...
     height : int
         Output height in pixels (e.g. the heatmap's), at least 160.
+    score : str
+        What the curves measure, in the panels' headings (detection: ``box score``).
 
     Raises
     ------
@@ -93,7 +95,7 @@ def render_curves_image(curves: Sequence["Curve"], title: str, *, labels: Sequen
         x0 = p * panel_w + left
         x1 = (p + 1) * panel_w - right
         y0, y1 = top + line_h, bottom
-        draw.text((x0, top), f"{kind}: probability ({'lower' if kind == 'deletion' else 'higher'} is better)",
+        draw.text((x0, top), f"{kind}: {score} ({'lower' if kind == 'deletion' else 'higher'} is better)",
                   fill=(20, 20, 20), font=font)
         for v in (0.0, 0.25, 0.5, 0.75, 1.0):
             gx = x0 + v * (x1 - x0)

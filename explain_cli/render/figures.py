@@ -28,6 +28,7 @@ from explain_cli.render.panels import (
     MAX_PANEL,
     MIN_PANEL,
     as_rgb,
+    draw_box,
     draw_number_boxes,
     map_panel,
     panel_anchors,
@@ -82,6 +83,7 @@ def render_image(
     scale: str | Scale = DEFAULT_SCALE,
     top_segments: Sequence[Sequence[int]] | None = None,
     bar_label: str | None = None,
+    boxes: Sequence[Sequence[float] | None] | None = None,
     min_size: int = MIN_PANEL,
     max_size: int | None = MAX_PANEL,
 ) -> "PILImage.Image":
@@ -119,6 +121,8 @@ def render_image(
         Needs ``labels_full``.
     bar_label : str, optional
         Text under the colour bar's ticks (e.g. ``"Δ prob"``).
+    boxes : sequence of (x1, y1, x2, y2) or None, optional
+        Per target, a box in the image's pixels drawn over its panel (a detection); None: none.
     min_size, max_size : int
         Panel short side is enlarged to at least ``min_size``; long side reduced to ``max_size``
         (None: never reduce).
@@ -168,6 +172,8 @@ def render_image(
         panel_values = resize_float(values[i], (h, w), nearest)
         anchors = panel_anchors(labels_full, ranks[i], (h, w))
         panel = map_panel(base, panel_values, vrange, cmap_name, map_opacity, bounds, ranks[i], anchors, font_px)
+        if boxes is not None and boxes[i] is not None:
+            draw_box(panel, boxes[i], image.shape[:2], font_px)
         own_bar = Bar(vrange, cmap_name, bar_label) if parsed.mode == "panel" else None
         cells.append(Cell(panel, [captions[i]], own_bar))
     per_row = 4 if style == "overlay" else 5
@@ -235,6 +241,7 @@ def render_compare_image(
     rows: Sequence[CompareRow],
     *,
     target_captions: Sequence[str],
+    target_boxes: Sequence[Sequence[float] | None] | None = None,
     title: str = "",
     labels_full: np.ndarray | None = None,
     style: str = DEFAULT_STYLE,
@@ -261,6 +268,8 @@ def render_compare_image(
         One per method, all with the same K targets and (H, W).
     target_captions : sequence of str
         K captions, e.g. ``"tabby (281): prob 0.61"``.
+    target_boxes : sequence of (x1, y1, x2, y2) or None, optional
+        Per target, a box in the image's pixels drawn over its image and map panels (detection).
     title, labels_full, style, opacity, cmap, scale, bar_label, min_size, max_size
         As in `render_image`; ``cmap`` (if given) applies to both groups.
 
@@ -296,7 +305,11 @@ def render_compare_image(
         layers[i] = (segments_layer(labels_full, (h, w), nearest, outline) if row.boundaries else None, ranks)
     grid: list[list[Cell | None]] = []
     for t in range(k):
-        line: list[Cell | None] = [Cell(Image.fromarray(base.colour), [target_captions[t]])]
+        box = target_boxes[t] if target_boxes is not None else None
+        picture = Image.fromarray(base.colour)
+        if box is not None:
+            draw_box(picture, box, image.shape[:2], font_px)
+        line: list[Cell | None] = [Cell(picture, [target_captions[t]])]
         for i, row in enumerate(rows):
             values = stacks[i][t]
             vrange = color_range(values, signed=row.signed) if parsed.mode == "panel" else shared[row.signed]
@@ -304,6 +317,8 @@ def render_compare_image(
             anchors = panel_anchors(labels_full, ranks[t], (h, w)) if bounds is not None else []
             panel = map_panel(base, resize_float(values, (h, w), nearest), vrange, cmaps[row.signed], map_opacity,
                               bounds, ranks[t] if bounds is not None else [], anchors, font_px)
+            if box is not None:
+                draw_box(panel, box, image.shape[:2], font_px)
             head = row.method + (f" · {row.evaluations} evals" if row.evaluations is not None else "")
             caption = [head] + ([row.metrics[t]] if row.metrics is not None and row.metrics[t] else [])
             own_bar = Bar(vrange, cmaps[row.signed], bar_label) if parsed.mode == "panel" else None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from explain_cli.errors import ExplainError
-from explain_cli.render.captions import compare_caption, metric_line
+from explain_cli.render.captions import box_caption, compare_caption, metric_line
 from explain_cli.render.records import Record, read_explanations, target_metrics
 
 if TYPE_CHECKING:
@@ -35,6 +35,12 @@ def _load_map(record: Record) -> np.ndarray:
         raise ExplainError(f"{npy} holds shape {list(maps.shape)}, not ({k}, H, W) at the input's size {size}; "
                            "it belongs to another run: rerun with --save-map")
     return maps
+
+
+def target_key(target: dict) -> object:
+    """What makes two runs' targets the same one: the class index, or for a box its class and coordinates."""
+    box = target.get("box")
+    return target.get("index") if box is None else (target.get("index"), tuple(round(float(v), 1) for v in box))
 
 
 def _signed(method: str) -> bool:
@@ -61,27 +67,35 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
     blocks = []
     for (_, input_path), recs in groups.items():
         first = recs[0]
-        shared = [t["index"] for t in first.doc["targets"]
-                  if all(t["index"] in [u["index"] for u in r.doc["targets"]] for r in recs)]
+        shared = [target_key(t) for t in first.doc["targets"]
+                  if all(target_key(t) in [target_key(u) for u in r.doc["targets"]] for r in recs)]
         if not shared:
-            raise ExplainError(f"{input_path}: the methods explained no class in common; use one --target or --top-k")
+            raise ExplainError(f"{input_path}: the methods explained no class or box in common; "
+                               "use one --target or --top-k (detection: one --min-score, or the same --box)")
         try:
             display = load_input(input_path, channels=None).display
         except ExplainError as exc:
             raise ExplainError(f"cannot redraw {input_path} (recorded in {first.path}): {exc}") from None
         rows = []
         for rec in recs:
-            indices = [t["index"] for t in rec.doc["targets"]]
-            pick = [indices.index(i) for i in shared]
+            keys = [target_key(t) for t in rec.doc["targets"]]
+            pick = [keys.index(i) for i in shared]
             evaluation = rec.doc.get("evaluation")
             rows.append(CompareRow(method=rec.method, maps=_load_map(rec)[pick], signed=_signed(rec.method),
                                    evaluations=rec.doc.get("evaluations"),
                                    metrics=[metric_line(target_metrics(evaluation, k)) for k in pick],
                                    boundaries=False))
-        by_index = {t["index"]: t for t in first.doc["targets"]}
-        captions = [compare_caption(by_index[i].get("label"), i, first.doc.get("output_space"), by_index[i]["score"])
-                    for i in shared]
-        blocks.append(render_compare_image(display, rows, target_captions=captions, title=Path(input_path).name))
+        by_key = {target_key(t): (row, t) for row, t in enumerate(first.doc["targets"])}
+        chosen = [by_key[i] for i in shared]
+        if first.doc.get("output_space") == "detection":
+            captions = [box_caption(row, t) for row, t in chosen]
+            boxes = [t.get("box_original") or t.get("box") for _, t in chosen]
+        else:
+            captions = [compare_caption(t.get("label"), t["index"], first.doc.get("output_space"), t["score"])
+                        for _, t in chosen]
+            boxes = None
+        blocks.append(render_compare_image(display, rows, target_captions=captions, target_boxes=boxes,
+                                           title=Path(input_path).name))
     width = max(b.width for b in blocks)
     canvas = Image.new("RGB", (width, sum(b.height for b in blocks)), "white")
     y = 0

@@ -170,3 +170,21 @@ def draw_number_boxes(panel: "PILImage.Image", anchors: Sequence[tuple[float, fl
                                fill=PAPER, outline=(40, 40, 40), width=1)
         draw.text((left + box_w / 2, top + box_h / 2), text, fill=INK, font=font, anchor="mm")
 
+
+
+#: A drawn box's colour: a green that none of the colour maps (RdBu, inferno, viridis ...) nor grey takes.
+BOX_COLOUR = (0, 230, 118)
+
+
+def draw_box(panel: "PILImage.Image", box: Sequence[float], image_hw: tuple[int, int], font_px: int) -> None:
+    """Outline ``box`` (x1, y1, x2, y2 in the image's pixels) on a panel of that image, over a dark halo."""
+    from PIL import ImageDraw
+
+    sy, sx = panel.height / image_hw[0], panel.width / image_hw[1]
+    x1, y1, x2, y2 = (float(box[0]) * sx, float(box[1]) * sy, float(box[2]) * sx, float(box[3]) * sy)
+    width = max(2, font_px // 6)
+    draw = ImageDraw.Draw(panel)
+    corners = [min(max(x1, 0), panel.width - 1), min(max(y1, 0), panel.height - 1),
+               min(max(x2, x1 + 1), panel.width - 1), min(max(y2, y1 + 1), panel.height - 1)]
+    draw.rectangle([corners[0] - 1, corners[1] - 1, corners[2] + 1, corners[3] + 1], outline=(0, 0, 0), width=width + 2)
+    draw.rectangle(corners, outline=BOX_COLOUR, width=width)

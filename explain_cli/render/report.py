@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
 from explain_cli.errors import ExplainError
+from explain_cli.render.captions import box_name
 from explain_cli.render.records import Record, first_metrics, read_explanations, target_metrics
 
 
@@ -41,9 +42,14 @@ def _row(record: Record, base: Path) -> dict[str, Any]:
     targets = []
     for k, t in enumerate(doc["targets"]):
         name = t.get("label") if t.get("label") is not None else f"class {t.get('index')}"
+        index = t.get("index")
+        if t.get("box") is not None:  # a detection: the box (input-image pixels) and the detector's score
+            name = box_name(k, t) + (f" · detector {t['detector_score']:.2f}" if t.get("detector_score") is not None
+                                     and t.get("source") != "box" else "")
+            index = "box " + ",".join(f"{v:.0f}" for v in (t.get("box_original") or t["box"]))
         mk = target_metrics(evaluation, k)
         targets.append({
-            "name": name, "index": t.get("index"), "score": _num(t.get("score")),
+            "name": name, "index": index, "score": _num(t.get("score")),
             "deletion": _num(mk["deletion_auc"]), "random_deletion": _num(mk["random_deletion_auc"]),
             "insertion": _num(mk["insertion_auc"]), "random_insertion": _num(mk["random_insertion_auc"]),
             "pointing": _num(mk["pointing_hit"]), "energy": _num(mk["energy_in_mask"]),

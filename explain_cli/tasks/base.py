@@ -74,7 +74,7 @@ class Task(ABC):
     """Turns raw model outputs into target scores; see the module docstring."""
 
     name: ClassVar[str]
-    #: Options only this task reads (the schema refuses them under another task).
+    #: Options only this task reads (declared with `tasks` in the schema, which refuses them under another task).
     options: ClassVar[tuple[str, ...]] = ()
     #: Engine parameter defaults that differ for this task, e.g. ``{"rise": {"grid": 16}}``.
     engine_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -134,6 +134,15 @@ class Task(ABC):
 
         head.__name__ = f"{self.name}_scores"
         return head
+
+    def probability_scorer(self, targets: Sequence[Target], size: tuple[int, int]) -> Callable[[object], "torch.Tensor"]:
+        """The head deletion and insertion score with: the targets' scores as probabilities (default: :meth:`scorer`)."""
+        return self.scorer(targets, size)
+
+    @classmethod
+    def from_options(cls, options: Any) -> "Task":
+        """The task built from the typed target options (:class:`explain_cli.options.groups.TargetOptions`)."""
+        return cls()
 
     def params(self) -> dict[str, Any]:
         """The task's settings and score definition, for the JSON's ``params`` (JSON-ready)."""

@@ -42,12 +42,13 @@ def parse_box(item: Any, option: str = "box") -> tuple[Box, str | int | None]:
     if len(parts) not in (4, 5):
         raise OptionError(option, f"must be {BOX_FORM}; got {item!r}")
     try:
-        coords = tuple(float(v) for v in parts[:4])
+        x1, y1, x2, y2 = (float(v) for v in parts[:4])
     except (TypeError, ValueError):
         raise OptionError(option, f"must be {BOX_FORM}; got {item!r}") from None
+    coords: Box = (x1, y1, x2, y2)
     if not all(math.isfinite(v) for v in coords):
         raise OptionError(option, f"must have finite coordinates; got {item!r}")
-    label = parts[4] if len(parts) == 5 else None
+    label: Any = parts[4] if len(parts) == 5 else None
     if isinstance(label, str):
         label = int(label) if label.lstrip("-").isdigit() else (label or None)
     return coords, label

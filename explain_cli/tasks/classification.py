@@ -60,26 +60,29 @@ class ClassificationTask(Task):
 
         if looks_like_detections(raw):
             raise OptionError("task", "is classification, but the model returned detections (boxes, scores, labels); "
-                                      "use task detection")
+                                      "use `task` detection")
         if isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], torch.Tensor):
             raw = raw[0]  # e.g. (logits, aux)
         if not isinstance(raw, torch.Tensor):
             raise ExplainError(f"the model returned {type(raw).__name__}; a classifier must return a tensor of scores "
                                "(in Python, pass target=callable to reduce other outputs to scores)")
         if raw.dim() == 0:
-            raise ExplainError("the model returned a single number; it must return one row of scores per input")
+            raise ExplainError("the model returned shape [] (a single number); it must return one row of scores per example")
         if raw.dim() > 2:
             raise ExplainError(f"the model returned outputs of shape {list(raw.shape)}, not (batch, classes); "
                                "explain a classifier's scores, or choose the task that matches the model "
                                "(detection, segmentation, similarity)")
-        out = raw.detach().double().reshape(raw.shape[0], -1)
-        if self.output == "probs":
-            out = torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)
-        return out
+        return _space(raw.detach().double().reshape(raw.shape[0], -1), self.output)
 
     def targets(self, fx: "torch.Tensor", request: TargetRequest) -> list[ClassTarget]:
         """The classes ``request.target`` names, or the top-k of f(x) averaged over the inputs."""
         from explain_cli.targets import resolve_targets
+        from explain_cli.tasks.boxes import is_box
+
+        boxes = [t for t in request.target if is_box(t)]
+        if boxes:
+            raise OptionError("target", f"{boxes[0]!r} is a box; boxes apply to task detection "
+                                        "(in Python, pass several class indices as a list)")
 
         mean = fx.mean(dim=0).cpu().numpy()
         top_k = 1 if request.top_k is None else request.top_k
@@ -94,5 +97,34 @@ class ClassificationTask(Task):
         columns = torch.as_tensor([t.index for t in targets], dtype=torch.long, device=decoded.device)
         return decoded.index_select(1, columns)
 
+    def probability_scorer(self, targets: Sequence[Target], size: tuple[int, int]):
+        """Softmax over every output, then the targets' columns, whatever ``output`` is (deletion and insertion)."""
+        import torch
+
+        columns = [t.index for t in targets]
+
+        def head(raw: object) -> "torch.Tensor":
+            scores = self.decode(raw, size) if self.output == "probs" else _space(self.decode(raw, size), "probs")
+            return scores.index_select(1, torch.as_tensor(columns, dtype=torch.long, device=scores.device))
+
+        head.__name__ = "classification_probabilities"
+        return head
+
+    @classmethod
+    def from_options(cls, options: Any) -> "ClassificationTask":
+        return cls(output=options.output)
+
     def params(self) -> dict[str, Any]:
         return {"task": self.name, "output": self.output}
+
+
+def _space(out: "torch.Tensor", output: str) -> "torch.Tensor":
+    """(B, n) float64 scores in ``output`` space; NaN or infinite scores are a one-line error."""
+    import torch
+
+    if not bool(torch.isfinite(out).all()):
+        raise ExplainError(f"the model returned NaN or infinite scores on {int((~torch.isfinite(out)).any(1).sum())} "
+                           f"of {out.shape[0]} inputs; check the input's scale and preprocessing")
+    if output == "probs":
+        out = torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)
+    return out

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from explain_cli.errors import ExplainError, OptionError
 from explain_cli.tasks.base import Target, TargetRequest, Task
@@ -92,7 +92,7 @@ class DetectionTask(Task):
     """
 
     name = "detection"
-    options = ("min_score", "decoder", "objectness", "box")
+    options = ("min_score", "box", "decoder", "objectness", "yolo_conf", "nms_iou", "max_det")
     engine_defaults = {"rise": {"grid": 16, "p1": 0.5}}  # D-RISE's published settings
     per_image = True
 
@@ -107,6 +107,11 @@ class DetectionTask(Task):
         self.decoder = decoder
         self.objectness = objectness
         self.yolo = yolo
+
+    @classmethod
+    def from_options(cls, options: Any) -> "DetectionTask":
+        return cls(min_score=options.min_score, decoder=options.decoder, objectness=options.objectness,
+                   yolo=YoloSettings(conf=options.yolo_conf, iou=options.nms_iou, max_det=options.max_det))
 
     def decode(self, raw: object, size: tuple[int, int]) -> Detections:
         return decode_detections(raw, size, self.decoder, self.yolo)
@@ -168,11 +173,11 @@ class DetectionTask(Task):
         what = "" if label is None else f" of {_name(label, labels)}"
         if not rows:
             return ExplainError(f"the detector found no object{what} in the input; name one with "
-                                "box X1,Y1,X2,Y2[,LABEL] to explain why it was missed")
+                                "`box` X1,Y1,X2,Y2[,LABEL] to explain why it was missed")
         best = max(rows, key=lambda j: float(det.scores[j]))
         return OptionError("min_score", f"is {self.min_score:g} but the highest detection score{what} is "
                                         f"{float(det.scores[best]):.3g} ({_name(int(det.labels[best]), labels)}); "
-                                        "lower min_score, or name a box")
+                                        "lower `min_score`, or name a `box`")
 
     def _detected(self, j: int, det: Detections, labels: list[str] | None) -> BoxTarget:
         label = int(det.labels[j])
@@ -197,8 +202,9 @@ class DetectionTask(Task):
                 raise OptionError(option, f"label {label!r} is class {index} but the detector's probs have "
                                           f"{width} classes (0..{width - 1})")
             vector = tuple(1.0 if c == index else 0.0 for c in range(width))
+        x1, y1, x2, y2 = (float(v) for v in model_box)
         return BoxTarget(label=None if index is None else _label(index, request.labels), index=index,
-                         score=float("nan"), box=tuple(float(v) for v in model_box), source="box",
+                         score=float("nan"), box=(x1, y1, x2, y2), source="box",
                          class_vector=vector, weight=self._weight(det, agnostic=index is None))
 
     def _weight(self, det: Detections, *, agnostic: bool) -> str:
@@ -227,6 +233,7 @@ class DetectionTask(Task):
         """The targets as tensors; class vectors when any target has one (the model gives probs)."""
         import torch
 
+        targets = cast("Sequence[BoxTarget]", targets)  # this task's own targets
         boxes = torch.tensor([t.box for t in targets], dtype=torch.float64, device=device).reshape(-1, 4)
         labels = torch.tensor([-1 if t.index is None else t.index for t in targets], dtype=torch.long, device=device)
         rows = [getattr(t, "class_vector", None) for t in targets]

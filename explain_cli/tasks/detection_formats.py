@@ -136,12 +136,14 @@ def decode_detections(raw: object, size: tuple[int, int], decoder: str = "auto",
 
     check_decoder(decoder)
     if decoder == "yolo" or (decoder == "auto" and isinstance(raw, torch.Tensor)):
-        if decoder == "auto":
+        if isinstance(raw, torch.Tensor) and decoder == "auto":
             shape = list(raw.shape)
-            what = "a classifier's scores" if raw.dim() == 2 else "a raw tensor"
-            raise ExplainError(f"task detection: the model returned {what} of shape {shape}, not detections; "
-                               "for a YOLO-style raw output (batch, 4 + classes, anchors) pass decoder yolo, for a "
-                               f"classifier use task classification; {FORMAT_HINT}")
+            if raw.dim() == 2:
+                raise ExplainError(f"task detection: the model returned a classifier's scores of shape {shape}, not "
+                                   "detections; use `task` classification")
+            raise ExplainError(f"task detection: the model returned a raw tensor of shape {shape}, not detections; "
+                               "for a YOLO-style raw output (batch, 4 + classes, anchors) pass `decoder` yolo; "
+                               f"{FORMAT_HINT}")
         return decode_yolo(raw, size, yolo)
     if isinstance(raw, dict) and decoder in ("auto", "padded"):
         return decode_padded(raw, size)
@@ -287,15 +289,20 @@ def _assemble(images: list[dict[str, "torch.Tensor"]], size: tuple[int, int]) ->
     device = images[0]["boxes"].device
     cat = (lambda key: torch.cat([d[key].to(device, torch.float64) for d in images]) if key in images[0] else None)
     fields = {key: cat(key) for key in (*REQUIRED, "probs", "objectness")}
+    boxes, scores, labels = (_present(fields[key]) for key in REQUIRED)
     image = torch.cat([torch.full((d["boxes"].shape[0],), i, dtype=torch.long, device=device)
                        for i, d in enumerate(images)])
     _check_values(fields, image, size)
     h, w = size
-    boxes = fields["boxes"]
     boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
                          boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
-    return Detections(boxes, fields["scores"], fields["labels"].round().long(), image, len(images),
-                      fields["probs"], fields["objectness"])
+    return Detections(boxes, scores, labels.round().long(), image, len(images), fields["probs"], fields["objectness"])
+
+
+def _present(value: "torch.Tensor | None") -> "torch.Tensor":
+    """A required field (checked present by :func:`_image_fields`)."""
+    assert value is not None
+    return value
 
 
 def _check_values(fields: dict[str, "torch.Tensor | None"], image: "torch.Tensor", size: tuple[int, int]) -> None:
@@ -303,7 +310,7 @@ def _check_values(fields: dict[str, "torch.Tensor | None"], image: "torch.Tensor
     import torch
 
     h, w = size
-    boxes, labels = fields["boxes"], fields["labels"]
+    boxes, labels = _present(fields["boxes"]), _present(fields["labels"])
     if len(boxes) == 0:
         return
     rows = lambda t: t if t.dim() == 1 else t.any(dim=1)  # noqa: E731  (N, C) -> (N,)
@@ -312,8 +319,8 @@ def _check_values(fields: dict[str, "torch.Tensor | None"], image: "torch.Tensor
     checks += [
         (labels != labels.round(), "labels must be class indices (integers)"),
         (labels < 0, "labels has negative values; labels must be class indices"),
-        *[(rows(fields[k] < 0), f"{k} has negative values; a detector's {k} must be confidences in [0, 1]")
-          for k in ("scores", "probs", "objectness") if fields[k] is not None],
+        *[(rows(v < 0), f"{k} has negative values; a detector's {k} must be confidences in [0, 1]")
+          for k in ("scores", "probs", "objectness") if (v := fields[k]) is not None],
         ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), "box {box} has x2 < x1 or y2 < y1"),
         ((boxes[:, 0] > w) | (boxes[:, 1] > h) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0),
          f"box {{box}} lies entirely outside the {w}x{h} input; boxes must be x1, y1, x2, y2 in the model input's pixels"),

@@ -1,0 +1,92 @@
+"""What a run explains: the task's targets, chosen from f(x), and what a detector sees by default.
+
+:func:`choose_targets` is the front door's one step from settled settings, a model and a prepared
+input to the targets and their reference scores (it sets the evaluator's head);
+:func:`default_preprocess` and :func:`box_masks` are the defaults a detector needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from explain_cli.targets import check_callable_target, load_labels
+
+if TYPE_CHECKING:
+    import torch
+
+    from explain_cli.core import Evaluator
+    from explain_cli.inputs import LoadedInput
+    from explain_cli.models import LoadedModel
+    from explain_cli.options.groups import Settings
+    from explain_cli.preprocess import PreparedInput, Preprocess
+    from explain_cli.tasks import Target, Task
+
+#: A detector that declares no preprocessing sees the image as loaded, its shorter side reduced to
+#: this when longer (torchvision's detectors resize to 800 themselves; a photo's full size would
+#: only multiply the memory of every perturbed batch).
+DETECTION_SIDE = 800
+
+
+def choose_targets(cfg: Settings, model: LoadedModel, evaluator: "Evaluator", x: "torch.Tensor",
+                   first: PreparedInput) -> tuple["Task | None", list["Target"] | None, list[str | None], "torch.Tensor"]:
+    """Evaluate f(x) once (counted), pick the targets, and make ``evaluator`` score them from now on.
+
+    ``cfg`` has its task settled (:func:`~explain_cli.options.settings.for_task`). Returns the
+    task (None for a Python ``target`` callable), its targets (None likewise), each target's
+    label, and f(x) for every target, (N, K) float64 on the CPU.
+    """
+    import torch
+
+    from explain_cli.tasks import TargetRequest, get_task, reference_targets
+
+    if check_callable_target(cfg.targets.target):
+        head = cfg.targets.target[0]
+        evaluator.head = head
+        fx = torch.cat([evaluator(x[a:b].clone()).cpu() for a, b in evaluator.chunks(len(x))])
+        return None, None, [getattr(head, "__name__", "target")] * fx.shape[1], fx
+    name = cfg.targets.task or model.task
+    task = get_task(name).from_options(cfg.targets)
+    labels, source = load_labels(cfg.targets.labels, model.labels)
+    wanted = tuple(cfg.targets.target)
+    if cfg.targets.box:  # named boxes join the targets; alone, they replace the default `auto`
+        wanted = (wanted if "target" in cfg.given else ()) + tuple(cfg.targets.box)
+    request = TargetRequest(target=wanted, top_k=cfg.targets.top_k, labels=labels, labels_source=source,
+                            model_source=model.source, geometry=first.prepared.geometry)
+    targets, reference = reference_targets(task, evaluator, x, request)
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    evaluator.curve_head = task.probability_scorer(targets, size)
+    return task, targets, [t.label for t in targets], reference
+
+
+def default_preprocess(model: "LoadedModel", cfg: "Settings", item: "LoadedInput") -> "Preprocess | None":
+    """The preprocessing ``preprocess auto`` falls back to for ``item``: the model's own, else for a
+    detector the image as it is (at most :data:`DETECTION_SIDE` on its shorter side), else None
+    (``imagenet`` for images)."""
+    from explain_cli.preprocess import Preprocess
+
+    if model.preprocess is not None or (cfg.targets.task or model.task) != "detection":
+        return model.preprocess
+    short = min(int(item.pixels.shape[-2]), int(item.pixels.shape[-1]))
+    return Preprocess("detection", resize=DETECTION_SIDE if short > DETECTION_SIDE else None)
+
+
+def box_masks(details: Sequence["Target"] | None, size: tuple[int, int]) -> list[np.ndarray] | None:
+    """Each target's box as an (H, W) mask in image pixels (pointing and energy), or None if a target has no box."""
+    boxes = [(t.overlay() or {}).get("box") for t in details or ()]
+    if not boxes or any(b is None for b in boxes):
+        return None
+    return [box_pixels(b, size) for b in boxes if b is not None]
+
+
+def box_pixels(box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
+    """(H, W) mask of a box in image pixels: the pixels whose centres it holds, else the pixel of its centre."""
+    from explain_cli.tasks.boxes import box_mask
+
+    x1, y1, x2, y2 = box
+    mask = box_mask((x1, y1, x2, y2), size)
+    if not mask.any():  # a box thinner than a pixel
+        h, w = size
+        mask[min(h - 1, int((box[1] + box[3]) / 2)), min(w - 1, int((box[0] + box[2]) / 2))] = True
+    return mask
