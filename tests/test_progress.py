@@ -76,7 +76,7 @@ def test_evaluate_is_its_own_phase_and_never_passes_its_total():
     seen: list[tuple[int, int, str]] = []
     model = make_linear(h=16, w=16)
     image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
-    explain(model, [torch.from_numpy(image).permute(2, 0, 1)], method="ablation", segments="grid", n_segments=4,
+    explain(model, [torch.from_numpy(image).permute(2, 0, 1)], method="ablation", segments="grid", n_segments=16,
             target=[0, 1], evaluate=True, eval_step=0.25, progress=CallbackProgress(lambda *a: seen.append(a)))
     phases = [d for i, (_, _, d) in enumerate(seen) if i == 0 or seen[i - 1][2] != d]
     assert phases == ["ablation", "evaluate"]
