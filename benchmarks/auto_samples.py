@@ -1,7 +1,7 @@
 """samples auto vs the default fixed budget vs a 10x budget: evaluations and top-5 agreement.
 
     PYTHONPATH=. python benchmarks/auto_samples.py [--methods lime,kernelshap,rise] [--images all]
-        [--tolerances 0.02,0.03] [--jsonl results.jsonl]
+        [--tolerances 0.02,0.03] [--jsonl results.jsonl] [--model sample|resnet18] [--limit N]
 
 With sample_models/shapes_cnn.pt on the sample images (sample_models/images/*.png) and the 45
 ground-truth images (sample_models/eval/*.png; ``--images sample|eval|all``), for each method:
@@ -25,6 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # The fixed budgets that were the defaults when this benchmark decided the `auto` defaults.
 DEFAULTS = {"lime": ("samples", 1000), "kernelshap": ("samples", 2048), "rise": ("masks", 4000)}
@@ -40,15 +41,26 @@ def image_set(which: str) -> list[Path]:
     return {"sample": sample, "eval": truth, "all": sample + truth}[which]
 
 
-def measure(model: str, image: Path, method: str, tolerances: list[float | None]) -> list[dict]:
+def model_options(name: str) -> dict:
+    """``sample`` (the shipped CNN) or ``resnet18`` (random weights, seed 0, from a file: see benchmarks/wall.py)."""
+    if name == "sample":
+        return {"model": str(ROOT / "sample_models" / "shapes_cnn.pt")}
+    from wall import resnet_weights
+
+    return {"model": "torchvision:resnet18", "weights": str(resnet_weights())}
+
+
+def measure(model: dict, image: Path, method: str, tolerances: list[float | None]) -> list[dict]:
     """One row per tolerance: the auto run, the fixed default and the 10x reference on one image."""
     import explain_cli
 
     key, default = DEFAULTS[method]
+    where = {k: v for k, v in model.items() if k != "model"}
 
     def go(value, **extra):
         start = time.perf_counter()
-        expl = explain_cli.explain(model, str(image), method=method, seed=0, device="cpu", **{key: value}, **extra)[0]
+        expl = explain_cli.explain(model["model"], str(image), method=method, seed=0, device="cpu",
+                                   **{key: value}, **where, **extra)[0]
         return expl, time.perf_counter() - start
 
     (ref, ref_s), (fixed, fixed_s) = go(10 * default), go(default)
@@ -90,19 +102,22 @@ def main() -> None:
     ap.add_argument("--images", default="all", choices=("sample", "eval", "all"))
     ap.add_argument("--tolerances", default="", help="Comma-separated auto_tolerance values to try (default: each method's).")
     ap.add_argument("--jsonl", type=Path, help="Append each row here; rows already there are not measured again.")
+    ap.add_argument("--model", default="sample", choices=("sample", "resnet18"))
+    ap.add_argument("--limit", type=int, default=0, help="Only the first N images (0: all).")
     args = ap.parse_args()
     tolerances = [float(t) for t in args.tolerances.split(",") if t.strip()] or [None]
-    model = str(ROOT / "sample_models" / "shapes_cnn.pt")
+    model = model_options(args.model)
     done: list[dict] = []
     if args.jsonl and args.jsonl.is_file():
         done = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
-    print(f"command: PYTHONPATH=. python benchmarks/auto_samples.py --methods {args.methods} --images {args.images}"
+    print(f"command: PYTHONPATH=. python benchmarks/auto_samples.py --model {args.model} --methods {args.methods} "
+          f"--images {args.images} --limit {args.limit}"
           + (f" --tolerances {args.tolerances}" if args.tolerances else "") + "\n")
     print("| method | image | tolerance | auto evals (stopped, stderr/range) | auto top-5 = 10x | default evals "
           "| default top-5 = 10x | 10x evals |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
-    for image in image_set(args.images):  # image by image, so a partial run covers every method
+    for image in image_set(args.images)[: args.limit or None]:  # image by image: a partial run covers every method
         for method in args.methods.split(","):
             have = [r for r in done if r["method"] == method and r["image"] == image.name]
             have = [r for i, r in enumerate(have) if r["tolerance"] not in [h["tolerance"] for h in have[:i]]]

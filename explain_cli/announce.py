@@ -1,17 +1,19 @@
 """The long-run estimate: one information line when a run will take more than about a minute.
 
-The estimate multiplies the run's model evaluations by a *measured batched* cost per
-evaluation on the runtime that will run them:
+The estimate multiplies the run's evaluations by the cost per evaluation *measured now, in
+batches, on the runtime that runs them*: the wall time from the end of the engine's first full
+batch to the end of its second (the first pays one-time allocations; a run of at most two
+batches uses the first). A single-row call (f(x)) is never the measure: it pays the warm-up
+and none of the batching, which made the old estimate 1.3–15× too high; nor is the runtime
+verdict's timing, taken once under whatever load the machine had then.
 
-* the runtime verdict's seconds per image (``LoadedModel.seconds_per_image``), known before the
-  engine's first evaluation, so the line comes up front;
-* otherwise (a forced runtime, an ONNX file, a plain callable) the wall time of the engine's
-  first full batch, so the line comes after that batch.
+An ``auto`` budget has no total up front: its line waits for the second round, whose total is
+the engines' prediction from the first round's standard errors
+(:func:`explain_cli.engines.auto.predicted_total`).
 
-A first single-row call (f(x)) is never the measure: it pays the warm-up and none of the
-batching, which made the old estimate 1.3–15× too high. The line goes to ``tell`` (stderr in
-the CLI), never into the result's warnings or JSON, so two runs of a command write the same
-JSON. It names a faster runtime or a GPU only when one was measured or is present.
+The line goes to ``tell`` (stderr in the CLI), never into the result's warnings or JSON, so two
+runs of a command write the same JSON. It names a faster runtime or a GPU only when one was
+measured or is present.
 """
 
 from __future__ import annotations
@@ -29,9 +31,6 @@ if TYPE_CHECKING:
 LONG_RUN_S = 60.0
 #: The fewest rows in a batch whose time may stand for the run's cost per evaluation.
 MIN_ROWS = 16
-#: Evaluations an ``auto`` budget used on average over the sample and ground-truth images
-#: (benchmarks/auto_samples.py, sample model); the estimate's count for an auto run.
-TYPICAL_AUTO = {"kernelshap": 900, "lime": 1400, "rise": 20_000}
 
 
 def auto_budget(cfg: "Settings") -> bool:
@@ -40,15 +39,9 @@ def auto_budget(cfg: "Settings") -> bool:
 
 
 def planned_evaluations(total: int, cfg: "Settings", n_targets: int, shape: tuple[int, int]) -> int:
-    """The engine's ``total`` times its re-runs (stability, sanity), plus the ``evaluate`` curves.
-
-    An ``auto`` budget announces its cap; the estimate takes what it typically uses instead
-    (:data:`TYPICAL_AUTO`), which the line says.
-    """
+    """The engine's ``total`` times its re-runs (stability, sanity), plus the ``evaluate`` curves."""
     from explain_cli.metrics.curves import step_counts
 
-    if auto_budget(cfg):
-        total = min(total, TYPICAL_AUTO.get(cfg.engine.name, total))
     metrics = cfg.evaluation
     runs = 1 + (max(0, metrics.stability - 1) if metrics.stability >= 2 else 0) + (1 if metrics.sanity else 0)
     evaluations = total * runs
@@ -59,10 +52,10 @@ def planned_evaluations(total: int, cfg: "Settings", n_targets: int, shape: tupl
 
 
 def estimate_message(evaluations: int, seconds_per_eval: float, runtime: str, hints: list[str],
-                     typical: bool = False) -> str | None:
+                     predicted: bool = False) -> str | None:
     """The line for a run of ``evaluations`` at ``seconds_per_eval``, or None when it is short.
 
-    ``typical``: the count is what an ``auto`` budget typically uses, not a fixed budget.
+    ``predicted``: the count is an ``auto`` budget's prediction, not a fixed budget.
     """
     estimate = evaluations * seconds_per_eval
     if estimate <= LONG_RUN_S:
@@ -70,51 +63,63 @@ def estimate_message(evaluations: int, seconds_per_eval: float, runtime: str, hi
     rate = 1.0 / seconds_per_eval
     rate_text = f"{rate:.3g}" if rate < 100 else f"{rate:,.0f}"
     advice = "; ".join(hints + ["fewer `samples`/`masks`, `n_segments` or `size` shorten it"])
-    count = f"typically {evaluations:,} model evaluations (auto: until the map is stable)" if typical else \
-        f"{evaluations:,} model evaluations"
+    count = (f"about {evaluations:,} model evaluations until the map is stable (auto)" if predicted
+             else f"{evaluations:,} model evaluations")
     return f"this run will take about {duration(estimate)}: {count} at {rate_text}/s on {runtime}; {advice}"
 
 
 class Announcer:
-    """A progress wrapper that tells the long-run estimate once, at the engine's start or after its first full batch.
+    """A progress wrapper that tells the long-run estimate once, as soon as it is measured.
 
-    ``evaluations(total)`` turns the engine's announced total into the run's; ``hints()`` names
-    what would make it faster (called only for a long run); ``tell(line)`` shows it.
+    ``evaluations(total)`` turns the engine's total into the run's; ``hints()`` names what would
+    make it faster (called only for a long run); ``tell(line)`` shows it. With ``auto`` the
+    total comes from the second ``ENGINE (auto)`` round's start (a prediction); the engine's
+    first total (the cap) is ignored.
     """
 
-    def __init__(self, inner: Any, evaluator: "Evaluator", *, seconds_per_image: float | None, runtime: str,
-                 evaluations: Callable[[int], int], hints: Callable[[], list[str]], tell: Callable[[str], Any],
-                 typical: bool = False, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.inner, self.evaluator, self.runtime, self.typical = inner, evaluator, runtime, typical
-        self.seconds_per_image, self.evaluations, self.hints, self.tell, self.clock = (
-            seconds_per_image, evaluations, hints, tell, clock)
-        self.planned: int | None = None  # the run's evaluations, from the engine's first start
+    def __init__(self, inner: Any, evaluator: "Evaluator", *, runtime: str, evaluations: Callable[[int], int],
+                 hints: Callable[[], list[str]], tell: Callable[[str], Any], auto: bool = False,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.inner, self.evaluator, self.runtime, self.auto = inner, evaluator, runtime, auto
+        self.evaluations, self.hints, self.tell, self.clock = evaluations, hints, tell, clock
+        self.planned: int | None = None  # the run's evaluations, once known
+        self.seconds_per_eval: float | None = None  # measured, once known
         self.done = False  # told, or decided not to
-        self._mark = (0.0, 0)  # (clock, evaluations) at the previous batch
+        self._rounds = 0
+        self._last = (0.0, 0)  # (clock, evaluations) at the previous report
+        self._batches: list[tuple[float, int]] = []  # (seconds, rows) of the full batches so far
 
     def start(self, total: int, description: str) -> None:
-        if self.planned is None:
+        if not self._batches and self._rounds == 0 and self.planned is None:
+            self._last = (self.clock(), self.evaluator.evaluations)
+        if not self.auto and self.planned is None:
             self.planned = self.evaluations(int(total))
-            self._mark = (self.clock(), self.evaluator.evaluations)
-            if self.seconds_per_image is not None:
-                self._decide(self.planned, self.seconds_per_image)
+        elif self.auto and description.endswith("(auto)"):
+            self._rounds += 1
+            if self._rounds >= 2:
+                self.planned = self.evaluations(int(total))
         self.inner.start(total, description)
+        self._decide()
 
     def advance(self, n: int) -> None:
         self.inner.advance(n)
-        if self.done or self.planned is None:
-            return
         now, count = self.clock(), self.evaluator.evaluations
-        rows, seconds = count - self._mark[1], now - self._mark[0]
-        self._mark = (now, count)
-        if rows >= min(MIN_ROWS, self.evaluator.batch_size):
-            self._decide(self.planned, seconds / rows)
+        rows, seconds = count - self._last[1], now - self._last[0]
+        self._last = (now, count)
+        if rows >= min(MIN_ROWS, self.evaluator.batch_size) and self.seconds_per_eval is None:
+            self._batches.append((seconds, rows))
+            few = self.planned is not None and self.planned <= 2 * self.evaluator.batch_size
+            if len(self._batches) >= 2 or few:
+                seconds, rows = self._batches[-1]
+                self.seconds_per_eval = seconds / rows
+        self._decide()
 
-    def _decide(self, evaluations: int, seconds_per_eval: float) -> None:
-        self.done = True
-        if evaluations * seconds_per_eval <= LONG_RUN_S:
+    def _decide(self) -> None:
+        if self.done or self.planned is None or self.seconds_per_eval is None:
             return
-        message = estimate_message(evaluations, seconds_per_eval, self.runtime, self.hints(), self.typical)
+        self.done = True
+        message = estimate_message(self.planned, self.seconds_per_eval, self.runtime,
+                                   self.hints() if self.planned * self.seconds_per_eval > LONG_RUN_S else [], self.auto)
         if message is not None:
             self.tell(message)
 

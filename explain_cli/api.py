@@ -274,10 +274,10 @@ class Explainer:
             problem.reference = torch.from_numpy(chosen if engine.batch else chosen[0]).double()
             shape = (int(x.shape[-2]), int(x.shape[-1]))
             evaluator.progress = Announcer(
-                progress, evaluator, seconds_per_image=model.seconds_per_image, runtime=model.runtime,
+                progress, evaluator, runtime=model.runtime,
                 evaluations=lambda total: planned_evaluations(total, cfg, chosen.shape[1], shape),
                 hints=lambda: speed_hints(model, tuple(x.shape[1:]), evaluator.batch_size), tell=self._info,
-                typical=auto_budget(cfg))
+                auto=auto_budget(cfg))
             attribution = engine.run(problem, cfg.params, torch.Generator().manual_seed(cfg.seed))
             evaluations, forward_s, explained_s = evaluator.evaluations, evaluator.forward_s, time.perf_counter() - started
             evaluation, curves = self._evaluate(problem, attribution, first, cfg, details)  # counts its own evaluations

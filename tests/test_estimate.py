@@ -26,9 +26,9 @@ class Clock:
         return self.now
 
 
-def announcer(ev, clock, told, seconds_per_image=None, hints=()):
-    return Announcer(NullProgress(), ev, seconds_per_image=seconds_per_image, runtime="onnxruntime",
-                     evaluations=lambda total: total, hints=lambda: list(hints), tell=told.append, clock=clock)
+def announcer(ev, clock, told, hints=(), auto=False):
+    return Announcer(NullProgress(), ev, runtime="onnxruntime", evaluations=lambda total: total,
+                     hints=lambda: list(hints), tell=told.append, auto=auto, clock=clock)
 
 
 def said_seconds(line: str) -> float:
@@ -44,13 +44,14 @@ def run_batches(bar, ev, clock, sizes, seconds_per_eval):
         bar.advance(rows)
 
 
-def test_from_the_first_full_batch_not_from_a_single_row():
+def test_from_batched_throughput_not_a_single_row_nor_the_first_batch():
     ev, clock, told = FakeEvaluator(), Clock(), []
     bar = announcer(ev, clock, told)
     bar.start(2048, "kernelshap")
     run_batches(bar, ev, clock, [1], 2.0)  # f(baseline) alone: a single cold row, far slower per row
+    run_batches(bar, ev, clock, [64], 0.1)  # the first batch pays one-time allocations
     assert told == []
-    run_batches(bar, ev, clock, [64], 0.05)  # batched: 20 evaluations a second
+    run_batches(bar, ev, clock, [64], 0.05)  # batched and warm: 20 evaluations a second
     assert told == ["this run will take about 102 s: 2,048 model evaluations at 20/s on onnxruntime; "
                     "fewer `samples`/`masks`, `n_segments` or `size` shorten it"]
     run_batches(bar, ev, clock, [64] * 5, 0.05)
@@ -58,28 +59,51 @@ def test_from_the_first_full_batch_not_from_a_single_row():
 
 
 def test_the_estimate_is_within_half_and_twice_the_real_time():
-    """Batches slow down and speed up by 30 % around the first one: the estimate stays near the truth."""
+    """Batches slow down and speed up by 30 % around the measured one: the estimate stays near the truth."""
     ev, clock, told = FakeEvaluator(), Clock(), []
     bar = announcer(ev, clock, told)
     bar.start(4000, "rise")
     started = clock.now
-    pace = [0.03, 0.039, 0.021, 0.03] * 16  # seconds per evaluation, batch by batch
+    pace = [0.06, 0.03, 0.039, 0.021] + [0.03, 0.039, 0.021, 0.03] * 16  # seconds per evaluation, batch by batch
     for i in range(0, 4000, 64):
-        run_batches(bar, ev, clock, [min(64, 4000 - i)], pace[(i // 64) % len(pace)])
+        run_batches(bar, ev, clock, [min(64, 4000 - i)], pace[i // 64])
     real = clock.now - started
     said = said_seconds(told[0])
     assert 0.5 * real <= said <= 2 * real, (said, real)
 
 
-def test_from_the_verdict_before_any_evaluation_and_only_when_long():
+def test_an_auto_budget_waits_for_the_prediction_of_its_second_round():
     ev, clock, told = FakeEvaluator(), Clock(), []
-    announcer(ev, clock, told, seconds_per_image=0.04).start(2048, "kernelshap")
-    assert len(told) == 1 and "about 82 s" in told[0] and ev.evaluations == 0
-    told.clear()
-    short = announcer(ev, clock, told, seconds_per_image=0.02)  # 41 s: nothing to say
-    short.start(2048, "kernelshap")
-    run_batches(short, ev, clock, [64] * 3, 0.5)  # decided up front: later batches do not reopen it
+    bar = announcer(ev, clock, told, auto=True)
+    bar.start(20_000, "kernelshap")  # the cap: not what the run will use
+    bar.start(256, "kernelshap (auto)")
+    run_batches(bar, ev, clock, [64] * 4, 0.05)
+    assert told == []  # the first round says nothing about where it stops
+    bar.start(3000, "kernelshap (auto)")  # predicted from the first round's standard errors
+    bar.advance(256)
+    assert len(told) == 1 and told[0].startswith("this run will take about 2 min: about 3,000 model evaluations "
+                                                 "until the map is stable (auto) at 20/s")
+
+
+def test_a_short_run_says_nothing():
+    ev, clock, told = FakeEvaluator(), Clock(), []
+    bar = announcer(ev, clock, told, hints=["never asked for"])
+    bar.start(1000, "lime")
+    run_batches(bar, ev, clock, [64] * 16, 0.05)  # 50 s
     assert told == []
+
+
+def test_the_predicted_total_follows_the_standard_errors():
+    from explain_cli.engines.auto import Stopper, predicted_total
+
+    stop = Stopper(tolerance=0.03, max_samples=20_000)
+    assert predicted_total(256, stop) == 256  # nothing measured yet
+    stop.evaluations, stop.ratio = 256, 0.06  # errors twice the tolerance: four times the evaluations
+    assert predicted_total(384, stop) == 1024
+    stop.ratio = 0.02  # already under: the round's own target
+    assert predicted_total(384, stop) == 384
+    stop.ratio = 1.0
+    assert predicted_total(384, stop) == 20_000  # capped
 
 
 def test_hints_are_part_of_the_line():

@@ -113,8 +113,18 @@ def next_size(n: int, max_samples: int, growth: float = GROWTH) -> int:
     return min(max_samples, max(n + 1, int(math.ceil(n * growth))))
 
 
+def predicted_total(target: int, stop: Stopper) -> int:
+    """Where the run will likely stop: this round's ``target``, or more when the last round's
+    errors say so. Standard errors shrink as 1/√n, so the rule needs about
+    n·(ratio / tolerance)² evaluations (at most ``max_samples``)."""
+    if stop.evaluations == 0 or not math.isfinite(stop.ratio):
+        return target
+    need = math.ceil(stop.evaluations * (stop.ratio / stop.tolerance) ** 2)
+    return max(target, min(stop.max_samples, need))
+
+
 def show_round(progress: Any, engine: str, total: int, done: int) -> None:
-    """Progress over one round's planned total (not the cap), so its bar and ETA are the round's.
+    """Progress over the run's predicted total (not the cap), so its bar and ETA say where it will likely stop.
 
     Every round has the description ``ENGINE (auto)``: a progress keeps one clock for a phase
     restarted under the same description, so the rate spans the rounds.

@@ -124,7 +124,7 @@ def run_auto(problem: "Problem", params: LimeParams, generator: "torch.Generator
             stop.cap()
             break
         more = auto.next_size(len(zn), cap) - len(zn)
-        auto.show_round(problem.evaluator.progress, "lime", len(zn) + more, len(zn))
+        auto.show_round(problem.evaluator.progress, "lime", auto.predicted_total(len(zn) + more, stop), len(zn))
         z_new, y_new = _draw(problem, more, generator, start=False)
         zn, yn = np.concatenate([zn, z_new]), np.concatenate([yn, y_new])
     out = _attribution(problem, params, zn, yn, fit=fit)

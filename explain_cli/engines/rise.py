@@ -161,7 +161,7 @@ def run(problem: "Problem", params: RiseParams, generator: "torch.Generator") ->
             stop.cap()
             break
         new = auto.next_size(n, cap) - n
-        auto.show_round(ev.progress, "rise", n + new + 2, n + 2)
+        auto.show_round(ev.progress, "rise", auto.predicted_total(n + new + 2, stop), n + 2)
         more = plan_masks(new, (h, w), params.grid, params.p1, generator)
         plan = MaskPlan(grids=torch.cat([plan.grids, more.grids]), shifts=torch.cat([plan.shifts, more.shifts]),
                         shape=plan.shape, cell=plan.cell)

@@ -67,7 +67,6 @@ class LoadedModel:
     metadata: dict = field(default_factory=dict)
     runtime: str = "eager"  # what runs the forward passes: eager, eager+channels_last, compile, onnxruntime
     notes: list[str] = field(default_factory=list)  # warnings for the user (random weights, fallbacks)
-    seconds_per_image: float | None = None  # batched cost on this runtime, as its runtime verdict measured it
     task: str = "classification"  # what the outputs are (explain_cli.tasks): 'detection' for detectors
     labels_from: str | None = None  # where `labels` came from, when the model did not declare them itself
 

@@ -147,16 +147,14 @@ def _auto(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", 
     if verdict is not None:
         module = _build(verdict.runtime, model, probe, reference, cache, fingerprint, tell)
         if module is not None:
-            return dataclasses.replace(model, module=module, runtime=verdict.runtime,
-                                       seconds_per_image=verdict.per_image_s.get(verdict.runtime))
+            return dataclasses.replace(model, module=module, runtime=verdict.runtime)
         tell(f"the cached runtime verdict ({verdict.runtime}) no longer applies; measuring again")
     with verdict_lock(cache, key):  # concurrent runs (make -j, Ray workers): one measures, the others reuse
         again = load_verdict(cache, key)
         if verdict is None and again is not None:
             module = _build(again.runtime, model, probe, reference, cache, fingerprint, tell)
             if module is not None:
-                return dataclasses.replace(model, module=module, runtime=again.runtime,
-                                           seconds_per_image=again.per_image_s.get(again.runtime))
+                return dataclasses.replace(model, module=module, runtime=again.runtime)
         warm_s = _warm_cost(model.module, probe)
         if warm_s < CHEAP_S:
             # No batched time is measured, so the long-run estimate times the run's first batches instead.
@@ -167,8 +165,7 @@ def _auto(model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", 
         verdict, candidates = _measure(model, probe, reference, cache, fingerprint, batch_size, tell)
         save_verdict(cache, key, verdict)
     tell(f"runtime: {verdict.summary()}")
-    return dataclasses.replace(model, module=candidates[verdict.runtime], runtime=verdict.runtime,
-                               seconds_per_image=verdict.per_image_s.get(verdict.runtime))
+    return dataclasses.replace(model, module=candidates[verdict.runtime], runtime=verdict.runtime)
 
 
 def _build(name: str, model: LoadedModel, probe: "torch.Tensor", reference: "torch.Tensor", cache: Path,

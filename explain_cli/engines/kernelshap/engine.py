@@ -121,7 +121,8 @@ def run_auto(problem: "Problem", params: KernelShapParams, generator: "torch.Gen
         if result is not None and len(memo) + 2 + len(new) > cap:
             stop.cap()
             break
-        auto.show_round(problem.evaluator.progress, "kernelshap", len(memo) + 2 + len(new), len(memo) + 2)  # this round
+        auto.show_round(problem.evaluator.progress, "kernelshap", auto.predicted_total(len(memo) + 2 + len(new), stop),
+                        len(memo) + 2)
         if new:
             z_new = np.stack([np.frombuffer(k, dtype=bool) for k in new])
             out = problem.segment_outputs(torch.from_numpy(z_new).float()).numpy()
