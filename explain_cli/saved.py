@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from explain_cli.errors import ExplainError, OptionError
-from explain_cli.schemacheck import read_explanation
+from explain_cli.result import load_explanation
 
 
 def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any] | None = None) -> tuple[dict, list[Path]]:
@@ -39,7 +39,7 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     from explain_cli.preprocess import Preprocess, PreparedInput, apply_preprocess
 
     json_path = Path(json_path)
-    doc = read_explanation(json_path)  # the schema first: a tampered JSON is one line, not a KeyError
+    doc = load_explanation(json_path)  # the schema first: a tampered JSON is one line, not a KeyError
     try:
         method, targets = doc["method"], [t["index"] for t in doc["targets"]]
         spec = Preprocess.from_dict(doc["preprocessing"], name=doc["preprocessing"].get("name", "custom"))

@@ -129,3 +129,16 @@ def test_readme_table_mentions_every_top_level_key():
     assert not missing, f"README's JSON table does not mention: {missing}"
     unknown = sorted(k for k in readme - set(schema["properties"]) if not k.startswith("targets"))
     assert not unknown, f"README's JSON table names keys the schema lacks: {unknown}"
+
+
+def test_load_explanation_reads_back_what_save_wrote(tmp_path):
+    from explain_cli.errors import ExplainError
+    from explain_cli.result import load_explanation
+
+    x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(5))
+    (e,) = explain(make_linear(), x, method="ablation", segments="grid", n_segments=9)
+    (path,) = [p for p in e.save(tmp_path) if p.suffix == ".json"]
+    assert load_explanation(path) == e.to_json()  # the inverse of to_json, checked against the schema
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ExplainError, match="bad.json is not a readable JSON file"):
+        load_explanation(tmp_path / "bad.json")
