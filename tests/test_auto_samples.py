@@ -13,7 +13,7 @@ from explain_cli.engines.lime import kernel_weights, sandwich_stderr
 from explain_cli.errors import OptionError
 from explain_cli.engines.surrogate import fit_linear
 from tests.conftest import PixelLinear, make_linear
-from tests.test_lime import exact_contributions, make_problem
+from tests.helpers import exact_contributions, make_problem
 
 
 class NoisyLinear(PixelLinear):

@@ -12,7 +12,7 @@ import torch
 
 from explain_cli.models.detectors import DETECTORS
 from tests.conftest import ROOT
-from tests.test_detectors import TinyYolo
+from tests.helpers import TinyYolo
 
 #: the small grids here are deliberate; the coarse-map warning is tested in test_api
 pytestmark = pytest.mark.filterwarnings("ignore:only .* superpixels:explain_cli.errors.ExplainWarning")

@@ -27,7 +27,7 @@ from PIL import Image
 import explain_cli
 from explain_cli.errors import ExplainError
 from tests.conftest import ROOT, make_linear
-from tests.test_hostile_inputs import npy_bytes, png_bytes
+from tests.helpers import measure, npy_bytes, png_bytes
 
 # The library warns (ExplainWarning) about coarse maps and small budgets; these tests judge refusals.
 pytestmark = pytest.mark.filterwarnings("ignore::explain_cli.errors.ExplainWarning")
@@ -587,10 +587,9 @@ def test_onnxruntime_failure_is_the_tools_one_line(tmp_path):
 @pytest.mark.parametrize("name", ["png 12000x12000 bomb", "npy forged (100000, 100000)", "png 30000x30000 header"])
 def test_map_bombs_are_refused_in_bounded_memory(name, tmp_path):
     from explain_cli.inputs.maps import load_label_map
-    from tests.test_hostile_inputs import _measure
 
     file_name, make, _ = MAP_CASES[name]
     path = tmp_path / file_name
     make(path)
-    seconds, peak, rss = _measure(lambda: pytest.raises(ExplainError, load_label_map, str(path)))
+    seconds, peak, rss = measure(lambda: pytest.raises(ExplainError, load_label_map, str(path)))
     assert seconds < 2.0 and peak < 20 * 2**20 and rss < 100 * 2**20, (seconds, peak, rss)
