@@ -41,7 +41,7 @@ from explain_cli.inputs.images import image_to_float
 from explain_cli.inputs.limits import MIN_SIDE
 from explain_cli.inputs.tensors import read_npy_header
 from explain_cli.yamlio import read_yaml
-from tests.helpers import measure, npy_bytes, png_bytes
+from tests.helpers import assert_refused, measure, npy_bytes, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "hostile"
@@ -180,18 +180,6 @@ def _make(name: str, folder: Path) -> Path:
     return path
 
 
-def _assert_refused(result, out: Path, expected: str) -> None:
-    message = result.stderr.strip()
-    assert result.exit_code == 2, (result.exit_code, message)
-    assert "\n" not in message, message
-    assert "Traceback" not in message
-    assert message.startswith("explain: error:"), message
-    assert expected.lower() in message.lower(), message
-    assert result.stdout == ""
-    written = [p for p in out.rglob("*") if not p.is_dir()] if out.exists() else []
-    assert written == [], written
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_input_is_refused_in_one_line(name, hostile, cli, linear_script, tmp_path):
     if name == "fifo" and not hasattr(os, "mkfifo"):
@@ -199,14 +187,14 @@ def test_hostile_input_is_refused_in_one_line(name, hostile, cli, linear_script,
     path = _make(name, hostile)
     out = tmp_path / "out"
     result = cli("run", linear_script, path, "--out", out, "--samples", "20")
-    _assert_refused(result, out, CASES[name][2])
+    assert_refused(result, CASES[name][2], out=out)
 
 
 def test_character_device_is_not_a_regular_file(cli, linear_script, tmp_path):
     if not Path("/dev/null").exists():
         pytest.skip("no /dev/null")
     result = cli("run", linear_script, "/dev/null", "--out", tmp_path / "out", "--samples", "20")
-    _assert_refused(result, tmp_path / "out", "character device")
+    assert_refused(result, "character device", out=tmp_path / "out")
 
 
 def test_hostile_tensor_variants_still_load(tmp_path):
