@@ -200,12 +200,12 @@ def measure(call: Callable[[], object]) -> tuple[float, int, int]:
 
 
 def check_schema(validator, doc: dict) -> None:
+    """Assert that ``doc`` follows the schema (conftest's ``validator``); else name its first ten problems."""
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
 
 
-def assert_refused(result: Any, fragment: str = "", *, out: Path | None = None, code: int = 2,
-                   ignore_case: bool = False) -> str:
+def assert_refused(result: Any, fragment: str = "", *, out: Path | None = None, code: int = 2) -> str:
     """Assert that a CLI call was refused cleanly, and return its message.
 
     ``result`` is a ``cli(...)`` result, or a callable that makes the call. Checks: exit ``code``;
@@ -219,7 +219,7 @@ def assert_refused(result: Any, fragment: str = "", *, out: Path | None = None, 
     assert "\n" not in message, message
     assert message.startswith("explain: error:"), message
     assert "Traceback" not in message and "internal error" not in message, message
-    assert (fragment.lower() in message.lower()) if ignore_case else (fragment in message), message
+    assert fragment in message, message
     assert result.stdout == "", result.stdout
     if out is not None:
         written = sorted(out.rglob("*")) if out.exists() else []
