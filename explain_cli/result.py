@@ -329,6 +329,29 @@ class Explanation:
         }
 
 
+def load_explanation(path: str | Path, *, check: bool = True) -> dict[str, Any]:
+    """The document :meth:`Explanation.to_json` wrote to ``path``, read back: the one reader of explanation JSONs.
+
+    With ``check`` (the default) it must follow the schema
+    (:func:`explain_cli.schemacheck.check_explanation`), so a hand-edited JSON is refused in one
+    line before anything reads a key; ``check=False`` only parses (for callers that just peek).
+
+    Raises
+    ------
+    ExplainError
+        ``X.json is not a readable JSON file: ...``, or (with ``check``) a document that breaks the schema.
+    """
+    from explain_cli.errors import ExplainError
+    from explain_cli.schemacheck import check_explanation
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ExplainError(f"{path} is not a readable JSON file: {' '.join(str(exc).split())[:200]}") from None
+    return check_explanation(doc, path) if check else doc
+
+
 def _default_output() -> OutputOptions:
     from explain_cli.options.settings import default_output
 

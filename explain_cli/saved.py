@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from explain_cli.errors import ExplainError, OptionError
-from explain_cli.schemacheck import read_explanation
+from explain_cli.result import load_explanation
 
 
 def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any] | None = None) -> tuple[dict, list[Path]]:
@@ -39,7 +39,7 @@ def evaluate_saved(json_path: Path, *, model: Any = None, options: dict[str, Any
     from explain_cli.preprocess import Preprocess, PreparedInput, apply_preprocess
 
     json_path = Path(json_path)
-    doc = read_explanation(json_path)  # the schema first: a tampered JSON is one line, not a KeyError
+    doc = load_explanation(json_path)  # the schema first: a tampered JSON is one line, not a KeyError
     try:
         method, targets = doc["method"], [t["index"] for t in doc["targets"]]
         spec = Preprocess.from_dict(doc["preprocessing"], name=doc["preprocessing"].get("name", "custom"))
@@ -102,14 +102,11 @@ def load_saved_map(json_path: Path, doc: dict) -> np.ndarray:
     ExplainError
         No ``.npy``, a JSON that records none, or one that is not the JSON's own.
     """
-    import os
-
-    from explain_cli.fileio import sha256_file
     from explain_cli.inputs.limits import MAX_PIXELS
-    from explain_cli.inputs.tensors import read_npy_header
+    from explain_cli.inputs.maps import SAVED_MAP_FIX as again
+    from explain_cli.inputs.maps import read_saved_map
 
     npy = json_path.with_suffix(".npy")
-    again = "explain again with `save_map`"
     if not npy.is_file():
         raise ExplainError(f"{npy} is missing; {again} to keep the maps")
     record = doc.get("map")
@@ -120,17 +117,7 @@ def load_saved_map(json_path: Path, doc: dict) -> np.ndarray:
     if k != len(doc["targets"]) or [h, w] != list(doc["input"]["size"]) or h * w > MAX_PIXELS:
         raise ExplainError(f"{json_path}: its map shape {record['shape']} does not fit its {len(doc['targets'])} "
                            f"targets at the input's size {doc['input']['size']}; it was edited: {again}")
-    shape, _, dtype, offset = read_npy_header(npy, what="saved map")
-    if list(shape) != [k, h, w] or dtype != np.dtype("<f4") or os.path.getsize(npy) != offset + k * h * w * 4:
-        raise ExplainError(f"{npy} holds shape {list(shape)} of {dtype}, not the {record['shape']} float32 maps "
-                           f"{json_path.name} records; it belongs to another run: {again}")
-    if sha256_file(npy) != record["sha256"]:
-        raise ExplainError(f"{npy} is not the map {json_path.name} records (its SHA-256 differs): it was written by "
-                           f"another run or edited; {again}")
-    try:
-        return np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ExplainError(f"{npy} is not a readable .npy map: {exc}") from None
+    return read_saved_map(npy, record["shape"], record["sha256"], json_path.name)
 
 
 def _weights(doc: dict) -> str | None:

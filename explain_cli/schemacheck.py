@@ -118,12 +118,3 @@ def check_explanation(doc: Any, source: str | Path) -> dict:
                            "written by another version: explain again")
     return doc
 
-
-def read_explanation(path: str | Path) -> dict:
-    """An explanation JSON file, read and validated (:func:`check_explanation`), in one-line errors."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ExplainError(f"{path} is not a readable JSON file: {' '.join(str(exc).split())[:200]}") from None
-    return check_explanation(doc, path)

@@ -83,3 +83,13 @@ def _private_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         yield
+
+
+@pytest.fixture(scope="session")
+def validator():
+    """A JSON Schema validator for schema/explanation.schema.json (see helpers.check_schema)."""
+    import jsonschema
+
+    schema = json.loads((ROOT / "schema" / "explanation.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)

@@ -14,8 +14,7 @@ from explain_cli.engines.kernelshap.engine import KernelShapParams, estimate
 from explain_cli.engines.kernelshap.interactions import OddInteractionKernel, WeightedOddKernel
 from explain_cli.segmentation import segment_adjacency
 from tests.oracles import exact_shapley_of_game
-from tests.test_kernelshap import Nonlinear, run_shap
-from tests.test_lime import make_problem
+from tests.helpers import Nonlinear, make_problem, run_shap
 
 
 def grid_segments(rows: int, cols: int, cell: int = 2) -> np.ndarray:

@@ -104,3 +104,14 @@ def test_modules_are_short_or_say_why() -> None:
         if lines > MAX_LINES and LONG_MODULE_MARK not in doc:
             too_long.append(f"{name}: {lines} lines")
     assert not too_long, "modules over 450 lines without a reason in their docstring: " + ", ".join(too_long)
+
+
+def test_test_modules_import_helpers_not_each_other() -> None:
+    """Shared test code lives in tests/helpers.py, conftest.py or oracles.py, never in a test module."""
+    crossings = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            crossings += [f"{path.name} imports {n}" for n in names if n.split(".")[-1].startswith("test_")]
+    assert not crossings, "\n".join(crossings)

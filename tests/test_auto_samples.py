@@ -13,7 +13,7 @@ from explain_cli.engines.lime import kernel_weights, sandwich_stderr
 from explain_cli.errors import OptionError
 from explain_cli.engines.surrogate import fit_linear
 from tests.conftest import PixelLinear, make_linear
-from tests.test_lime import exact_contributions, make_problem
+from tests.helpers import assert_refused, exact_contributions, make_problem
 
 
 class NoisyLinear(PixelLinear):
@@ -144,8 +144,7 @@ def test_cli_integer_samples_still_an_integer(cli, linear_script, small_image, t
 ])
 def test_cli_refuses(cli, linear_script, small_image, tmp_path, args, needle):
     res = cli("run", linear_script, small_image, *args, "-o", tmp_path, "-q")
-    assert res.exit_code == 2, res.stdout + res.stderr
-    assert needle in res.stderr
+    assert_refused(res, needle)
 
 
 def test_python_errors_name_the_option():

@@ -19,6 +19,7 @@ from explain_cli.batch.plan import in_shard, plan_items
 from explain_cli.options.settings import settings
 from explain_cli.config import load_config
 from tests.conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODEL
+from tests.helpers import assert_refused
 
 
 def write(tmp_path: Path, data, name="config.yaml") -> Path:
@@ -68,7 +69,7 @@ def test_malformed_config_names_the_key_path(name, cli, tmp_path, linear_script,
     config = base(linear_script, inputs, tmp_path / "out")
     BAD[name][0](config)
     result = cli("batch", write(tmp_path, config))
-    assert result.exit_code == 2, result.stderr
+    assert result.exit_code == 2, result.stderr  # config errors: one line per field, so not assert_refused
     assert BAD[name][1] in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
@@ -76,7 +77,7 @@ def test_malformed_config_names_the_key_path(name, cli, tmp_path, linear_script,
 
 def test_invalid_yaml_reports_line(cli, tmp_path):
     result = cli("batch", write(tmp_path, "jobs:\n  - model: [unclosed\n"))
-    assert result.exit_code == 2 and "line" in result.stderr
+    assert_refused(result, "line")
 
 
 def test_dry_run_writes_nothing(cli, tmp_path, linear_script, inputs):
@@ -230,7 +231,7 @@ def test_run_config_one_job_and_command_line_wins(cli, tmp_path, linear_script, 
     assert doc["evaluations"] == 30 and doc["seed"] == 5
     two_jobs = write(tmp_path, base(linear_script, inputs, out) | {"jobs": [job, job]}, "two.yaml")
     result = cli("run", "--config", two_jobs)
-    assert result.exit_code == 2 and "explain batch" in result.stderr
+    assert_refused(result, "explain batch")
 
 
 def test_a_second_batch_on_the_same_summary_folder_is_refused(cli, tmp_path, linear_script, inputs):
@@ -242,7 +243,7 @@ def test_a_second_batch_on_the_same_summary_folder_is_refused(cli, tmp_path, lin
     path = write(tmp_path, base(linear_script, inputs, out))
     with FolderLocks(batch_locks(out, [], None)):  # a run in progress
         result = cli("batch", path, "--quiet")
-        assert result.exit_code == 2 and "another explain batch is running" in result.stderr
+        assert_refused(result, "another explain batch is running")
         assert not (out / "summary.json").exists()
     assert cli("batch", path, "--quiet").exit_code == 0  # the lock goes with its holder
     assert (out / "summary.json").is_file()

@@ -21,6 +21,7 @@ import yaml
 
 from explain_cli.errors import ExplainError
 from tests.conftest import ROOT
+from tests.helpers import assert_refused
 
 LOCK_NAME = ".explain-batch.lock"
 
@@ -48,8 +49,7 @@ def config(linear_script, inputs, out, **job) -> dict:
 
 
 def one_line(result) -> str:
-    assert result.exit_code == 2, result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_refused(result)
     return result.stderr
 
 

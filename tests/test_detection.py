@@ -14,71 +14,7 @@ from explain_cli.engines import build_params, get_engine
 from explain_cli.errors import ExplainError, OptionError
 from explain_cli.tasks import DetectionTask, TargetRequest, get_task, reference_targets
 from explain_cli.tasks.detection_formats import YoloSettings, decode_detections
-
-SIZE = (32, 32)
-BOX = (4.0, 6.0, 20.0, 22.0)
-
-
-def grid_segments(h: int = 32, w: int = 32, cell: int = 8) -> torch.Tensor:
-    """(H, W) ids of a grid of cell x cell blocks: 16 segments on 32 x 32."""
-    rows = torch.arange(h)[:, None] // cell
-    cols = torch.arange(w)[None, :] // cell
-    return (rows * (w // cell) + cols).long()
-
-
-class LinearBoxes(torch.nn.Module):
-    """Fixed boxes whose confidence is c_k + Σ_p W[k, p]·x[p], W non-zero in a region only.
-
-    ``mode`` says where the linear confidence goes: ``score`` (no probs: O_j is the score),
-    ``objectness`` (fixed probs, fixed score 0.9, the model's objectness is linear) or
-    ``probs_score`` (fixed probs, linear score; explained with objectness='score').
-    """
-
-    def __init__(self, boxes, labels, weight, bias, mode="score", n_classes=4, shift=0.0):
-        super().__init__()
-        self.shift = shift  # boxes move right by shift·(confidence − bias): IoU becomes nonlinear
-        self.boxes = torch.tensor(boxes, dtype=torch.float64)
-        self.labels = torch.tensor(labels)
-        self.weight = weight  # (K, 3, H, W) float64
-        self.bias = bias  # (K,)
-        self.mode = mode
-        probs = torch.full((len(labels), n_classes), 0.05, dtype=torch.float64)
-        probs[torch.arange(len(labels)), self.labels] = 0.85
-        self.probs = probs
-
-    def forward(self, x):
-        conf = torch.einsum("bchw,kchw->bk", x.double(), self.weight) + self.bias
-        out = []
-        for row in conf:
-            moved = self.boxes + self.shift * (row - self.bias)[:, None] * torch.tensor([1.0, 0.0, 1.0, 0.0])
-            d = {"boxes": moved, "labels": self.labels.clone()}
-            if self.mode == "score":
-                d["scores"] = row
-            elif self.mode == "objectness":
-                d.update(scores=torch.full_like(row, 0.9), objectness=row, probs=self.probs.clone())
-            else:
-                d.update(scores=row, probs=self.probs.clone())
-            out.append(d)
-        return out
-
-
-def region_weight(k: int, seed: int, region=(slice(3, 19), slice(5, 27))) -> torch.Tensor:
-    """(K, 3, 32, 32) positive weights inside a region straddling several grid cells, zero elsewhere."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.zeros(k, 3, *SIZE, dtype=torch.float64)
-    w[:, :, region[0], region[1]] = torch.rand(k, 3, 16, 22, generator=g, dtype=torch.float64) * 0.4 / (3 * 16 * 22)
-    return w
-
-
-def make_detector(mode="score", k=1, seed=0, shift=0.0):
-    boxes = [BOX, (14.0, 2.0, 30.0, 12.0), (0.0, 20.0, 12.0, 31.0)][:k]
-    return LinearBoxes(boxes, [1, 2, 3][:k], region_weight(k, seed), torch.full((k,), 0.55, dtype=torch.float64),
-                       mode=mode, shift=shift)
-
-
-def image(seed=1):
-    return torch.rand(3, *SIZE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
+from tests.helpers import SIZE, exact_box_contributions, grid_segments, image, make_detector
 
 def detection_problem(model, task, *, batch_size=16, x=None, baseline=None, target=("auto",)):
     x = image() if x is None else x
@@ -94,13 +30,6 @@ def run_engine(name, problem, seed=0, **values):
     return engine.run(problem, build_params(engine, values), torch.Generator().manual_seed(seed))
 
 
-def exact_contributions(model, x, baseline, segments):
-    """φ_g = Σ_{p ∈ g} W[k, p]·(x_p − b_p): the exact Shapley values of a game linear in the pixels."""
-    delta = torch.einsum("chw,kchw->khw", x - baseline, model.weight)
-    m = int(segments.max()) + 1
-    return torch.stack([delta[:, segments == g].sum(dim=1) for g in range(m)], dim=1).numpy()
-
-
 # ------------------------------------------------------------------ known answers through the core
 
 
@@ -112,7 +41,7 @@ def test_linear_box_confidence_gives_exact_segment_contributions(mode, objectnes
     problem, targets = detection_problem(model, task)
     values = {"samples": 300} if method == "kernelshap" else {}
     result = run_engine(method, problem, **values)
-    expected = exact_contributions(model, problem.x, problem.baseline, problem.segments)
+    expected = exact_box_contributions(model, problem.x, problem.baseline, problem.segments)
     assert np.abs(result.scores - expected).max() < 1e-9
     f_x = float(model.bias[0] + (model.weight[0] * problem.x).sum())
     assert targets[0].score == pytest.approx(f_x, abs=1e-12)  # IoU 1 · cos 1 · O = confidence

@@ -12,7 +12,7 @@ import torch
 
 from explain_cli.models.detectors import DETECTORS
 from tests.conftest import ROOT
-from tests.test_detectors import TinyYolo
+from tests.helpers import TinyYolo, assert_refused
 
 #: the small grids here are deliberate; the coarse-map warning is tested in test_api
 pytestmark = pytest.mark.filterwarnings("ignore:only .* superpixels:explain_cli.errors.ExplainWarning")
@@ -102,7 +102,7 @@ def test_a_yolo_style_raw_onnx_model_with_decoder_yolo(cli, tmp_path):
     picture = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(picture)
     r = cli("run", path, picture, *FAST, "--size", "32", "--out", tmp_path / "raw")
-    assert r.exit_code == 2 and "choose the task that matches the model" in r.stderr, r.stderr
+    assert_refused(r, "choose the task that matches the model")
     r = cli("run", path, picture, *FAST, "--size", "32", "--task", "detection", "--decoder", "yolo", "--min-score", "0.3",
             "--out", tmp_path / "out")
     assert r.exit_code == 0, r.stderr

@@ -10,6 +10,7 @@ from explain_cli.engines import build_params, get_engine
 from explain_cli.errors import ExplainError
 from explain_cli.models.detectors import DETECTORS, RANDOM_DETECTOR_NOTE, as_detector, load_detector
 from explain_cli.tasks import DetectionTask, TargetRequest, reference_targets
+from tests.helpers import TinyYolo
 
 CPU = torch.device("cpu")
 SIDE = 128
@@ -104,24 +105,6 @@ def test_a_weights_file_sets_the_class_count_and_is_hashed(tmp_path):
 def test_unknown_detector_names_suggest_the_supported_ones():
     with pytest.raises(ExplainError, match="did you mean fasterrcnn_resnet50_fpn_v2"):
         load_detector("torchvision:fasterrcnn_resnet50_fpn", None, CPU, 0)
-
-
-class TinyYolo(torch.nn.Module):
-    """A YOLOv8-style raw head on 32 x 32 inputs: (B, 4 + 2, 16) anchors of cx, cy, w, h and two class scores."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 6, kernel_size=8, stride=8)
-        centres = (torch.arange(4.0) * 8 + 4)
-        self.register_buffer("cy", centres[:, None].expand(4, 4).reshape(-1))
-        self.register_buffer("cx", centres[None, :].expand(4, 4).reshape(-1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.conv(x).flatten(2)  # (B, 6, 16)
-        cx, cy = self.cx + 2 * torch.tanh(f[:, 0]), self.cy + 2 * torch.tanh(f[:, 1])
-        w, h = 6 + 4 * torch.sigmoid(f[:, 2]), 6 + 4 * torch.sigmoid(f[:, 3])
-        return torch.cat([torch.stack([cx, cy, w, h], dim=1), torch.sigmoid(f[:, 4:])], dim=1)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from explain_cli.baselines import make_baseline
 from explain_cli.options.parse import parse_baseline
 from explain_cli.preprocess import PRESETS
 from tests.conftest import SAMPLE_IMAGES, SAMPLE_MODEL, make_linear
+from tests.helpers import assert_refused
 
 
 @pytest.mark.parametrize("spec", ["zero", "mean", "blur", "value:255,0,0"])
@@ -58,7 +59,7 @@ def test_set_overrides_every_job(cli, tmp_path, linear_script):
     doc = json.loads((tmp_path / "out" / "x.lime.json").read_text())
     assert doc["evaluations"] == 40 and doc["seed"] == 7  # the command line beats the method entry
     refused = cli("batch", path, "--set", "method=rise")
-    assert refused.exit_code == 2 and "methods are chosen per job" in refused.stderr
+    assert_refused(refused, "methods are chosen per job")
 
 
 def test_evaluate_command_reproduces_the_in_run_evaluation(cli, tmp_path):

@@ -11,7 +11,6 @@ import errno
 import io
 import os
 import re
-import resource
 import signal
 import struct
 import subprocess
@@ -19,8 +18,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import tracemalloc
-import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +41,7 @@ from explain_cli.inputs.images import image_to_float
 from explain_cli.inputs.limits import MIN_SIDE
 from explain_cli.inputs.tensors import read_npy_header
 from explain_cli.yamlio import read_yaml
+from tests.helpers import assert_refused, measure, npy_bytes, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "hostile"
@@ -54,33 +52,10 @@ CORPUS = Path(__file__).resolve().parent / "hostile"
 # ---------------------------------------------------------------------------------------------
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_bytes(width: int, height: int, *, with_data: bool = True, bit_depth: int = 8) -> bytes:
-    """A grey PNG of zeros, written by hand so a 12,000 × 12,000 one costs no decoded memory."""
-    out = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0))
-    if with_data:
-        packer = zlib.compressobj(9)
-        row = bytes(1 + width * bit_depth // 8)
-        out += _png_chunk(b"IDAT", b"".join(packer.compress(row) for _ in range(height)) + packer.flush())
-    return out + _png_chunk(b"IEND", b"")
-
-
 def bmp_header(width: int, height: int) -> bytes:
     """A 24-bit BMP header declaring ``width`` × ``height`` with no pixel data."""
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
     return b"BM" + struct.pack("<IHHI", 14 + 40, 0, 0, 54) + info
-
-
-def npy_bytes(header: str, data: bytes = b"", *, version: int = 1, pad_to: int | None = None) -> bytes:
-    """A .npy file with a hand-written header (numpy pads it to a multiple of 64)."""
-    size_format = "<H" if version == 1 else "<I"
-    prefix = 8 + struct.calcsize(size_format)
-    total = pad_to or -(-(prefix + len(header) + 1) // 64) * 64
-    header = header + " " * (total - prefix - len(header) - 1) + "\n"
-    return b"\x93NUMPY" + bytes([version, 0]) + struct.pack(size_format, len(header)) + header.encode() + data
 
 
 def tiff_bytes(img: Image.Image) -> bytes:
@@ -205,18 +180,6 @@ def _make(name: str, folder: Path) -> Path:
     return path
 
 
-def _assert_refused(result, out: Path, expected: str) -> None:
-    message = result.stderr.strip()
-    assert result.exit_code == 2, (result.exit_code, message)
-    assert "\n" not in message, message
-    assert "Traceback" not in message
-    assert message.startswith("explain: error:"), message
-    assert expected.lower() in message.lower(), message
-    assert result.stdout == ""
-    written = [p for p in out.rglob("*") if not p.is_dir()] if out.exists() else []
-    assert written == [], written
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_input_is_refused_in_one_line(name, hostile, cli, linear_script, tmp_path):
     if name == "fifo" and not hasattr(os, "mkfifo"):
@@ -224,14 +187,14 @@ def test_hostile_input_is_refused_in_one_line(name, hostile, cli, linear_script,
     path = _make(name, hostile)
     out = tmp_path / "out"
     result = cli("run", linear_script, path, "--out", out, "--samples", "20")
-    _assert_refused(result, out, CASES[name][2])
+    assert_refused(result, CASES[name][2], out=out)
 
 
 def test_character_device_is_not_a_regular_file(cli, linear_script, tmp_path):
     if not Path("/dev/null").exists():
         pytest.skip("no /dev/null")
     result = cli("run", linear_script, "/dev/null", "--out", tmp_path / "out", "--samples", "20")
-    _assert_refused(result, tmp_path / "out", "character device")
+    assert_refused(result, "character device", out=tmp_path / "out")
 
 
 def test_hostile_tensor_variants_still_load(tmp_path):
@@ -359,21 +322,6 @@ def test_16bit_pgm_and_rgb_to_grey(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def _measure(call: Callable[[], object]) -> tuple[float, int, int]:
-    """Seconds, tracemalloc peak and growth of the process's peak RSS (bytes) while ``call`` runs."""
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        call()
-    finally:
-        seconds = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
-    return seconds, peak, rss_growth
-
-
 @pytest.mark.parametrize("kind", ["png", "npy", "pt", "yaml"])
 def test_bombs_are_refused_fast_in_bounded_memory(kind, tmp_path):
     if kind == "png":
@@ -391,7 +339,7 @@ def test_bombs_are_refused_fast_in_bounded_memory(kind, tmp_path):
     else:
         path = CORPUS / "billion_laughs.yaml"
         call = lambda: read_yaml(path)  # noqa: E731
-    seconds, peak, rss = _measure(lambda: pytest.raises(ExplainError, call))
+    seconds, peak, rss = measure(lambda: pytest.raises(ExplainError, call))
     assert seconds < 2.0, seconds
     assert peak < 20 * 2**20, peak
     assert rss < 100 * 2**20, rss
@@ -629,7 +577,7 @@ def test_yaml_bomb_refused_with_either_loader(loader, monkeypatch):
         monkeypatch.setattr(yamlio, "_loader_class", lambda: yaml.SafeLoader)
     elif not hasattr(yaml, "CSafeLoader"):
         pytest.skip("PyYAML without libyaml")
-    seconds, peak, _ = _measure(lambda: pytest.raises(ExplainError, read_yaml, CORPUS / "billion_laughs.yaml"))
+    seconds, peak, _ = measure(lambda: pytest.raises(ExplainError, read_yaml, CORPUS / "billion_laughs.yaml"))
     assert seconds < 1.0 and peak < 20 * 2**20
 
 

@@ -11,6 +11,7 @@ from explain_cli.errors import ExplainError
 from explain_cli.inputs import load_input
 from explain_cli.preprocess import PRESETS, Geometry, apply_preprocess, map_to_original, resolve_preprocess
 from explain_cli.segmentation import grid_labels, segment
+from tests.helpers import assert_refused
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -90,6 +91,5 @@ def test_default_weights_offline_is_a_clear_error(cli, tmp_path, small_image, mo
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     result = cli("run", "torchvision:resnet18", small_image, "--weights", "DEFAULT", "--out", tmp_path)
-    assert result.exit_code == 2
-    assert "cannot download pretrained weights for resnet18" in result.stderr
+    assert_refused(result, "cannot download pretrained weights for resnet18")
     assert "--weights FILE" in result.stderr

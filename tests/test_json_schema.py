@@ -6,27 +6,15 @@ import copy
 import json
 import re
 
-import jsonschema
 import numpy as np
 import pytest
 import torch
 
 from explain_cli import explain
 from tests.conftest import ROOT, make_linear
+from tests.helpers import check_schema
 
 SCHEMA_PATH = ROOT / "schema" / "explanation.schema.json"
-
-
-@pytest.fixture(scope="module")
-def validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads(SCHEMA_PATH.read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
-
-
-def _check(validator, doc: dict) -> None:
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
 
 
 RUNS = {
@@ -55,7 +43,7 @@ def documents() -> dict[str, dict]:
 @pytest.mark.parametrize("method", [*RUNS, "permutation"])
 def test_every_method_validates(method, documents, validator):
     doc = documents[method]
-    _check(validator, doc)
+    check_schema(validator, doc)
     assert doc["method"] == method
     json.dumps(doc, allow_nan=False)  # what save() writes: no NaN anywhere
     n = doc["segmentation"]["n_segments"]
@@ -83,13 +71,13 @@ def test_cli_file_validates(cli, linear_script, small_image, tmp_path, validator
             "--segments", "grid", "--n-segments", "6", "--save-map")
     assert r.exit_code == 0, r.stderr
     doc = json.loads((tmp_path / "small.ablation.json").read_text())
-    _check(validator, doc)
+    check_schema(validator, doc)
     assert doc["model"]["sha256"] and doc["targets"][0]["label"] in ("ant", "bee", "cat")
 
 
 def test_schema_catches_drift(documents, validator):
     base = documents["kernelshap"]
-    _check(validator, base)
+    check_schema(validator, base)
     for mutate in (
         lambda d: d.update(unexpected_key=1),  # a new top-level key not in the schema
         lambda d: d["targets"][0]["segments"][0].update(weight=1.0),  # a new per-segment key
@@ -105,7 +93,7 @@ def test_schema_catches_drift(documents, validator):
     ok = copy.deepcopy(base)
     ok["evaluation"] = {"deletion_auc": 0.1, "anything": {"nested": [1, 2]}}
     ok.pop("extra", None)
-    _check(validator, ok)
+    check_schema(validator, ok)
 
 
 def _readme_table_keys() -> set[str]:
@@ -129,3 +117,16 @@ def test_readme_table_mentions_every_top_level_key():
     assert not missing, f"README's JSON table does not mention: {missing}"
     unknown = sorted(k for k in readme - set(schema["properties"]) if not k.startswith("targets"))
     assert not unknown, f"README's JSON table names keys the schema lacks: {unknown}"
+
+
+def test_load_explanation_reads_back_what_save_wrote(tmp_path):
+    from explain_cli.errors import ExplainError
+    from explain_cli.result import load_explanation
+
+    x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(5))
+    (e,) = explain(make_linear(), x, method="ablation", segments="grid", n_segments=9)
+    (path,) = [p for p in e.save(tmp_path) if p.suffix == ".json"]
+    assert load_explanation(path) == e.to_json()  # the inverse of to_json, checked against the schema
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ExplainError, match="bad.json is not a readable JSON file"):
+        load_explanation(tmp_path / "bad.json")

@@ -8,28 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from explain_cli.engines import build_params, get_engine
 from explain_cli.engines.kernelshap.design import kernel_mass, plan
 from explain_cli.errors import ExplainError
 from tests.conftest import make_linear
 from tests.oracles import exact_shapley_of_problem
-from tests.test_lime import exact_contributions, make_problem
-
-
-class Nonlinear(torch.nn.Module):
-    """Interactions between regions: products, a max and a tanh, so Shapley ≠ anything simpler."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = x.flatten(2).mean(dim=1)  # (B, H*W)
-        a, b, c = q[:, :64].mean(1), q[:, 64:160].mean(1), q[:, 160:].mean(1)
-        out0 = torch.tanh(3 * a * b) + c * c + torch.maximum(a, c)
-        out1 = a * b * c * 10 + torch.sigmoid(x[:, 0, 8:, 8:].sum((1, 2)) / 10)
-        return torch.stack([out0, out1], dim=1)
-
-
-def run_shap(problem, seed=0, **values):
-    engine = get_engine("kernelshap")
-    return engine.run(problem, build_params(engine, values), torch.Generator().manual_seed(seed))
+from tests.helpers import Nonlinear, exact_contributions, make_problem, run_shap
 
 
 @pytest.mark.parametrize("m", [2, 5, 10])

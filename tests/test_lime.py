@@ -6,33 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from explain_cli.core import Evaluator, Problem
 from explain_cli.engines import build_params, get_engine
 from explain_cli.engines.lime import kernel_weights
 from tests.conftest import make_linear
-
-
-def make_problem(model, *, batch_size=16, n_segments=12, seed=1, output="logits", targets=(0, 1, 2),
-                 dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(3, 16, 16, generator=g, dtype=dtype)
-    baseline = torch.rand(3, 16, 16, generator=g, dtype=dtype) * 0.3
-    # exactly n_segments blocks of consecutive pixels (row-major)
-    segments = (torch.arange(16 * 16) * n_segments // (16 * 16)).reshape(16, 16)
-    ev = Evaluator(model, torch.device("cpu"), batch_size=batch_size, output=output)
-    reference = ev(x[None])[0, list(targets)].cpu()
-    ev.select_targets(list(targets))
-    return Problem(x=x, baseline=baseline, segments=segments, evaluator=ev, reference=reference)
-
-
-def exact_contributions(model, problem) -> np.ndarray:
-    """Σ_{p in g} W_k(p)·(x(p) − b(p)) for every target k and segment g."""
-    diff = (problem.x - problem.baseline).double()
-    per_pixel = torch.einsum("chw,kchw->khw", diff, model.weight.double())
-    m = problem.n_segments
-    out = torch.zeros(per_pixel.shape[0], m, dtype=torch.float64)
-    out.index_add_(1, problem.segments.flatten(), per_pixel.flatten(1))
-    return out.numpy()
+from tests.helpers import exact_contributions, make_problem
 
 
 def run_lime(problem, seed=0, **values):

@@ -18,8 +18,7 @@ from explain_cli.errors import OptionError
 from explain_cli.segmentation import grid_labels, segment, segment_adjacency
 from tests.conftest import make_linear
 from tests.oracles import exact_owen
-from tests.test_kernelshap import Nonlinear
-from tests.test_lime import exact_contributions, make_problem
+from tests.helpers import Nonlinear, exact_contributions, make_problem
 
 Game = Callable[[torch.Tensor], torch.Tensor]  # (B, M) presence in [0, 1] -> (B, K)
 

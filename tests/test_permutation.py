@@ -12,6 +12,7 @@ from explain_cli.core import Evaluator, Problem
 from explain_cli.engines import build_params, get_engine
 from explain_cli.engines.permutation import derangement
 from explain_cli.segmentation import grid_labels
+from tests.helpers import assert_refused
 
 
 class LeftHalf(torch.nn.Module):
@@ -72,7 +73,7 @@ def test_permutation_cli(cli, tmp_path):
     from tests.conftest import SAMPLE_IMAGES, SAMPLE_MODEL
 
     one = cli("run", SAMPLE_MODEL, SAMPLE_IMAGES[0], "--method", "permutation", "--out", tmp_path)
-    assert one.exit_code == 2 and "at least 2 inputs" in one.stderr
+    assert_refused(one, "at least 2 inputs")
     result = cli("run", SAMPLE_MODEL, *SAMPLE_IMAGES, "--method", "permutation", "--repeats", "2",
                  "--out", tmp_path, "--top-k", "2", "-q")
     assert result.exit_code == 0, result.stderr

@@ -10,7 +10,7 @@ from explain_cli.core import compose_segments
 from explain_cli.engines import build_params, get_engine
 from explain_cli.engines.rise import iterate_masks, plan_masks, render_masks
 from tests.conftest import make_linear
-from tests.test_lime import make_problem
+from tests.helpers import make_problem
 
 
 class Region(torch.nn.Module):

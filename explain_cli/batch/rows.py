@@ -57,15 +57,17 @@ def top_segments(scores: Any, n: int = 3) -> list[int]:
 
 def skipped_row(item: Item) -> Row:
     """A row for a complete item, filled from its JSON on disk so a resumed summary keeps its data."""
+    from explain_cli.result import load_explanation
+
     row = Row(item.job.name, item.input_label, item.method, "skipped",
               outputs=[str(p) for p in item.outputs().values()])
     try:
-        doc = json.loads(item.outputs()["json"].read_text(encoding="utf-8"))
+        doc = load_explanation(item.outputs()["json"], check=False)  # a resume reads many: no schema, bad keys caught
         row.evaluations = doc.get("evaluations")
         row.top_segments = top_segments([s["score"] for s in doc["targets"][0]["segments"]])
         row.explain_s = _seconds(doc.get("timing", {}).get("total_s"))
         row.add_metrics(doc.get("evaluation"))
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+    except (ExplainError, ValueError, KeyError, IndexError, TypeError):
         pass  # a hand-edited JSON still counts as complete; its row just lacks the numbers
     return row
 

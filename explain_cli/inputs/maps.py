@@ -1,4 +1,5 @@
-"""Maps a user gives as files or arrays: segment label maps (``segments``) and object masks (``mask``).
+"""Map files: segment label maps (``segments``) and object masks (``mask``) a user gives as files or
+arrays (:func:`read_map`), and the maps a run saved (:func:`read_saved_map`).
 
 Map files meet the input's limits before they cost memory: an image's size is read from its
 header and a ``.npy``'s shape from its array header, both checked against ``max_pixels``;
@@ -23,6 +24,8 @@ from explain_cli.inputs.limits import MAX_PIXELS
 _EXACT_FLOAT_INT = {2: 2**11, 4: 2**24, 8: 2**53}
 #: Image formats whose compression changes pixel values, so a label map's ids do not survive.
 _LOSSY_FORMATS = {"JPEG", "MPO", "JPEG2000"}
+#: The fix for a saved map that is missing, stale or edited.
+SAVED_MAP_FIX = "explain again with `save_map`"
 
 
 def read_map(path: str | Path, option: str, what: str, *, max_pixels: int = MAX_PIXELS,
@@ -139,6 +142,35 @@ def _read_npy_map(p: Path, option: str, what: str, max_pixels: int) -> np.ndarra
         raise OptionError(option, f"{what} {p} does not fit in memory") from None
     except (ValueError, OSError, EOFError) as exc:
         raise OptionError(option, f"{what} {p} is not a readable .npy array: {one_line(exc)}") from None
+
+
+def read_saved_map(npy: Path, shape: list[int], sha256: str, owner: str) -> np.ndarray:
+    """The (K, H, W) float32 maps ``save_map`` wrote to ``npy``, proven to be those ``owner`` (a JSON's name) records.
+
+    The header is read first (``shape`` of little-endian float32, the file exactly that long),
+    then the bytes are hashed against ``sha256``, then the array is loaded without pickles.
+
+    Raises
+    ------
+    ExplainError
+        Another shape, dtype or length (a file from another run), another hash (edited), or unreadable.
+    """
+    import os
+
+    from explain_cli.fileio import sha256_file
+    from explain_cli.inputs.tensors import read_npy_header
+
+    found, _, dtype, offset = read_npy_header(npy, what="saved map")
+    if list(found) != list(shape) or dtype != np.dtype("<f4") or os.path.getsize(npy) != offset + math.prod(shape) * 4:
+        raise ExplainError(f"{npy} holds shape {list(found)} of {dtype}, not the {shape} float32 maps "
+                           f"{owner} records; it belongs to another run: {SAVED_MAP_FIX}")
+    if sha256_file(npy) != sha256:
+        raise ExplainError(f"{npy} is not the map {owner} records (its SHA-256 differs): it was written by "
+                           f"another run or edited; {SAVED_MAP_FIX}")
+    try:
+        return np.load(npy, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ExplainError(f"{npy} is not a readable .npy map: {exc}") from None
 
 
 def check_label_map(labels: Any, source: str) -> np.ndarray:

@@ -130,19 +130,6 @@ def rank_pixels(saliency: "torch.Tensor", generator: "torch.Generator") -> "torc
     return perm[order]
 
 
-def gaussian_blur(x: "torch.Tensor", sigma: float | None = None) -> "torch.Tensor":
-    """A Gaussian-blurred copy of ``x`` (C, H, W); ``sigma`` defaults to max(H, W) / 16.
-
-    The ``blur`` baseline's own blur (:func:`explain_cli.baselines.gaussian_blur`), so "blur"
-    means one thing across the tool.
-    """
-    from explain_cli.baselines import gaussian_blur as blur
-
-    if sigma is not None and not float(sigma) > 0:
-        raise OptionError("blur_sigma", f"must be positive (pixels at model resolution), got {sigma}")
-    return blur(x, sigma)
-
-
 def probability_fn(evaluator: "Evaluator") -> ScoreFn:
     """A score function giving the evaluator's target *probabilities*, whatever its output space.
 
@@ -237,7 +224,11 @@ def _curve(model: Scorer, x: "torch.Tensor", saliency: "torch.Tensor | np.ndarra
     counts = step_counts(h * w, step)
     fill = None
     if kind == "insertion" or replacement == "blur":
-        fill = gaussian_blur(x, blur_sigma)
+        from explain_cli.blur import blur  # the blur baseline's own, so "blur" means one thing
+
+        if blur_sigma is not None and not float(blur_sigma) > 0:
+            raise OptionError("blur_sigma", f"must be positive (pixels at model resolution), got {blur_sigma}")
+        fill = blur(x, blur_sigma)
     elif replacement == "baseline":
         if baseline is None:
             raise OptionError("baseline", "is needed for replacement='baseline' (a (C, H, W) tensor); or use road or blur")

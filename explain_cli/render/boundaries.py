@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from explain_cli.blur import blur_drawing
+
 
 def segments_layer(labels_full: np.ndarray | None, size: tuple[int, int], nearest: bool,
                    outline: Sequence[int]) -> Boundaries | None:
@@ -77,25 +79,6 @@ def _label_step(labels: np.ndarray) -> float:
     return min(steps) if steps else 1.0
 
 
-def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur with edge replication (so the image border is not a boundary)."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel /= kernel.sum()
-    out = image.astype(np.float64)
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="edge")
-        n = out.shape[axis]
-        acc = np.zeros_like(out)
-        for j, weight in enumerate(kernel):
-            acc += weight * (padded[j:j + n, :] if axis == 0 else padded[:, j:j + n])
-        out = acc
-    return out
-
-
 # Slope of erf at 0 (2/sqrt(pi)) for the two-region margin, and of the Gaussian CDF (1/sqrt(2 pi)):
 # near an edge blurred with sigma, margin ≈ slope · distance / sigma.
 _SLOPE_PAIR = 2.0 / math.sqrt(math.pi) / math.sqrt(2.0)
@@ -138,7 +121,7 @@ def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), o
         t, b = max(0, top_rows[i] - pad), min(h, bottom_rows[i] + pad + 1)
         le, r = max(0, left_cols[i] - pad), min(w, right_cols[i] + pad + 1)
         inside = (labels[t:b, le:r] == seg).astype(np.float64)
-        soft = _gaussian_blur(inside, sigma)
+        soft = blur_drawing(inside, sigma)
         f, s, o = first[t:b, le:r], second[t:b, le:r], owner[t:b, le:r]
         higher = soft > f
         s[...] = np.where(higher, f, np.maximum(s, soft))
@@ -149,7 +132,7 @@ def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), o
             pad_o = int(math.ceil(3 * outline_sigma)) + 1
             t2, b2 = max(0, top_rows[i] - pad_o), min(h, bottom_rows[i] + pad_o + 1)
             l2, r2 = max(0, left_cols[i] - pad_o), min(w, right_cols[i] + pad_o + 1)
-            soft_o = _gaussian_blur((labels[t2:b2, l2:r2] == seg).astype(np.float64), outline_sigma)
+            soft_o = blur_drawing((labels[t2:b2, l2:r2] == seg).astype(np.float64), outline_sigma)
             dist = np.full((h, w), np.inf)
             dist[t2:b2, l2:r2] = np.abs(soft_o - 0.5) * outline_sigma / _SLOPE_ONE
             out.outlines[int(seg)] = dist

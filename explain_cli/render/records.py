@@ -5,7 +5,6 @@ What the HTML report, the comparison montage and the batch summary read; nothing
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -62,6 +61,8 @@ def read_explanations(paths: Iterable[str | Path]) -> list[Record]:
     ExplainError
         A path that does not exist, or a JSON file given by name that is not an explanation.
     """
+    from explain_cli.result import load_explanation
+
     records: dict[Path, Record] = {}
     for raw in paths:
         p = Path(raw)
@@ -73,10 +74,10 @@ def read_explanations(paths: Iterable[str | Path]) -> list[Record]:
             raise ExplainError(f"{p} does not exist; pass an output folder or explanation JSON files")
         for q in candidates:
             try:
-                doc = json.loads(q.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                doc = load_explanation(q, check=False)  # other JSON files are skipped, so the schema comes last
+            except ExplainError:
                 if named:
-                    raise ExplainError(f"{q} is not a readable JSON file: {exc}") from None
+                    raise
                 continue
             if not is_explanation(doc):
                 if named:
