@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -151,6 +152,8 @@ def test_plot_without_matplotlib_says_how_to_install(two_targets, monkeypatch):
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)  # imported by an earlier test: the import must run again
     with pytest.raises(ExplainError, match=r"pip install 'explain_cli\[plot\]'"):
         two_targets.plot(0)
 
