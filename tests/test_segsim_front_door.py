@@ -255,3 +255,11 @@ def test_python_errors_name_the_option():
     (expl,) = explain(LinearEmbedder(), x, task="similarity", reference=Image.new("RGB", (W, H), (9, 99, 199)),
                       method="ablation", segments=SEGMENTS.numpy(), preprocess="none")
     assert expl.details[0].reference == "image" and expl.details[0].thumbnail.shape == (H, W, 3)
+
+
+@pytest.mark.parametrize("config", ["configs/segmentation.yaml", "configs/similarity.yaml"])
+def test_the_shipped_configs_plan(config, cli, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    r = cli("batch", config, "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    assert "nothing written" in r.stderr and ".kernelshap.png" in r.stdout
