@@ -203,6 +203,8 @@ class Explanation:
             captions = [task_caption(k, entry, self.output_space) or "" for k, entry in enumerate(self._entries()[:drawn])]
             overlays = [t.overlay() for t in self.details[:drawn]]
             reference = next((o["thumbnail"] for o in overlays if o and o.get("thumbnail") is not None), None)
+            if centres is not None and self.task != "detection":  # RISE: the neutral value, as classes show it
+                captions = [f"{c} · mean saliency {centres[k]:.3g}" for k, c in enumerate(captions)]
         else:
             captions = heatmap_captions(self.labels[:drawn], self.targets[:drawn], self.target_scores[:drawn],
                                         self.output_space, mean=self.inputs is not None, centres=centres)
