@@ -94,10 +94,10 @@ def make_evaluator(model: LoadedModel, cfg: Settings, *, progress: Progress | No
 
 
 def make_problem(cfg: Settings, x: "torch.Tensor", first: PreparedInput, evaluator: "Evaluator",
-                 reference: "torch.Tensor") -> "Problem":
+                 reference: "torch.Tensor", task: Any = None) -> "Problem":
     """What an engine (or a metric) solves: ``x`` on the evaluator's device, (C, H, W) or (N, C, H, W)
-    for a batch method; the baseline of ``first`` (zeros for methods without one); its segments
-    (zeros when it was not segmented); ``reference``, f(x) for the targets, (K,) or (N, K).
+    for a batch method; the baseline of ``first`` (zeros for methods without one; ``baseline reference``:
+    ``task.image``); its segments (zeros when it was not segmented); ``reference``, f(x) for the targets.
     """
     import torch
 
@@ -106,8 +106,8 @@ def make_problem(cfg: Settings, x: "torch.Tensor", first: PreparedInput, evaluat
 
     device = evaluator.device
     one = first.prepared.x
-    baseline = (make_baseline(cfg.baseline, one, first.spec, input_kind=first.item.kind)
-                if cfg.baseline is not None else torch.zeros_like(one))
+    baseline = (make_baseline(cfg.baseline, one, first.spec, input_kind=first.item.kind,
+                              reference=getattr(task, "image", None)) if cfg.baseline is not None else torch.zeros_like(one))
     segments = (torch.from_numpy(first.segmentation.labels) if first.segmentation is not None
                 else torch.zeros(one.shape[1:], dtype=torch.long))
     return Problem(x=x, baseline=baseline.to(device), segments=segments.to(device), evaluator=evaluator,
@@ -263,7 +263,7 @@ class Explainer:
             task, details, labels, fx = choose_targets(cfg, self.model, evaluator, x, first)
             for note in evaluator.warnings:
                 self._emit(note)
-            problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, torch.zeros(0))
+            problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, torch.zeros(0), task)
             check_budget(cfg, x, problem.n_segments, fx.shape[1], evaluator)  # refused from arithmetic
             model = self._runtime(cfg, x)  # may time the runtimes once: after every check, before the engine
             if model.module is not evaluator.model:  # f(x) again on the runtime the engine uses, counted once
@@ -358,7 +358,7 @@ class Explainer:
 
         masks = box_masks(details, first.prepared.geometry.original)
         return run_metrics(problem, attribution.scores, maps, pixel_maps, cfg.evaluation, rerun,
-                           eager_module=self.model.module, masks=masks)
+                           eager_module=self.model.module, masks=masks, task=cfg.targets.task)
 
 
 class eval_mode:

@@ -13,22 +13,31 @@ if TYPE_CHECKING:
 
 BASELINES = ("zero", "mean", "blur", "value:R,G,B")
 BASELINE_HELP = ("What a removed superpixel becomes: zero (in model input space), mean (the image's channel means), "
-                 "blur (Gaussian blur), or value:R,G,B (a 0-255 colour).")
+                 "blur (Gaussian blur), value:R,G,B (a 0-255 colour), or reference (similarity: the reference image's "
+                 "pixels; it must be the input's size after preprocessing).")
 
 
-def make_baseline(baseline: Baseline, x: "torch.Tensor", preprocess: Preprocess, *, input_kind: str = "image") -> "torch.Tensor":
+def make_baseline(baseline: Baseline, x: "torch.Tensor", preprocess: Preprocess, *, input_kind: str = "image",
+                  reference: "torch.Tensor | None" = None) -> "torch.Tensor":
     """Build the (C, H, W) baseline for model input ``x``.
 
     ``zero``: zeros in model input space (after normalisation: the dataset mean colour for
     ImageNet-normalised models). ``mean``: each channel's mean over this input. ``blur``: a
     Gaussian blur of the input (σ = 1/16 of its longer side; :func:`explain_cli.blur.blur`). ``value:V[,V...]``: a constant
     colour in 0-255 pixel units for images (raw units for tensors), normalised like the input.
+    ``reference``: the ``reference`` image (C, H, W), preprocessed like ``x`` (task similarity).
     """
     import torch
 
     from explain_cli.blur import blur
 
     kind, values, spec = baseline.kind, baseline.values, baseline.spec
+    if kind == "reference":
+        from explain_cli.tasks.similarity import reference_baseline
+
+        if reference is None:
+            raise OptionError("baseline", "reference needs task similarity with a reference image (reference IMAGE)")
+        return reference_baseline(reference, x)
     if kind == "zero":
         return torch.zeros_like(x)
     if kind == "mean":

@@ -179,10 +179,10 @@ class Explanation:
         from explain_cli.preprocess import map_to_original
         from explain_cli.render.captions import (
             CENTRED_BAR_LABEL,
-            box_caption,
             heatmap_captions,
             heatmap_title,
             numbering_note,
+            task_caption,
         )
         from explain_cli.render.figures import render_image, saliency_centres, strongest_segments
         from explain_cli.render.layout import to_png
@@ -197,10 +197,14 @@ class Explanation:
         pixel_level = self.attribution.pixel_maps is not None
         # A per-pixel saliency (RISE, D-RISE) is drawn relative to its mean, its neutral value.
         centres = saliency_centres(full) if pixel_level and not self.signed else None
-        boxes = None
-        if self.details is not None and self.task == "detection":
-            captions = [box_caption(k, entry) for k, entry in enumerate(self._entries()[:drawn])]
-            boxes = [(t.overlay() or {}).get("box") for t in self.details[:drawn]]
+        overlays, reference = None, None
+        if self.details is not None and self.task in ("detection", "segmentation", "similarity"):
+            # a box or region drawn over each panel; a reference image beside them
+            captions = [task_caption(k, entry, self.output_space) or "" for k, entry in enumerate(self._entries()[:drawn])]
+            overlays = [t.overlay() for t in self.details[:drawn]]
+            reference = next((o["thumbnail"] for o in overlays if o and o.get("thumbnail") is not None), None)
+            if centres is not None and self.task != "detection":  # RISE: the neutral value, as classes show it
+                captions = [f"{c} · mean saliency {centres[k]:.3g}" for k, c in enumerate(captions)]
         else:
             captions = heatmap_captions(self.labels[:drawn], self.targets[:drawn], self.target_scores[:drawn],
                                         self.output_space, mean=self.inputs is not None, centres=centres)
@@ -214,7 +218,7 @@ class Explanation:
         note = numbering_note(min(TOP_NUMBERED, self.segmentation.n_segments)) if show_edges else None
         return to_png(render_image(display, full, captions, signed=self.signed, title=title, labels_full=labels_full,
                                    style=opts.style, opacity=opts.opacity, cmap=opts.cmap, scale=opts.scale,
-                                   top_segments=top, note=note, centres=centres, boxes=boxes,
+                                   top_segments=top, note=note, centres=centres, overlays=overlays, reference=reference,
                                    bar_label=CENTRED_BAR_LABEL if centres is not None else None))
 
     def _entries(self) -> list[dict[str, Any]]:

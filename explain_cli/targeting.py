@@ -2,7 +2,7 @@
 
 :func:`choose_targets` is the front door's one step from settled settings, a model and a prepared
 input to the targets and their reference scores (it sets the evaluator's head);
-:func:`default_preprocess` and :func:`box_masks` are the defaults a detector needs.
+:func:`default_preprocess` and :func:`box_masks` are the defaults a detector (and a segmenter's region) needs.
 """
 
 from __future__ import annotations
@@ -39,15 +39,15 @@ def choose_targets(cfg: Settings, model: LoadedModel, evaluator: "Evaluator", x:
     """
     import torch
 
-    from explain_cli.tasks import TargetRequest, get_task, reference_targets
+    from explain_cli.task_inputs import build_task
+    from explain_cli.tasks import TargetRequest, reference_targets
 
     if check_callable_target(cfg.targets.target):
         head = cfg.targets.target[0]
         evaluator.head = head
         fx = torch.cat([evaluator(x[a:b].clone()).cpu() for a, b in evaluator.chunks(len(x))])
         return None, None, [getattr(head, "__name__", "target")] * fx.shape[1], fx
-    name = cfg.targets.task or model.task
-    task = get_task(name).from_options(cfg.targets)
+    task = build_task(cfg, model, first)  # reads a region or embeds a reference image
     labels, source = load_labels(cfg.targets.labels, model.labels)
     wanted = tuple(cfg.targets.target)
     if cfg.targets.box:  # named boxes join the targets; alone, they replace the default `auto`
@@ -73,11 +73,18 @@ def default_preprocess(model: "LoadedModel", cfg: "Settings", item: "LoadedInput
 
 
 def box_masks(details: Sequence["Target"] | None, size: tuple[int, int]) -> list[np.ndarray] | None:
-    """Each target's box as an (H, W) mask in image pixels (pointing and energy), or None if a target has no box."""
-    boxes = [(t.overlay() or {}).get("box") for t in details or ()]
-    if not boxes or any(b is None for b in boxes):
-        return None
-    return [box_pixels(b, size) for b in boxes if b is not None]
+    """Each target's own object as an (H, W) mask in image pixels (pointing and energy): a detection's box,
+    a segmentation target's region; None if a target has neither."""
+    masks = []
+    for target in details or ():
+        overlay = target.overlay() or {}
+        if overlay.get("box") is not None:
+            masks.append(box_pixels(overlay["box"], size))
+        elif overlay.get("region") is not None and overlay.get("frame") == "original":
+            masks.append(np.asarray(overlay["region"], dtype=bool))
+        else:
+            return None
+    return masks or None
 
 
 def box_pixels(box: Sequence[float], size: tuple[int, int]) -> np.ndarray:

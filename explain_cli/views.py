@@ -85,7 +85,7 @@ def plot(expl: Any, target: int | str | None = 0, *, class_index: int | None = N
         matplotlib is needed to make an axes and is not installed (``pip install matplotlib``),
         or the target was not explained.
     """
-    from explain_cli.render.captions import box_caption, heatmap_captions
+    from explain_cli.render.captions import heatmap_captions, task_caption
 
     row = target_row(expl.targets, expl.labels, target, class_index=class_index)
     if ax is None:
@@ -101,8 +101,9 @@ def plot(expl: Any, target: int | str | None = 0, *, class_index: int | None = N
     ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
     image = ax.imshow(heat, cmap=cmap or ("RdBu_r" if expl.signed else "inferno"), vmin=limits[0], vmax=limits[1],
                       alpha=alpha)
-    if getattr(expl, "task", None) == "detection":  # a box, named as the PNG names it
-        caption = box_caption(row, {**expl.details[row].describe(), "score": float(expl.target_scores[row])})
+    if getattr(expl, "task", None) in ("detection", "segmentation", "similarity"):  # named as the PNG names it
+        caption = task_caption(row, {**expl.details[row].describe(), "score": float(expl.target_scores[row])},
+                               expl.output_space) or ""
     else:
         (caption,) = heatmap_captions([expl.labels[row]], [expl.targets[row]], [expl.target_scores[row]],
                                       expl.output_space, mean=expl.inputs is not None)

@@ -83,7 +83,7 @@ def test_task_options_are_refused_under_the_other_task():
     x = torch.rand(3, 16, 16)
     with pytest.raises(OptionError, match="applies to task detection, not classification"):
         explain(lambda b: b.mean(dim=(2, 3)), x, min_score=0.2)
-    with pytest.raises(OptionError, match="applies to task classification, not detection") as info:
+    with pytest.raises(OptionError, match="applies to task classification or segmentation, not detection") as info:
         explain(make_detector(), image().float(), task="detection", output="logits")
     assert info.value.option == "output"
     with pytest.raises(OptionError, match="applies to task detection") as info:
@@ -225,7 +225,7 @@ BAD = {
     "task detection on a classifier": (lambda d: [CLASSIFIER, ROOT / "sample_models/images/circle.png",
                                                   "--task", "detection"], "use --task classification"),
     "a classifier's option on a detector": (lambda d: [DETECTOR, SCENE, "--output", "probs"],
-                                            "--output applies to task classification, not detection"),
+                                            "--output applies to task classification or segmentation, not detection"),
     "NaN boxes": (lambda d: [d[1], SCENE], "boxes has NaN"),
     "boxes outside the image": (lambda d: [d[2], SCENE], "lies entirely outside the 32x32 input"),
     "ragged": (lambda d: [d[3], SCENE], "scores has shape [2] but boxes has 1 rows"),

@@ -64,7 +64,8 @@ def readme_blocks() -> list[tuple[str, list[str]]]:
 
 def test_readme_blocks_are_found():
     headings = [h for h, _ in readme_blocks()]
-    assert headings == ["Set-up: two commands", "Use", "Reports and side-by-side comparisons", "Development"]
+    assert headings == ["Set-up: two commands", "Use", "Segmenters and embedding models", "Reports and side-by-side comparisons",
+                        "Development"]
     synopsis = re.search(r"^## Use\n\n```(\w+)", README.read_text(), flags=re.M)
     assert synopsis and synopsis.group(1) == "text"  # placeholders: a synopsis, not commands
     assert "NAME.kernelshap.png" in README.read_text() and "NAME.lime." not in README.read_text()

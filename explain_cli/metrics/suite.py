@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_maps: np.ndarray, cfg: Any,
                 rerun: Callable[[int, "torch.nn.Module | None"], np.ndarray], *,
-                eager_module: Any = None, masks: list[np.ndarray] | None = None) -> tuple[dict[str, Any], list["Curve"]]:
+                eager_module: Any = None, masks: list[np.ndarray] | None = None,
+                task: str | None = None) -> tuple[dict[str, Any], list["Curve"]]:
     """The evaluation block for one explanation, and its curves (for the curves PNG).
 
     Parameters
@@ -47,6 +48,8 @@ def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_
     masks : K (H0, W0) bool arrays, optional
         Each target's own object (a detection's box): with ``evaluate``, pointing and energy
         are measured in them unless ``mask`` names a file, which then serves every target.
+    task : str, optional
+        The task: ``segmentation`` masks are the targets' regions (the JSON says ``mask: region``).
     """
     block: dict[str, Any] = {}
     curves: list[Curve] = []
@@ -76,7 +79,7 @@ def run_metrics(problem: "Problem", scores: np.ndarray, maps: np.ndarray, pixel_
             objects = [mask] * len(pixel_maps)
         else:
             objects = list(masks or [])
-            block["mask"] = "box"  # each target's own box
+            block["mask"] = "region" if task == "segmentation" else "box"  # each target's own box or region
         block["pointing_hit"] = [bool(pointing_hit(m, o, cfg.tolerance)) for m, o in zip(pixel_maps, objects)]
         block["energy_in_mask"] = [_number(energy_in_mask(m, o)) for m, o in zip(pixel_maps, objects)]
         block["tolerance_px"] = cfg.tolerance

@@ -26,7 +26,7 @@ class TargetOptions:
     target: tuple[Any, ...]  # 'auto', class indices or labels, boxes (detection); in Python also one callable
     top_k: int | None  # with target auto: the K top classes / at most K detections; None: the task's default
     labels: str | None  # class names: a file or 'imagenet'; None: the model's own
-    task: str | None  # classification | detection; None: the model's declared task (settled by `for_task`)
+    task: str | None  # classification | detection | segmentation | similarity; None: the model's declared task (settled by `for_task`)
     output: str  # logits | probs (classification)
     min_score: float  # detection: default targets score at least this
     box: tuple[Any, ...]  # detection: boxes the user names, X1,Y1,X2,Y2[,LABEL] in input-image pixels
@@ -35,6 +35,10 @@ class TargetOptions:
     yolo_conf: float  # decoder yolo: confidence threshold
     nms_iou: float  # decoder yolo: NMS IoU threshold
     max_det: int  # decoder yolo: detections kept per image
+    region: Any  # segmentation: a mask or label map file, or (Python) an array; None: predicted regions
+    min_area: float  # segmentation: default classes cover at least this share of the map
+    reference: Any  # similarity: an image or .npy path, or (Python) a tensor, array or image
+    temperature: float  # similarity: τ of the zero-shot softmax over K prompts
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def parse_baseline(spec: str) -> Baseline:
     Baseline(kind='value', values=(128.0, 128.0, 128.0), spec='value:128,128,128')
     """
     text = (spec or "zero").strip().lower()
-    if text in ("zero", "mean", "blur"):
+    if text in ("zero", "mean", "blur", "reference"):
         return Baseline(text, (), spec)
     if text.startswith("value:"):
         try:
@@ -126,4 +126,4 @@ def parse_baseline(spec: str) -> Baseline:
         if not all(math.isfinite(v) for v in values):
             raise OptionError("baseline", f"value: numbers must be finite, got {spec!r}")
         return Baseline("value", values, spec)
-    raise OptionError("baseline", f"must be zero, mean, blur or value:R,G,B, got {spec!r}")
+    raise OptionError("baseline", f"must be zero, mean, blur, reference or value:R,G,B, got {spec!r}")

@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterable
 from explain_cli.errors import OptionError, suggest
 from explain_cli.params import check_value, field_type
 
-#: The tasks (explain_cli.tasks) the `task` option offers; segmentation and similarity join with their options.
-WIRED_TASKS = ("classification", "detection")
+#: The tasks (explain_cli.tasks) the `task` option offers.
+WIRED_TASKS = ("classification", "detection", "segmentation", "similarity")
 #: Help panels, in the order `explain run --help` shows them.
 GROUPS = ("Method", "Targets", "Segmentation", "Input", "Model", "Output", "Evaluation", "Run")
 
@@ -57,6 +57,7 @@ class Option:
     yaml: bool = True  # a YAML key (false: command-line only, e.g. quiet)
     allow_auto: bool = False  # a number that some methods also take as "auto" (samples, masks)
     parse: Callable[[Any], Any] | None = None  # free-form text -> its typed value, run once at resolution
+    objects: bool = False  # a path, or in Python also an array, tensor or image (passed on as it is)
 
     @property
     def flag(self) -> str:
@@ -81,6 +82,8 @@ class Option:
         """Validate and normalise one value from any interface; None stays None (unset)."""
         if value is None:
             return None
+        if self.objects and not isinstance(value, (str, int, float)):
+            return str(value) if hasattr(value, "__fspath__") else value  # read by the front door (task_inputs)
         if self.kind in ("int", "float", "bool", "str"):
             kind = {"int": int, "float": float, "bool": bool, "str": str}[self.kind]
             if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -154,23 +157,25 @@ def _general() -> list[Option]:
     from explain_cli.tasks.detection import OBJECTNESS
     from explain_cli.tasks.detection_formats import DECODERS, YoloSettings
 
-    det = ("detection",)
+    det, seg, sim = ("detection",), ("segmentation",), ("similarity",)
     yolo = YoloSettings()
     return [
         Option("method", "str", "kernelshap", "Explanation method.", "Method", choices=tuple(ENGINES), short="-m"),
         Option("seed", "int", 0, "Seed for every random choice; same seed, same numbers.", "Method",
                minimum=0, maximum=2**63 - 1),
-        Option("baseline", "str", "blur", BASELINE_HELP, "Method", metavar="zero|mean|blur|value:R,G,B",
+        Option("baseline", "str", "blur", BASELINE_HELP, "Method", metavar="zero|mean|blur|reference|value:R,G,B",
                parse=parse_baseline),
         Option("target", "list", ["auto"], "auto, a class index or a label (repeatable); in Python also a callable "
                "mapping the model's output batch to one score per row.", "Targets", short="-t", metavar="TARGET"),
         Option("top_k", "int", None, "With target auto: explain the K top classes, or at most K detections, highest "
-               "first (same evaluations as one). [default: 1 class; every detection above min_score]", "Targets",
+               "first (same evaluations as one). [default: 1 class or prompt; every detection above min_score; every "
+               "class on min_area]", "Targets",
                short="-k", minimum=1, maximum=100_000),
         Option("labels", "str", None, "Class names: a text file (one per line), a JSON list, or 'imagenet'.",
                "Targets", shared=True, metavar="FILE"),
-        Option("task", "str", None, "What the model's outputs are: class scores, or boxes (torchvision's format; "
-               "each box scored by D-RISE's similarity). [default: the model's declared task, else classification]",
+        Option("task", "str", None, "What the model's outputs are: class scores, boxes (torchvision's format; "
+               "each box scored by D-RISE's similarity), class maps (the mean of a class over a region) or embeddings "
+               "(cosine similarity to a reference). [default: the model's declared task, else classification]",
                "Targets", shared=True, choices=WIRED_TASKS),
         Option("output", "str", "probs", "Explain logits or softmax probabilities.", "Targets", choices=OUTPUT_SPACES,
                tasks=tuple(n for n in WIRED_TASKS if "output" in TASKS[n].options)),
@@ -191,6 +196,18 @@ def _general() -> list[Option]:
                shared=True, minimum=0.0, maximum=1.0, tasks=det),
         Option("max_det", "int", yolo.max_det, "decoder yolo: detections kept per image, highest score first.",
                "Targets", shared=True, minimum=1, maximum=100_000, tasks=det),
+        Option("region", "str", None, "segmentation: the region to explain, a mask or label map (PNG or .npy at the "
+               "input's resolution; 0 outside, one target per id); in Python also an array. [default: each class "
+               "predicted on at least min_area, over its own predicted region]", "Targets", metavar="FILE",
+               tasks=seg, objects=True),
+        Option("min_area", "float", 0.02, "segmentation, without region: explain the classes predicted on at least "
+               "this share of the model's map.", "Targets", minimum=0.0, maximum=1.0, exclusive_minimum=True, tasks=seg),
+        Option("reference", "str", None, "similarity: what the input is compared with, an image (embedded by the same "
+               "model and preprocessing), a .npy (D,) embedding, or (K, D) prompt embeddings (zero-shot, named by "
+               "labels); in Python also a tensor, an array or an image.", "Targets", metavar="IMAGE|FILE.npy",
+               tasks=sim, objects=True),
+        Option("temperature", "float", 100.0, "similarity with K prompts: τ of softmax(τ · cos) over the prompts "
+               "(CLIP's 100).", "Targets", minimum=0.0, maximum=1e6, exclusive_minimum=True, tasks=sim),
         Option("segments", "str", None, "Superpixel algorithm, or a label-map file (.npy or .png, one integer id per "
                "pixel, at the input's or the model's resolution). [default: slic; grid for permutation]",
                "Segmentation", shared=True, metavar="|".join(SEGMENTERS) + "|FILE", parse=parse_segments),

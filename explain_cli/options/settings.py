@@ -107,6 +107,8 @@ def _check_task(given: dict[str, Any], task: str, engine: Any) -> None:
     wrong = schema.misplaced_for_task(given, task)
     if wrong:
         raise schema.task_error(wrong[0], task)
+    if str(given.get("baseline", "")).strip().lower() == "reference" and task != "similarity":
+        raise OptionError("baseline", f"reference applies to task similarity (a reference image), not {task}")
     if engine.batch and TASKS[task].per_image:
         raise OptionError("method", f"{engine.name} explains a batch of inputs together, but task {task}'s targets "
                                     "belong to one image; choose another method")

@@ -78,6 +78,48 @@ def box_caption(row: int, target: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def region_caption(target: Mapping[str, Any], output_space: str | None) -> str:
+    """A segmentation panel's caption: the class, its region, and the region mean on f(x).
+
+    >>> region_caption({"label": "cat", "index": 8, "score": 0.91, "region": {"source": "region", "id": 2}}, "probs")
+    'cat (8) over region 2: mean prob 0.91'
+    """
+    return f"{region_name(target)}: mean {score_word(output_space)} {target['score']:.3g}"
+
+
+def region_name(target: Mapping[str, Any]) -> str:
+    """A segmentation target's name, ``cat (8) over region 2`` or ``cat (8) over its predicted region (6%)``."""
+    label, index, region = target.get("label"), target.get("index"), target.get("region") or {}
+    name = f"{printable(label)} ({index})" if label is not None else f"class {index}"
+    where = (f"region {region.get('id')}" if region.get("source") == "region"
+             else f"its predicted region ({region.get('fraction', 0.0):.0%})")
+    return f"{name} over {where}"
+
+
+def similarity_caption(target: Mapping[str, Any]) -> str:
+    """A similarity panel's caption: cos to the reference, or a prompt's zero-shot probability and cosine.
+
+    >>> similarity_caption({"kind": "prompt", "label": "dog", "index": 1, "score": 0.87, "cosine": 0.31})
+    'dog (1): prob 0.87 · cos 0.31'
+    """
+    if target.get("kind") != "prompt":
+        return f"cos {target['score']:.3g} to the reference {target.get('reference', 'embedding')}"
+    label, index = target.get("label"), target.get("index")
+    name = f"{printable(label)} ({index})" if label is not None else f"prompt {index}"
+    return f"{name}: prob {target['score']:.3g} · cos {target.get('cosine', float('nan')):.3g}"
+
+
+def task_caption(row: int, target: Mapping[str, Any], output_space: str | None) -> str | None:
+    """The caption of a target whose JSON entry says what it is (a box, a region, a similarity); None for a class."""
+    if target.get("box") is not None:
+        return box_caption(row, target)
+    if target.get("region") is not None:
+        return region_caption(target, output_space)
+    if target.get("kind") in ("reference", "prompt"):
+        return similarity_caption(target)
+    return None
+
+
 def heatmap_title(method: str, input_path: str, n_segments: int | None, evaluations: int, *,
                   n_inputs: int | None = None, drawn: int, total: int) -> str:
     """The heatmap's title: method, input, segments and evaluations (and how many targets are drawn).

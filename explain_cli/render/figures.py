@@ -16,7 +16,7 @@ Every ``render_*_image`` function returns a ``PIL.Image.Image`` (a notebook show
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from explain_cli.render.panels import (
     panel_size,
     resize_float,
 )
+from explain_cli.render.overlays import draw_overlay, reference_picture
 from explain_cli.render.regions import segment_fill
 from explain_cli.render.scale import DEFAULT_SCALE, Scale, color_range, group_range, parse_scale
 
@@ -86,6 +87,8 @@ def render_image(
     note: str | None = None,
     centres: Sequence[float] | None = None,
     boxes: Sequence[Sequence[float] | None] | None = None,
+    overlays: Sequence[Mapping[str, Any] | None] | None = None,
+    reference: np.ndarray | None = None,
     min_size: int = MIN_PANEL,
     max_size: int | None = MAX_PANEL,
 ) -> "PILImage.Image":
@@ -131,6 +134,11 @@ def render_image(
         "no effect" and a weak target's structure still shows.
     boxes : sequence of (x1, y1, x2, y2) or None, optional
         Per target, a box in the image's pixels drawn over its panel (a detection); None: none.
+    overlays : sequence of mappings or None, optional
+        Per target, its task's overlay (`explain_cli.render.overlays.draw_overlay`: a box or a
+        region outlined over its panel).
+    reference : (h, w, 3) ndarray, optional
+        A reference image (similarity), drawn as its own panel, captioned ``reference``, before the maps.
     min_size, max_size : int
         Panel short side is enlarged to at least ``min_size``; long side reduced to ``max_size``
         (None: never reduce).
@@ -180,6 +188,8 @@ def render_image(
         from PIL import Image
 
         cells.append(Cell(Image.fromarray(base.colour), ["image"]))
+    if reference is not None:
+        cells.append(Cell(reference_picture(reference, (h, w)), ["reference"]))
     for i in range(k):
         vrange = color_range(values[i], signed=signed) if parsed.mode == "panel" else shared
         drawn = panel_values(values[i], labels_full, bounds, (h, w), nearest)
@@ -187,12 +197,15 @@ def render_image(
         panel = map_panel(base, drawn, vrange, cmap_name, map_opacity, bounds, ranks[i], anchors, font_px)
         if boxes is not None and boxes[i] is not None:
             draw_box(panel, boxes[i], image.shape[:2], font_px)
+        if overlays is not None:
+            draw_overlay(panel, overlays[i], image.shape[:2], font_px)
         own_bar = Bar(vrange, cmap_name, bar_label) if parsed.mode == "panel" else None
         cells.append(Cell(panel, [captions[i]], own_bar))
     per_row = 4 if style == "overlay" else 5
     grid = [cells[j:j + per_row] for j in range(0, len(cells), per_row)]
     bars = [] if parsed.mode == "panel" else [Bar(shared, cmap_name, bar_label)]
-    first_map_col = 1 if style == "side-by-side" and len(grid) == 1 else 0
+    leading = (style == "side-by-side") + (reference is not None)  # picture panels before the maps
+    first_map_col = leading if len(grid) == 1 else 0
     return compose(title, grid, bars, font_px, bar_span=(first_map_col, max(len(r) for r in grid) - 1), note=note)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from explain_cli.errors import ExplainError
-from explain_cli.render.captions import box_caption, compare_caption, metric_line
+from explain_cli.render.captions import compare_caption, metric_line, task_caption
 from explain_cli.render.records import Record, read_explanations, target_metrics
 
 if TYPE_CHECKING:
@@ -27,9 +27,16 @@ def _load_map(record: Record) -> np.ndarray:
 
 
 def target_key(target: dict) -> object:
-    """What makes two runs' targets the same one: the class index, or for a box its class and coordinates."""
-    box = target.get("box")
-    return target.get("index") if box is None else (target.get("index"), tuple(round(float(v), 1) for v in box))
+    """What makes two runs' targets the same one: the class index; for a box its class and coordinates; for a
+    region its class and where it came from; for a similarity its kind and prompt."""
+    box, region = target.get("box"), target.get("region")
+    if box is not None:
+        return target.get("index"), tuple(round(float(v), 1) for v in box)
+    if region is not None:
+        return target.get("index"), region.get("source"), region.get("id"), tuple(region.get("bbox") or ())
+    if target.get("kind") in ("reference", "prompt"):
+        return target.get("kind"), target.get("index")
+    return target.get("index")
 
 
 def _signed(method: str) -> bool:
@@ -84,9 +91,10 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
                                    centres=saliency_centres(maps[pick]) if regions is None and not signed else None))
         by_key = {target_key(t): (row, t) for row, t in enumerate(first.doc["targets"])}
         chosen = [by_key[i] for i in shared]
-        if first.doc.get("output_space") == "detection":
-            captions = [box_caption(row, t) for row, t in chosen]
-            boxes = [t.get("box_original") or t.get("box") for _, t in chosen]
+        if any(task_caption(row, t, None) is not None for row, t in chosen):  # detection, segmentation, similarity
+            captions = [task_caption(row, t, first.doc.get("output_space")) or "" for row, t in chosen]
+            # a region's bounding box stands for its outline (the JSON keeps no mask)
+            boxes = [t.get("box_original") or t.get("box") or (t.get("region") or {}).get("bbox") for _, t in chosen]
         else:
             captions = [compare_caption(t.get("label"), t["index"], first.doc.get("output_space"), t["score"])
                         for _, t in chosen]

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from markupsafe import Markup
 
 from explain_cli.errors import ExplainError
-from explain_cli.render.captions import box_name
+from explain_cli.render.captions import box_name, region_name
 from explain_cli.render.records import Record, first_metrics, read_explanations, target_metrics
 
 
@@ -78,6 +78,12 @@ def _row(record: Record, base: Path) -> dict[str, Any]:
             name = box_name(k, t) + (f" · detector {t['detector_score']:.2f}" if t.get("detector_score") is not None
                                      and t.get("source") != "box" else "")
             index = "box " + ",".join(f"{v:.0f}" for v in (t.get("box_original") or t["box"]))
+        elif t.get("region") is not None:  # segmentation: the class over its region
+            name, index = region_name(t), "bbox " + ",".join(str(v) for v in t["region"].get("bbox", ()))
+        elif t.get("kind") in ("reference", "prompt"):  # similarity: a prompt by its label, or the reference
+            name = (name if t.get("label") is not None else f"prompt {index}") if t["kind"] == "prompt" else \
+                f"similarity to the reference {t.get('reference', '')}".strip()
+            index = "cos" if index is None else index
         mk = target_metrics(evaluation, k)
         targets.append({
             "name": name, "index": index, "score": _num(t.get("score")),

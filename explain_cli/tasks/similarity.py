@@ -76,6 +76,8 @@ class SimilarityTask(Task):
         What the reference came from, for the JSON and captions.
     thumbnail : (h, w, C) array in [0, 1], optional
         The reference image's pixels, for the renderer.
+    image : (C, H, W) tensor, optional
+        The reference image as the model sees it (after preprocessing): ``baseline="reference"``.
 
     Raises
     ------
@@ -88,7 +90,7 @@ class SimilarityTask(Task):
     options = ("reference", "temperature")
 
     def __init__(self, reference: Any = None, *, temperature: float = 100.0, reference_kind: str = "vector",
-                 thumbnail: Any = None) -> None:
+                 thumbnail: Any = None, image: Any = None) -> None:
         self.reference = _reference_matrix(reference)  # (K, D) float64 on the CPU
         try:
             tau = float(temperature)
@@ -99,6 +101,7 @@ class SimilarityTask(Task):
         self.temperature = tau
         self.reference_kind = reference_kind if self.n_prompts == 1 else "prompts"
         self.thumbnail = thumbnail
+        self.image = image
         self._unit = self.reference / self.reference.norm(dim=1, keepdim=True)
 
     @property
