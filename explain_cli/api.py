@@ -264,7 +264,8 @@ class Explainer:
             for note in evaluator.warnings:
                 self._emit(note)
             problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, torch.zeros(0))
-            check_budget(cfg, x, first.segmentation.n_segments, fx.shape[1], evaluator)  # refused from arithmetic
+            m = first.segmentation.n_segments if first.segmentation is not None else 0
+            check_budget(cfg, x, m, fx.shape[1], evaluator)  # refused from arithmetic
             model = self._runtime(cfg, x)  # may time the runtimes once: after every check, before the engine
             if model.module is not evaluator.model:  # f(x) again on the runtime the engine uses, counted once
                 evaluator.model, counted = model.module, (evaluator.evaluations, evaluator.forward_s)
