@@ -106,3 +106,46 @@ def test_auto_budgets_are_timed_at_their_typical_use_not_their_cap(method):
     cfg = settings({"method": method, "samples" if method != "rise" else "masks": "auto"})
     run = Run(cfg.method, cfg.params, 3, 224, 224, 50, 3, 1, 16)
     check_time(run, cfg, 0.5, lambda n: 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: what the files' headers decide is answered before the model loads.
+# ---------------------------------------------------------------------------------------------
+
+def _png(path, h: int, w: int, *, orientation: int | None = None):
+    img = Image.fromarray(np.full((h, w, 3), 120, dtype=np.uint8))
+    if orientation is None:
+        img.save(path)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        img.save(path, exif=exif)
+    return path
+
+
+FILE_CASES = {
+    "mask of another size": (lambda d: ["--mask", _png(d / "mask.png", 10, 10)], "--mask is [10, 10] but the input"),
+    "baseline colour over 255": (lambda d: ["--baseline", "value:300,0,0"], "0..255"),
+    "input over max-pixels": (lambda d: ["--max-pixels", "1000"], "over"),
+}
+
+
+@pytest.mark.parametrize("name", list(FILE_CASES))
+def test_cli_answers_from_headers_before_loading_the_model(name, cli, tmp_path, monkeypatch):
+    import explain_cli.api as api
+
+    monkeypatch.setattr(api, "as_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    image = _png(tmp_path / "in.png", 48, 64)
+    make, fragment = FILE_CASES[name]
+    result = cli("run", "torchvision:resnet18", image, "--out", tmp_path / "out", *make(tmp_path))
+    assert result.exit_code == 2, result.stderr
+    assert fragment in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_header_size_turns_with_exif(tmp_path):
+    from explain_cli.precheck import header_size
+
+    assert header_size(_png(tmp_path / "plain.png", 48, 64)) == (48, 64)
+    assert header_size(_png(tmp_path / "turned.png", 48, 64, orientation=6)) == (64, 48)
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert header_size(tmp_path / "junk.png") is None

@@ -84,6 +84,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     from explain_cli.fileio import check_output_dir
     from explain_cli.inputs.memory import as_inputs
     from explain_cli.options.settings import settings
+    from explain_cli.precheck import check_files
     from explain_cli.result import check_unique_stems
 
     cfg = settings(*layers)  # every option error before any loading
@@ -95,6 +96,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     names = ([cfg.output.name or "batch"] if engine.batch
              else check_unique_stems(files_in, "explain them into different --out folders"))
     check_output_dir(out_dir, [f"{n}.{engine.name}.{ext}" for n in names for ext in ("png", "json", "npy")])
+    check_files(paths, cfg)  # sizes from headers: a bad mask or image is answered before the model loads
     values = {k: v for layer in layers for k, v in layer.items()}
     told: set[str] = set()
 
