@@ -86,7 +86,7 @@ def machine_memory() -> int:
 
 def _samples(params: Any) -> int:
     """The evaluations a sampling engine may use: ``samples``, or ``max_samples`` when it is auto."""
-    value = getattr(params, "samples", None) or getattr(params, "masks", 0)
+    value: Any = getattr(params, "samples", None) or getattr(params, "masks", 0)
     return int(params.max_samples) if isinstance(value, str) else int(value)
 
 
