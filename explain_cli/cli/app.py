@@ -9,6 +9,7 @@ progress go to stderr.
 
 from __future__ import annotations
 
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -386,8 +387,9 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line on stderr with exit code 2."""
-    from explain_cli.fileio import install_termination_handlers
+    from explain_cli.fileio import TerminatedBySignal, install_termination_handlers
 
+    TerminatedBySignal.last = None
     try:
         install_termination_handlers()  # SIGTERM/SIGHUP clean up like Ctrl-C: temp files removed
     except ValueError:  # not the main thread (tests calling main in a thread)
@@ -404,5 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         err("interrupted")
         sys.exit(128 + getattr(exc, "signum", 2))
+    if code == 130 and TerminatedBySignal.last is not None:  # outside a guard Typer returns 130, silently
+        err(f"terminated by {signal.Signals(TerminatedBySignal.last).name}")
+        sys.exit(128 + TerminatedBySignal.last)
     sys.exit(code if isinstance(code, int) else 0)
 
