@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from explain_cli.errors import ExplainError, OptionError
+from explain_cli.errors import OptionError
 from explain_cli.progress import duration
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ MAX_BATCH_BYTES = 2 * 2**30
 MEMORY_FRACTION = 0.5
 #: Longest run accepted, in estimated seconds of model evaluations (the long-run announcement's).
 MAX_RUN_S = 2 * 3600.0
+#: Evaluations an ``auto`` budget is counted at by the time bound: what it typically uses (the
+#: help's 400-2,000), not its ``max_samples`` cap, which it reaches only when the map never settles
+#: (the run then announces its own prediction). The memory bound counts the cap.
+AUTO_TIMED_EVALUATIONS = 2_000
 #: Kernel SHAP's design: random subsets weighed per balanced pick (design.CANDIDATES).
 _CANDIDATES = 32
 #: Kernel SHAP's regression: sampled pairs spanning the interaction kernel at most (fit.REPRESENTERS).
@@ -82,7 +86,7 @@ def machine_memory() -> int:
 
 def _samples(params: Any) -> int:
     """The evaluations a sampling engine may use: ``samples``, or ``max_samples`` when it is auto."""
-    value = getattr(params, "samples", None) or getattr(params, "masks", 0)
+    value: Any = getattr(params, "samples", None) or getattr(params, "masks", 0)
     return int(params.max_samples) if isinstance(value, str) else int(value)
 
 
@@ -132,6 +136,14 @@ def batch_bytes(run: Run) -> int:
     return run.batch_size * run.channels * run.height * run.width * 4
 
 
+def timed_evaluations(run: Run) -> int:
+    """The engine's evaluations as the time bound counts them: an ``auto`` budget at `AUTO_TIMED_EVALUATIONS`."""
+    count = evaluations(run)
+    if isinstance(getattr(run.params, "samples", None) or getattr(run.params, "masks", None), str):
+        count = min(count, AUTO_TIMED_EVALUATIONS)
+    return count
+
+
 def evaluations(run: Run) -> int:
     """The engine's model evaluations (f(x) and f(baseline) included), as its progress bar counts them."""
     p, m = run.params, run.segments
@@ -160,6 +172,22 @@ def check_segments(m: int, method: str, params: Any = None, *, option: str = "n_
                           "is built over (its cost grows with M³); ask for fewer, or use `hierarchy` axis")
 
 
+def check_exact(run: Run) -> None:
+    """Refuse Kernel SHAP's ``exact`` when its budget cannot hold all 2^M coalitions (the engine's rule, checked early)."""
+    p, m = run.params, run.segments
+    if run.method != "kernelshap" or not getattr(p, "exact", False) or m < 2:
+        return
+    option = _budget_option(p)
+    budget = _samples(p)
+    if m <= 62 and 2**m <= budget:
+        return
+    need = f"{2**m:,}" if m <= 40 else f"{2.0**m:.2e}"
+    fits = max(2, budget.bit_length() - 1)
+    raise OptionError("exact", f"needs 2^M = {need} evaluations for M = {m:,} segments, more than `{option}` "
+                      f"({budget:,}); use at most {fits} segments (`n_segments`)"
+                      + (f", or raise `{option}` to {need}" if m <= 23 else ""))
+
+
 def check_memory(run: Run, *, limit: int | None = None, no_limit: bool = False) -> None:
     """Refuse a batch over `MAX_BATCH_BYTES` or engine arrays over ``limit`` (default: `MEMORY_FRACTION` of the machine)."""
     if no_limit:
@@ -183,7 +211,7 @@ def check_time(run: Run, cfg: "Settings", seconds_per_eval: float, probe: Callab
     """Refuse a run whose model evaluations are estimated at over `MAX_RUN_S`, unless ``no_limit``.
 
     The count is the long-run announcement's (:func:`explain_cli.announce.planned_evaluations`,
-    metrics and an ``auto`` budget's typical use included). The cost of one evaluation is f(x)'s
+    metrics included), an ``auto`` budget counted at its typical use (`AUTO_TIMED_EVALUATIONS`). The cost of one evaluation is f(x)'s
     (one row, warm-up included: an upper bound), and before refusing, one full batch of copies
     (``probe(batch_size)``, uncounted): the batched cost the run will pay, as the announcement
     measures it. Refused only when that measurement confirms.
@@ -192,17 +220,36 @@ def check_time(run: Run, cfg: "Settings", seconds_per_eval: float, probe: Callab
 
     if cfg.values.get("no_limit"):
         return
-    total = planned_evaluations(evaluations(run), cfg, run.targets, (run.height, run.width))
+    total = planned_evaluations(timed_evaluations(run), cfg, run.targets, (run.height, run.width))
     if total * seconds_per_eval <= MAX_RUN_S:
         return
     seconds_per_eval = min(seconds_per_eval, probe(run.batch_size))
     estimate = total * seconds_per_eval
     if estimate <= MAX_RUN_S:
         return
-    raise ExplainError(f"this run would take about {duration(estimate)} ({total:,} model evaluations at "
-                       f"{seconds_per_eval * 1e3:.3g} ms each), over the {duration(MAX_RUN_S)} bound; lower "
-                       "`samples`/`masks`/`repeats`, `stability` or `n_segments`, use a GPU (`device` cuda), or pass "
-                       "`no_limit` to run it anyway")
+    option, value = _time_option(run, cfg, seconds_per_eval)
+    raise OptionError(option, f"{value} makes this run take about {duration(estimate)} ({total:,} model evaluations "
+                      f"at {seconds_per_eval * 1e3:.3g} ms each), over the {duration(MAX_RUN_S)} bound; lower it, "
+                      "use a GPU (`device` cuda), or pass `no_limit` to run it anyway")
+
+
+def _time_option(run: Run, cfg: "Settings", seconds_per_eval: float) -> tuple[str, Any]:
+    """The option (and its value) that takes the run over the time bound: the metrics' re-runs when the
+    engine alone fits, else the engine's budget (``n_segments`` where the count follows the segments)."""
+    metrics = cfg.evaluation
+    if timed_evaluations(run) * seconds_per_eval <= MAX_RUN_S:
+        if metrics.stability >= 2:
+            return "stability", metrics.stability
+        return ("sanity", "on") if metrics.sanity else ("eval_step", metrics.eval_step)
+    p = run.params
+    if run.method == "permutation":
+        return "repeats", f"{int(p.repeats):,}"
+    if run.method == "ablation" or (run.method == "kernelshap" and getattr(p, "exact", False)):
+        return "n_segments", f"{run.segments:,}"
+    if run.method == "partition" and evaluations(run) < _samples(p):  # the exact Owen count, about M²
+        return "n_segments", f"{run.segments:,}"
+    option = _budget_option(p, "masks" if run.method == "rise" else "samples")
+    return option, f"{getattr(p, option):,}"
 
 
 def batch_cost(evaluator: "Evaluator", x: "torch.Tensor", copies: int) -> float:
@@ -221,20 +268,21 @@ def batch_cost(evaluator: "Evaluator", x: "torch.Tensor", copies: int) -> float:
 
 
 def check_budget(cfg: "Settings", x: "torch.Tensor", segments: int, targets: int, evaluator: "Evaluator") -> None:
-    """Every bound, after f(x) and before the engine's first evaluation: segments, memory, then time.
+    """Every bound, after f(x) and before the runtime probe and the engine: segments, exact, memory, then time.
 
     ``x`` is the model input, (C, H, W) or (N, C, H, W); ``targets`` K; the evaluator gives the
     batch size, f(x)'s cost and the model a full batch is timed on.
 
     Raises
     ------
-    OptionError, ExplainError
+    OptionError
         One line naming the option to lower (or ``no_limit``).
     """
     shape = tuple(x.shape)
     n, c, h, w = shape if len(shape) == 4 else (1, *shape)
     run = Run(cfg.method, cfg.params, c, h, w, segments, targets, n if cfg.engine.batch else 1, evaluator.batch_size)
     check_segments(segments, cfg.method, cfg.params)
+    check_exact(run)
     check_memory(run, no_limit=bool(cfg.values.get("no_limit")))
     one = x[0] if len(shape) == 4 else x
     check_time(run, cfg, evaluator.forward_s / max(1, evaluator.evaluations),
@@ -247,6 +295,7 @@ def describe_bounds() -> dict[str, str]:
         "segments": f"at most {MAX_SEGMENTS:,} ({MAX_RAG_SEGMENTS:,} for partition's rag tree)",
         "batch": f"one batch of perturbed inputs at most {_gb(MAX_BATCH_BYTES)}",
         "memory": f"the engine's arrays at most {MEMORY_FRACTION:.0%} of this machine's {_gb(machine_memory())}",
-        "time": f"model evaluations estimated at most {duration(MAX_RUN_S)}",
+        "time": f"model evaluations estimated at most {duration(MAX_RUN_S)} (an auto budget counted at "
+                f"{AUTO_TIMED_EVALUATIONS:,})",
         "lifted by": "no_limit (memory and time; never the segment cap)",
     }

@@ -213,8 +213,11 @@ class TerminatedBySignal(KeyboardInterrupt):
     ``signum`` lets the entry point exit with the conventional status 128 + signum.
     """
 
+    last: int | None = None  # the latest one raised: the entry point's word when Typer swallowed the exception
+
     def __init__(self, signum: int) -> None:
         self.signum = signum
+        TerminatedBySignal.last = signum
         super().__init__(f"terminated by {signal.Signals(signum).name}")
 
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from explain_cli.errors import ExplainError, require_module
+from explain_cli.errors import ExplainError, install_hint
 
 
 def target_row(targets: Sequence[Any], labels: Sequence[str | None], target: int | str | None = 0, *,
@@ -115,7 +115,8 @@ def plot(expl: Any, target: int | str | None = 0, *, class_index: int | None = N
 
 
 def _pyplot() -> Any:
-    require_module("matplotlib", "plot without an axes needs matplotlib", "plot")
-    import matplotlib.pyplot as plt
-
+    try:  # pyplot itself, not only matplotlib: a broken or partial install is the same advice
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ExplainError(f"plot without an axes needs matplotlib: {install_hint('plot')}") from None
     return plt

@@ -509,7 +509,8 @@ def test_long_run_estimate_is_information_after_the_second_batch_and_not_in_the_
                                    runtime="eager", on_info=on_info)
     long = [m for m in heard if "this run will take about" in m]
     assert len(long) == 1 and "300 model evaluations" in long[0] and "on eager" in long[0], heard
-    # f(x) and two full batches of 64 (the first pays allocations): batched throughput, early
+    # f(x) and the first two full batches of 64: the estimate is the second's batched throughput
+    # (the first pays one-time allocations, explain_cli.announce), early in a 300-evaluation run
     assert evaluations_at_estimate[heard.index(long[0])] <= 1 + 2 * 64
     assert not any("take about" in w for w in e.warnings) and e.evaluations == 300
     assert "GPU" not in long[0] or torch.cuda.is_available()

@@ -9,6 +9,7 @@ progress go to stderr.
 
 from __future__ import annotations
 
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -84,6 +85,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     from explain_cli.fileio import check_output_dir
     from explain_cli.inputs.memory import as_inputs
     from explain_cli.options.settings import settings
+    from explain_cli.precheck import check_files
     from explain_cli.result import check_unique_stems
 
     cfg = settings(*layers)  # every option error before any loading
@@ -95,6 +97,7 @@ def _run_job(source: str, paths: list[str], layers: list[dict[str, Any]], *, qui
     names = ([cfg.output.name or "batch"] if engine.batch
              else check_unique_stems(files_in, "explain them into different --out folders"))
     check_output_dir(out_dir, [f"{n}.{engine.name}.{ext}" for n in names for ext in ("png", "json", "npy")])
+    check_files(paths, cfg)  # sizes from headers: a bad mask or image is answered before the model loads
     values = {k: v for layer in layers for k, v in layer.items()}
     told: set[str] = set()
 
@@ -384,8 +387,9 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line on stderr with exit code 2."""
-    from explain_cli.fileio import install_termination_handlers
+    from explain_cli.fileio import TerminatedBySignal, install_termination_handlers
 
+    TerminatedBySignal.last = None
     try:
         install_termination_handlers()  # SIGTERM/SIGHUP clean up like Ctrl-C: temp files removed
     except ValueError:  # not the main thread (tests calling main in a thread)
@@ -402,5 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         err("interrupted")
         sys.exit(128 + getattr(exc, "signum", 2))
+    if code == 130 and TerminatedBySignal.last is not None:  # outside a guard Typer returns 130, silently
+        err(f"terminated by {signal.Signals(TerminatedBySignal.last).name}")
+        sys.exit(128 + TerminatedBySignal.last)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -89,9 +89,46 @@ def load_timm(source: str, weights: str | None, device: "torch.device", seed: in
     )
 
 
-def _pretrained(timm: Any, name: str) -> "torch.nn.Module":
-    """timm's default pretrained weights; offline and not cached is one line naming the cache."""
+#: Seconds to reach the Hugging Face Hub before deciding it is offline (its own retries take a minute).
+HUB_CONNECT_TIMEOUT_S = 3.0
+
+
+def _hub_unreachable(name: str) -> str | None:
+    """Why the Hub cannot serve ``name``'s pretrained weights now, or None (cached, offline mode, or reachable).
+
+    Uncached weights need the Hub; without a network huggingface_hub retries for about a minute
+    and prints each try, so its host is tried once, quickly, first.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
     try:
+        from huggingface_hub import constants, try_to_load_from_cache
+        from timm.models import get_pretrained_cfg
+    except ImportError:
+        return None
+    cfg = get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None)
+    if not repo or os.environ.get("HF_HUB_OFFLINE") or getattr(constants, "HF_HUB_OFFLINE", False):
+        return None
+    if any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443),
+                                 timeout=HUB_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"{url.hostname} unreachable: {one_line(exc)}"
+    return None
+
+
+def _pretrained(timm: Any, name: str) -> "torch.nn.Module":
+    """timm's default pretrained weights; offline and not cached is one line naming the cache, within seconds."""
+    try:
+        reason = _hub_unreachable(name)
+        if reason is not None:
+            raise OSError(reason)
         # huggingface_hub and timm may print progress or notices; stdout belongs to scripts.
         with contextlib.redirect_stdout(sys.stderr):
             return timm.create_model(name, pretrained=True)
