@@ -1,4 +1,4 @@
-"""Every method's JSON document validates against schema/explanation.schema.json; the README agrees."""
+"""Every method's JSON document validates against schema/explanation.schema.json; docs/reference.md agrees."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_every_method_validates(method, documents, validator):
 
 
 def test_permutation_records_no_baseline(documents):
-    # README ("null for permutation, which has none") and Explanation.baseline's comment: permutation
+    # docs/reference.md ("null for permutation, which has none") and Explanation.baseline's comment: permutation
     # replaces a group with another input's pixels, never with a baseline
     assert documents["permutation"]["baseline"] is None
 
@@ -97,8 +97,8 @@ def test_schema_catches_drift(documents, validator):
 
 
 def _readme_table_keys() -> set[str]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## Output files")
+    text = (ROOT / "docs" / "reference.md").read_text()
+    start = text.index("## The JSON file")
     end = text.find("\n## ", start + 1)
     section = text[start:end if end != -1 else None]
     keys: set[str] = set()
@@ -114,9 +114,9 @@ def test_readme_table_mentions_every_top_level_key():
     readme = _readme_table_keys()
     assert "schema_version" in readme  # the table was found
     missing = sorted(set(schema["properties"]) - readme)
-    assert not missing, f"README's JSON table does not mention: {missing}"
+    assert not missing, f"docs/reference.md's JSON table does not mention: {missing}"
     unknown = sorted(k for k in readme - set(schema["properties"]) if not k.startswith("targets"))
-    assert not unknown, f"README's JSON table names keys the schema lacks: {unknown}"
+    assert not unknown, f"docs/reference.md's JSON table names keys the schema lacks: {unknown}"
 
 
 def test_load_explanation_reads_back_what_save_wrote(tmp_path):
