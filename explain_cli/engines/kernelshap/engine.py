@@ -13,6 +13,7 @@ from explain_cli.engines.kernelshap.design import Design, complements, plan
 from explain_cli.engines.kernelshap.fit import (ORDER_WEIGHTS, REPRESENTERS, RIDGE, Fit, additive_fit, adjusted_fit,
                                                image_proxy)
 from explain_cli.engines.surrogate import weighted_r2
+from explain_cli.engines.threads import one_blas_thread
 from explain_cli.errors import OptionError
 from explain_cli.params import param
 
@@ -50,7 +51,14 @@ def estimate(design: Design, y: np.ndarray, delta: np.ndarray, params: KernelSha
 
     A design closed under complement (paired sampling, full strata) gets the regression
     adjustment; an unpaired one (tiny budgets) or a complete one is solved as plain Kernel SHAP.
+    The solves run on one BLAS thread (:mod:`explain_cli.engines.threads`).
     """
+    with one_blas_thread():
+        return _estimate(design, y, delta, params, generator, segments)
+
+
+def _estimate(design: Design, y: np.ndarray, delta: np.ndarray, params: KernelShapParams,
+              generator: "torch.Generator", segments: np.ndarray | None) -> Fit:
     partner = None if design.exact else complements(design.z)
     if partner is None:
         return additive_fit(design, y, delta)
