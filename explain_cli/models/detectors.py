@@ -18,7 +18,7 @@ from explain_cli.errors import ExplainError
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
 from explain_cli.models.roi_probs import RoiProbs, has_roi_heads
-from explain_cli.models.weights import read_state_dict
+from explain_cli.models.weights import load_state_checked, read_state_dict
 from explain_cli.preprocess import Preprocess
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def load_detector(source: str, weights: str | None, device: "torch.device", seed
         model = torchvision.models.get_model(arch_name, weights=None, weights_backbone=None,
                                              num_classes=num_classes, **build)
     if state is not None:
-        _load_state(model, state, arch_name, weights)
+        load_state_checked(model, state, arch_name, weights)
     model.eval().to(device)
     transform = getattr(model, "transform", None)
     min_size = int(transform.min_size[-1]) if transform is not None else arch.min_size
@@ -208,18 +208,3 @@ def _num_classes(arch_name: str, arch: DetectorArch, state: dict) -> int | None:
                                                  num_classes=COCO_CLASSES)
     anchors = reference.state_dict()[arch.head].shape[0] // COCO_CLASSES
     return int(weight.shape[0]) // anchors
-
-
-def _load_state(model: Any, state: dict, arch_name: str, weights: str | None) -> None:
-    """Load strictly except for BatchNorm counters (weights saved from frozen-BN models lack them)."""
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        problem = " ".join(str(exc).split())
-        raise ExplainError(f"weights {weights} do not fit torchvision:{arch_name}: {problem[:300]}; "
-                           "check the architecture name") from None
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise ExplainError(f"weights {weights} do not fit torchvision:{arch_name}: {detail}; "
-                           "check the architecture name")

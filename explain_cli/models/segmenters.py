@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from explain_cli.errors import ExplainError
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
-from explain_cli.models.weights import read_state_dict
+from explain_cli.models.weights import load_state_checked, read_state_dict
 from explain_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def load_segmenter(source: str, weights: str | None, device: "torch.device", see
         model = torchvision.models.get_model(arch_name, weights=None, weights_backbone=None,
                                              num_classes=num_classes, **build)
     if state is not None:
-        _load_state(model, state, arch_name, weights)
+        load_state_checked(model, state, arch_name, weights)
     model.eval().to(device)
     return LoadedModel(
         module=as_segmenter(model),
@@ -159,18 +159,3 @@ def _preprocess(default_weights: Any) -> Preprocess:
                           std=tuple(float(v) for v in t.std), interpolation=t.interpolation.value)
     except (AttributeError, TypeError, IndexError):
         return Preprocess("model", resize=520, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
-def _load_state(model: Any, state: dict, arch_name: str, weights: str | None) -> None:
-    """Load strictly except for BatchNorm counters; a mismatch is one line naming the architecture."""
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        problem = " ".join(str(exc).split())
-        raise ExplainError(f"weights {weights} do not fit torchvision:{arch_name}: {problem[:300]}; "
-                           "check the architecture name") from None
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise ExplainError(f"weights {weights} do not fit torchvision:{arch_name}: {detail}; "
-                           "check the architecture name")

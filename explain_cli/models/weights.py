@@ -11,7 +11,7 @@ import struct
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from explain_cli.errors import ExplainError, one_line, require_module
 from explain_cli.fileio import require_file
@@ -148,3 +148,21 @@ def download_weights(default_weights: object, arch: str) -> dict:
             f"cannot download pretrained weights for {arch} from {url} ({getattr(exc, 'reason', exc)}); "
             f"when offline, fetch that file elsewhere and put it in {cache}, or pass `weights` FILE"
         ) from None
+
+
+def load_state_checked(model: Any, state: dict, arch_name: str, weights: str | None) -> None:
+    """Load a torchvision state dict strictly but for BatchNorm counters (frozen-BN weights lack them).
+
+    A mismatch is one line naming the architecture (detectors and segmenters share the rule).
+    """
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        problem = " ".join(str(exc).split())
+        raise ExplainError(f"weights {weights} do not fit torchvision:{arch_name}: {problem[:300]}; "
+                           "check the architecture name") from None
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ExplainError(f"weights {weights} do not fit torchvision:{arch_name}: {detail}; "
+                           "check the architecture name")
