@@ -148,3 +148,10 @@ def test_readme_commands_run(heading, commands, cli, tmp_path, monkeypatch):
         assert (where / "out" / "demo" / "scene_05.kernelshap.png").is_file()  # the sample detector's boxes
     if heading.startswith("Reports"):
         assert (where / "out" / "batch-demo" / "report.html").is_file()
+
+
+def test_readme_stays_a_guide_of_at_most_400_lines_with_the_python_api_early():
+    """Issue 20: the README is a user's guide (research logs live in docs/), the API within 150 lines."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 400, f"README.md has {len(lines)} lines; move details to docs/"
+    assert lines.index("## Python API") < 150
