@@ -31,7 +31,7 @@ PROXIES = ("image", "generic")
 class KernelShapParams:
     samples: int = param("auto", "Model evaluations, f(x) and f(baseline) included; auto: until the top-5 segments "
                          "hold and every standard error is under auto_tolerance of the scores' range (at most "
-                         "max_samples; typically 400-2,000).", minimum=3, maximum=10_000_000, allow_auto=True)
+                         "max_samples; typically 600-2,000).", minimum=3, maximum=10_000_000, allow_auto=True)
     exact: bool = param(False, "Enumerate all 2^M coalitions: exact Shapley values (needs samples ≥ 2^M).")
     allocation: str = param("leverage", "How sampled coalitions spread over sizes: equally (leverage scores) or by kernel mass.",
                             choices=ALLOCATIONS)
@@ -40,7 +40,7 @@ class KernelShapParams:
     proxy: str = param("image", "Interaction prior of the regression adjustment: 'image' favours interactions among "
                        "adjacent segments and among segments that matter alone; 'generic' treats all alike.",
                        choices=PROXIES)
-    auto_tolerance: float = auto.tolerance_param(0.03)
+    auto_tolerance: float = auto.tolerance_param(0.02)
     max_samples: int = auto.max_samples_param()
 
 
