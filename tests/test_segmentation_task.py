@@ -134,6 +134,9 @@ def test_region_at_the_original_resolution_is_carried_through_the_resize():
     np.testing.assert_allclose(result.scores[0], expected, rtol=0, atol=1e-9)
     # the JSON speaks in the user's frame: the region as drawn on the 48 x 48 image
     region_json = target.describe()["region"]
+    from explain_cli.rle import rle_decode
+
+    assert np.array_equal(rle_decode(region_json.pop("rle")), region.astype(bool))  # its exact shape, for compare
     assert region_json == {"source": "region", "id": 1, "area": 26 * 30, "fraction": round(26 * 30 / 48 ** 2, 6),
                            "bbox": [4, 5, 34, 31], "frame": "original", "cells": 20, "output_size": [8, 8]}
     overlay = target.overlay()

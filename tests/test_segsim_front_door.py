@@ -182,6 +182,23 @@ def test_sample_models_end_to_end_json_and_pictures(cli, tmp_path):
         assert png.width > png.height
 
 
+
+def test_the_json_carries_the_region_exactly_and_compare_outlines_it(cli, tmp_path):
+    from explain_cli.render.montage import region_shape
+    from explain_cli.rle import rle_decode
+
+    out = tmp_path / "out"
+    r = cli("run", SEGMENTER, SEG_SCENE, "-m", "ablation", "--n-segments", "20", "--region", SEG_MASK, "--save-map",
+            "--out", out, "-q")
+    assert r.exit_code == 0, r.stderr
+    region = json.loads((out / "scene_01.ablation.json").read_text())["targets"][0]["region"]
+    expected = np.asarray(Image.open(SEG_MASK)) == 1  # the file's first object (id 1), at the image's pixels
+    assert region["frame"] == "original" and (rle_decode(region["rle"]) == expected).all()
+    assert isinstance(region_shape(region), np.ndarray)  # compare draws the outline, not the bounding box
+    assert region_shape(dict(region, rle={"size": [2, 2], "counts": [1]})) == region["bbox"]  # damaged: the box
+    r = cli("compare", out)
+    assert r.exit_code == 0, r.stderr
+
 def _png(path, array):
     Image.fromarray(np.asarray(array, np.uint8)).save(path)
     return path

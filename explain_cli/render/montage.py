@@ -26,6 +26,21 @@ def _load_map(record: Record) -> np.ndarray:
     return load_saved_map(record.path, record.doc)
 
 
+def region_shape(region: dict | None) -> "np.ndarray | Sequence[float] | None":
+    """A segmentation target's region as compare draws it: its exact mask when the JSON carries it
+    (``rle``, original pixels), else its bounding box."""
+    if region is None:
+        return None
+    if region.get("rle") is not None and region.get("frame") == "original":
+        from explain_cli.rle import rle_decode
+
+        try:
+            return rle_decode(region["rle"])
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged run list: the box still says where the region is
+    return region.get("bbox")
+
+
 def target_key(target: dict) -> object:
     """What makes two runs' targets the same one: the class index; for a box its class and coordinates; for a
     region its class and where it came from; for a similarity its kind and prompt."""
@@ -93,8 +108,7 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
         chosen = [by_key[i] for i in shared]
         if any(task_caption(row, t, None) is not None for row, t in chosen):  # detection, segmentation, similarity
             captions = [task_caption(row, t, first.doc.get("output_space")) or "" for row, t in chosen]
-            # a region's bounding box stands for its outline (the JSON keeps no mask)
-            boxes = [t.get("box_original") or t.get("box") or (t.get("region") or {}).get("bbox") for _, t in chosen]
+            boxes = [t.get("box_original") or t.get("box") or region_shape(t.get("region")) for _, t in chosen]
         else:
             captions = [compare_caption(t.get("label"), t["index"], first.doc.get("output_space"), t["score"])
                         for _, t in chosen]

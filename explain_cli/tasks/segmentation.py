@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from explain_cli.errors import ExplainError, OptionError
+from explain_cli.rle import rle_encode
 from explain_cli.tasks.base import Target, TargetRequest, Task
 from explain_cli.tasks.regions import (PixelBox, check_region_size, ids_to_model, mask_to_original, pixel_bbox,
                                        region_ids, resample_nearest)
@@ -62,6 +63,8 @@ class RegionTarget(Target):
         out["region"] = {"source": self.source, "id": self.region, "area": int(self.area),
                          "fraction": round(float(self.fraction), 6), "bbox": list(self.bbox), "frame": self.frame,
                          "cells": int(self.cells), "output_size": list(self.output_size)}
+        if self.mask_original is not None:  # its exact shape, for drawing it again (explain compare)
+            out["region"]["rle"] = rle_encode(self.mask_original)
         return out
 
     def caption(self) -> str:
