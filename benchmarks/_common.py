@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -37,3 +39,18 @@ def build_problem(source: str, *, output: str = "probs", size: str | None = None
     problem = Problem(x=prepared.x, baseline=torch.zeros_like(prepared.x), segments=torch.from_numpy(seg.labels),
                       evaluator=ev, reference=ref[[target]].cpu())
     return model, problem
+
+
+def time_forward(module: Callable, x: torch.Tensor, evaluations: int, batch_size: int,
+                 head: Callable[[Any], Any] = lambda out: out) -> float:
+    """Seconds for the model alone on ready-made batches of ``x`` (C, H, W), ``head`` applied to each
+    output (e.g. the softmax a classifier's scores need): the floor any engine can reach."""
+    batch = x.expand(batch_size, *x.shape).contiguous()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        done = 0
+        while done < evaluations:
+            n = min(batch_size, evaluations - done)
+            head(module(batch[:n]))
+            done += n
+    return time.perf_counter() - start

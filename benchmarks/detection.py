@@ -178,17 +178,9 @@ class Detector:
 
     def bare(self, x: "torch.Tensor", evaluations: int, batch_size: int) -> float:
         """Seconds for the detector alone on ready-made batches of ``x`` (C, H, W): the floor of any method."""
-        import torch
+        from _common import time_forward
 
-        batch = x.expand(batch_size, *x.shape).contiguous()
-        start = time.perf_counter()
-        with torch.inference_mode():
-            done = 0
-            while done < evaluations:
-                n = min(batch_size, evaluations - done)
-                self.module(batch[:n])
-                done += n
-        return time.perf_counter() - start
+        return time_forward(self.module, x, evaluations, batch_size)
 
 
 def xaitk_blackbox(detector: Detector, batch_size: int):

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from _common import SAMPLE_MODEL, build_problem  # noqa: E402
+from _common import SAMPLE_MODEL, build_problem, time_forward  # noqa: E402
 
 from explain_cli.core import Problem  # noqa: E402
 from explain_cli.engines import ENGINES, build_params, get_engine  # noqa: E402
@@ -47,17 +47,6 @@ def time_engine(problem: Problem, method: str, values: dict, seed: int) -> tuple
     return time.perf_counter() - start, problem.evaluator.evaluations
 
 
-def time_forward(module, x: torch.Tensor, evaluations: int, batch_size: int) -> float:
-    """The model alone on ready-made batches: the floor any engine can reach."""
-    batch = x.expand(batch_size, *x.shape).contiguous()
-    start = time.perf_counter()
-    with torch.inference_mode():
-        done = 0
-        while done < evaluations:
-            n = min(batch_size, evaluations - done)
-            torch.softmax(module(batch[:n]), dim=1)
-            done += n
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -86,7 +75,8 @@ def main() -> None:
             for r in range(args.repeats):
                 t, evals = time_engine(problem, method, values, seed=r)
                 engine_times.append(t)
-                forward_times.append(time_forward(model.module, problem.x, evals, args.batch_size))
+                forward_times.append(time_forward(model.module, problem.x, evals, args.batch_size,
+                                                          head=lambda out: torch.softmax(out, dim=1)))
             e, f = statistics.median(engine_times), statistics.median(forward_times)
             print(f"{name:10} {model.runtime:12} {method:11} {evals:>6} {e:>9.3f} {f:>9.3f} {e / f:>6.3f}")
         if name == "sample" and "kernelshap" in args.methods.split(","):
