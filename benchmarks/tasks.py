@@ -107,7 +107,16 @@ def task_options(task: str, case: Case, zero_shot: bool) -> dict:
     return {"task": "similarity", "reference": str(prompt_file(case.index))}
 
 
-def score_fn(task: str, net: Callable, case: Case, shape: tuple[int, int], zero_shot: bool) -> Callable:
+def region_cells(mask: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """The (h, w) output cells of an input-resolution mask, by the documented centre rule (written here
+    independently of explain_cli, so the peers' score checks explain_cli's)."""
+    (H, W), (h, w) = mask.shape, out_hw
+    rows = [(2 * i + 1) * H // (2 * h) for i in range(h)]
+    cols = [(2 * j + 1) * W // (2 * w) for j in range(w)]
+    return mask[np.ix_(rows, cols)]
+
+
+def score_fn(task: str, net: Callable, case: Case, zero_shot: bool) -> Callable:
     """The task's score for ``case`` on a batch of model inputs, (B, 1): what explain_cli's task computes."""
     import torch
 
@@ -116,9 +125,7 @@ def score_fn(task: str, net: Callable, case: Case, shape: tuple[int, int], zero_
             with torch.no_grad():
                 probs = torch.softmax(net(batch).double(), dim=1)[:, case.index]  # (B, h, w)
             h, w = probs.shape[-2:]
-            rows = [(2 * i + 1) * shape[0] // (2 * h) for i in range(h)]  # the documented centre rule
-            cols = [(2 * j + 1) * shape[1] // (2 * w) for j in range(w)]
-            region = torch.from_numpy(case.mask[np.ix_(rows, cols)])
+            region = torch.from_numpy(region_cells(case.mask, (h, w)))
             return probs[:, region].mean(dim=1, keepdim=True)
         return score
     prompts = torch.from_numpy(np.load(MODELS / "shapes_prompts.npy", allow_pickle=False)).double()
@@ -142,9 +149,7 @@ def ablationcam(net_py, x, case: Case, seed: int) -> tuple[np.ndarray, int]:
     torch.manual_seed(seed)
     with torch.no_grad():
         h, w = net_py(x[None]).shape[-2:]
-    rows = [(2 * i + 1) * x.shape[1] // (2 * h) for i in range(h)]
-    cols = [(2 * j + 1) * x.shape[2] // (2 * w) for j in range(w)]
-    region = case.mask[np.ix_(rows, cols)].astype(np.float32)
+    region = region_cells(case.mask, (h, w)).astype(np.float32)
     calls = [0]
     handle = net_py.register_forward_hook(lambda m, i, o: calls.__setitem__(0, calls[0] + len(i[0])))
     cam = pgc.AblationCAM(model=net_py, target_layers=[net_py.d2])
@@ -198,7 +203,7 @@ def peer_row(task: str, method: str, explainer: Explainer, case: Case, args, net
     x = first.prepared.x
     baseline = make_baseline(cfg.baseline, x, first.spec, input_kind=first.item.kind)
     net = explainer.model.module
-    score = score_fn(task, net, case, tuple(x.shape[-2:]), args.zero_shot)
+    score = score_fn(task, net, case, args.zero_shot)
     if method == "ablationcam":
         saliency, evals = ablationcam(nets.setdefault("py", python_segmenter(net)), x, case, args.seed)
     else:
