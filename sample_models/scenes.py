@@ -20,6 +20,7 @@ a pixel belongs to the label (background or object i) that covers most of it.
     scene.labels     # int64 (N,) class index into CLASSES
     scene.instances  # uint8 (H, W): 0 background, i + 1 for object i (later objects overwrite earlier)
     scene.semantic   # uint8 (H, W): 0 background, 1 + class index
+    make_scene(rng, backdrop=True).backdrop  # uint8 (H, W, 3): the same scene without its objects
 
 Deterministic: the same Generator state gives the same scene.
 """
@@ -54,6 +55,7 @@ class Scene:
     labels: np.ndarray  # int64 (N,)
     instances: np.ndarray  # uint8 (H, W)
     semantic: np.ndarray  # uint8 (H, W)
+    backdrop: np.ndarray | None = None  # uint8 (H, W, 3): the same scene without its objects (make_scene(backdrop=True))
 
     @property
     def names(self) -> list[str]:
@@ -115,6 +117,7 @@ def make_scene(
     kinds: list[str] | None = None,
     n_distractors: int | None = None,
     side: int = SIDE,
+    backdrop: bool = False,
 ) -> Scene:
     """Draw one scene; counts and classes are random unless given.
 
@@ -130,6 +133,10 @@ def make_scene(
         0-3 by default.
     side : int
         Image side in pixels.
+    backdrop : bool
+        Also render the scene without its objects (background and distractors, finished like
+        the image) as ``Scene.backdrop``: what the picture shows where the objects are not. It
+        draws nothing from ``rng``, so the scene is the same either way.
     """
     big = side * DRAW_SCALE
     if kinds is None:
@@ -142,6 +149,7 @@ def make_scene(
     img = background(rng, side, side).resize((big, big), Image.BILINEAR)
     for _ in range(n_distractors):
         _draw_distractor(rng, img, big)
+    plain = img.copy() if backdrop else None
 
     label_big = np.zeros((big, big), dtype=np.uint8)
     own_masks: list[np.ndarray] = []
@@ -161,8 +169,11 @@ def make_scene(
         colour = _contrasting_colour(rng, img, cx, cy)
         draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, angle, colour)
 
-    img = img.filter(ImageFilter.GaussianBlur(DRAW_SCALE * 0.3))
-    image = np.asarray(img.resize((side, side), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
+    def finish(canvas: Image.Image) -> np.ndarray:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(DRAW_SCALE * 0.3))
+        return np.asarray(canvas.resize((side, side), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
+
+    image = finish(img)
     instances = _downsample_labels(label_big, len(kinds), side)
     labels = np.array([CLASSES.index(k) for k in kinds], dtype=np.int64)
     boxes = np.zeros((len(kinds), 4), dtype=np.float32)
@@ -172,7 +183,8 @@ def make_scene(
             ys, xs = np.nonzero(own_masks[i].reshape(side, DRAW_SCALE, side, DRAW_SCALE).any(axis=(1, 3)))
         boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
     semantic = np.where(instances > 0, labels[np.maximum(instances.astype(np.int64) - 1, 0)] + 1, 0).astype(np.uint8)
-    return Scene(image=image, boxes=boxes, labels=labels, instances=instances, semantic=semantic)
+    return Scene(image=image, boxes=boxes, labels=labels, instances=instances, semantic=semantic,
+                 backdrop=None if plain is None else finish(plain))
 
 
 def make_scenes(n: int, seed: int, **kwargs) -> list[Scene]:
