@@ -291,6 +291,8 @@ def test_report_and_compare_show_detection_runs(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     html = (tmp_path / "report.html").read_text()
     assert "box 0: circle · detector 0.98" in html and "(box 2,27,40,65)" in html
+    # the task's settings are one fact of the run, not repeated in every method's parameters
+    assert "<dt>Task</dt>" in html and "min_score=0.5" in html and "class_agnostic_box" not in html
 
 
 def test_the_shipped_detection_config_plans(cli, monkeypatch):

@@ -122,6 +122,12 @@ def _pairs(mapping: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(mapping.items()))
 
 
+def _method_params(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The engine's own parameters: the task's settings (``params.task``) go to the run's facts, not every row."""
+    params = doc.get("params")
+    return {k: v for k, v in params.items() if k != "task"} if isinstance(params, dict) else None
+
+
 def _mean(values: Sequence[Any], *, count: bool = False) -> str:
     numbers = [float(v) for v in values if v is not None]
     if not numbers:
@@ -140,7 +146,7 @@ def _methods(rows: list[dict[str, Any]], records: list[Record]) -> list[dict[str
     out = []
     for method in dict.fromkeys(r.method for r in records):
         mine = [(row, rec) for row, rec in zip(rows, records) if rec.method == method]
-        params = {_pairs(rec.doc.get("params")) or "defaults" for _, rec in mine}
+        params = {_pairs(_method_params(rec.doc)) or "defaults" for _, rec in mine}
         evals = {_pairs({k: v for k, v in (rec.doc.get("evaluation") or {}).items() if k in ("deletion", "step", "tolerance_px")})
                  for _, rec in mine}
         out.append({
@@ -194,8 +200,16 @@ def _run_facts(records: list[Record]) -> list[tuple[str, list[str]]]:
         given = {k: v for k, v in (s.get("params") or {}).items() if v is not None}
         return f"{s.get('algorithm')} ({_pairs(given)}) → {s.get('n_segments')} segments"
 
+    def task(d: dict) -> str:
+        t = d["params"]["task"]
+        given = {k: t[k] for k in ("min_score", "decoder", "objectness", "min_area", "reference", "prompts", "temperature")
+                 if t.get(k) is not None}
+        score = t.get("score") or t.get("similarity")  # detection names its box score "similarity"
+        return t["task"] + (f": {score}" if score else "") + (f" ({_pairs(given)})" if given else "")
+
     return [
         ("Model", _distinct(records, model)),
+        ("Task", _distinct(records, task)),
         ("Output space", _distinct(records, lambda d: d["output_space"])),
         ("Preprocessing", _distinct(records, preprocessing)),
         ("Segmentation", _distinct(records, segmentation)),
