@@ -4,14 +4,15 @@
         [--budget 1000] [--limit N] [--seed 0]
 
 **segmentation**: sample_models/shapes_segmenter.pt (128², half-resolution logits) on
-sample_models/seg_eval/ (16 scenes, every object once): explain the object's class over its
-ground-truth region (``task="segmentation", region=`` the object's mask, ``target=`` its
-class), the region also being the metrics' mask.
-**similarity**: sample_models/shapes_embedder.pt on sample_models/sim_eval/ (16 single-object
-scenes): the cosine similarity to the object's class prompt (a row of
-sample_models/shapes_prompts.npy as ``reference``), its mask for the metrics; ``--zero-shot``
-explains softmax(100 · cos) over the four prompts instead (a score that saturates near 1, so
-deletion barely moves it until the object is gone).
+sample_models/seg_eval/ (16 scenes, 29 objects; 25 (class, region) targets, since the masks are
+semantic and several objects of one class in a scene make one region): explain the class over its
+ground-truth region (``task="segmentation", region=`` the class's mask, ``target=`` the class),
+the region also being the metrics' mask.
+**similarity**: sample_models/shapes_embedder.pt on sample_models/sim_eval/ (32 single-object
+scenes, none where a distractor alone carries the class): the cosine similarity to the object's
+class prompt (a row of sample_models/shapes_prompts.npy as ``reference``), its mask for the
+metrics; ``--zero-shot`` explains softmax(100 · cos) over the four prompts instead (a score that
+saturates near 1, so deletion barely moves it until the object is gone).
 
 Every row is scored by the same functions (explain_cli.metrics: pointing with the default
 tolerance, energy in mask, ROAD deletion and insertion at step 0.05, each beside a random
@@ -78,8 +79,9 @@ def cases(task: str, limit: int | None) -> list[Case]:
         index = json.loads((folder / "index.json").read_text())
         for item in index["items"]:
             mask = np.asarray(Image.open(folder / item["mask"]))
-            for obj in item["objects"]:
-                out.append(Case(folder / item["image"], mask == obj["value"], str(obj["value"]), int(obj["value"])))
+            # the mask is semantic: objects of one class share a value, so a class is one case (its whole region)
+            for value in sorted({obj["value"] for obj in item["objects"]}):
+                out.append(Case(folder / item["image"], mask == value, str(value), int(value)))
     else:
         prompts = (MODELS / "shapes_prompts.txt").read_text().split()
         for image in sorted(p for p in folder.glob("*.png") if not p.name.endswith(".mask.png")):
