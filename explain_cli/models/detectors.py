@@ -11,14 +11,11 @@ the boxes back), with ``probs`` for the two-stage Faster R-CNNs (:mod:`.roi_prob
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError
-from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
 from explain_cli.models.roi_probs import RoiProbs, has_roi_heads
-from explain_cli.models.weights import load_state_checked, read_state_dict
+from explain_cli.models.weights import choose_weights, load_state_checked, unknown_architecture
 from explain_cli.preprocess import Preprocess
 
 if TYPE_CHECKING:
@@ -147,36 +144,21 @@ def load_detector(source: str, weights: str | None, device: "torch.device", seed
 
     arch_name = source[len(TORCHVISION_PREFIX):]
     if arch_name not in DETECTORS:
-        from explain_cli.errors import suggest
-
-        hint = suggest(arch_name, DETECTORS, n=3)
-        hint = f"{hint} " if hint else ""
-        raise ExplainError(f"unknown torchvision detector {arch_name!r}; {hint}supported: {', '.join(DETECTORS)}")
+        raise unknown_architecture("detector", arch_name, DETECTORS, f"supported: {', '.join(DETECTORS)}")
     arch = DETECTORS[arch_name]
     if "score_thresh" in build:
         build[arch.score_option] = build.pop("score_thresh")
     default_weights = torchvision.models.get_model_weights(arch_name).DEFAULT
     categories = list(default_weights.meta.get("categories") or [])
-    sha, notes, num_classes = None, [], COCO_CLASSES
-    state = None
-    if weights is None:
-        notes.append(RANDOM_DETECTOR_NOTE)
-    elif weights.upper() == "DEFAULT":
-        from explain_cli.models.weights import download_weights
-
-        state = download_weights(default_weights, arch_name)
-        weights = f"DEFAULT ({default_weights})"
-    else:
-        path = Path(weights)
-        state = read_state_dict(path)
-        num_classes = _num_classes(arch_name, arch, state) or COCO_CLASSES
-        sha = sha256_file(path)
+    chosen = choose_weights(arch_name, weights, default_weights)
+    notes = [] if chosen.state is not None else [RANDOM_DETECTOR_NOTE]
+    num_classes = (_num_classes(arch_name, arch, chosen.state) if chosen.from_file else None) or COCO_CLASSES
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # random initialisation is reproducible from --seed
         model = torchvision.models.get_model(arch_name, weights=None, weights_backbone=None,
                                              num_classes=num_classes, **build)
-    if state is not None:
-        load_state_checked(model, state, arch_name, weights)
+    if chosen.state is not None:
+        load_state_checked(model, chosen.state, arch_name, chosen.label)
     model.eval().to(device)
     transform = getattr(model, "transform", None)
     min_size = int(transform.min_size[-1]) if transform is not None else arch.min_size
@@ -184,8 +166,8 @@ def load_detector(source: str, weights: str | None, device: "torch.device", seed
         module=TorchvisionDetector(model),
         source=source,
         kind="torchvision",
-        sha256=sha,
-        weights=weights,
+        sha256=chosen.sha256,
+        weights=chosen.label,
         device=device,
         labels=categories if num_classes == len(categories) else None,
         preprocess=Preprocess("model", resize=min_size),

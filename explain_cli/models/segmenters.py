@@ -10,13 +10,10 @@ upsamples the map to the input's size). The auxiliary head is dropped: it is a t
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explain_cli.errors import ExplainError
-from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
-from explain_cli.models.weights import load_state_checked, read_state_dict
+from explain_cli.models.weights import choose_weights, load_state_checked, unknown_architecture
 from explain_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 if TYPE_CHECKING:
@@ -105,27 +102,15 @@ def load_segmenter(source: str, weights: str | None, device: "torch.device", see
 
     arch_name = source[len(TORCHVISION_PREFIX):]
     if arch_name not in SEGMENTERS:
-        import difflib
-
-        close = difflib.get_close_matches(arch_name, list(SEGMENTERS), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ExplainError(f"unknown torchvision segmenter {arch_name!r}; {hint}supported: {', '.join(SEGMENTERS)}")
+        raise unknown_architecture("segmenter", arch_name, SEGMENTERS, f"supported: {', '.join(SEGMENTERS)}")
     default_weights = torchvision.models.get_model_weights(arch_name).DEFAULT
     categories = list(default_weights.meta.get("categories") or [])
-    sha, notes, num_classes, state, aux = None, [], VOC_CLASSES, None, False
-    if weights is None:
-        notes.append(RANDOM_SEGMENTER_NOTE)
-    elif weights.upper() == "DEFAULT":
-        from explain_cli.models.weights import download_weights
-
-        state = download_weights(default_weights, arch_name)
-        weights = f"DEFAULT ({default_weights})"
-    else:
-        path = Path(weights)
-        state = read_state_dict(path)
+    chosen = choose_weights(arch_name, weights, default_weights)
+    state, aux, num_classes = chosen.state, False, VOC_CLASSES
+    notes = [] if state is not None else [RANDOM_SEGMENTER_NOTE]
+    if chosen.from_file and state is not None:
         head = state.get(SEGMENTERS[arch_name])
         num_classes = int(head.shape[0]) if head is not None and head.dim() >= 1 else VOC_CLASSES
-        sha = sha256_file(path)
     if state is not None:
         aux = any(k.startswith("aux_classifier.") for k in state)  # load it strictly, then drop it
     build = {"aux_loss": aux} if arch_name != "lraspp_mobilenet_v3_large" else {}
@@ -134,14 +119,14 @@ def load_segmenter(source: str, weights: str | None, device: "torch.device", see
         model = torchvision.models.get_model(arch_name, weights=None, weights_backbone=None,
                                              num_classes=num_classes, **build)
     if state is not None:
-        load_state_checked(model, state, arch_name, weights)
+        load_state_checked(model, state, arch_name, chosen.label)
     model.eval().to(device)
     return LoadedModel(
         module=as_segmenter(model),
         source=source,
         kind="torchvision",
-        sha256=sha,
-        weights=weights,
+        sha256=chosen.sha256,
+        weights=chosen.label,
         device=device,
         labels=categories if num_classes == len(categories) else None,
         preprocess=_preprocess(default_weights),

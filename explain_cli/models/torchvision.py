@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explain_cli.errors import ExplainError, OptionError, one_line
-from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
-from explain_cli.models.weights import download_weights, head_width, read_state_dict
+from explain_cli.models.weights import choose_weights, head_width, load_state_checked, unknown_architecture
 from explain_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 if TYPE_CHECKING:
@@ -46,55 +43,31 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         return load_segmenter(source, weights, device, seed)
     available = architectures() + sorted(DETECTORS) + sorted(SEGMENTERS)
     if arch not in available:
-        from explain_cli.errors import suggest
-
-        hint = suggest(arch, available, n=3)
-        hint = f"{hint} " if hint else ""
-        raise ExplainError(
-            f"unknown torchvision architecture {arch!r}; {hint}`explain info --models` lists all {len(available)}"
-        )
+        raise unknown_architecture("architecture", arch, available,
+                                   f"`explain info --models` lists all {len(available)}")
     try:
         default_weights = torchvision.models.get_model_weights(arch).DEFAULT
     except (ValueError, AttributeError):
         default_weights = None
     labels = (list(default_weights.meta.get("categories") or []) or None) if default_weights else None
     preprocess = _preprocess_from_weights(default_weights)
-
-    sha, notes = None, []
-    if weights is None:
-        # Random initialisation, reproducible from --seed; useful for benchmarks and tests only.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            module = torchvision.models.get_model(arch, weights=None)
-        notes.append(RANDOM_WEIGHTS_NOTE)
-    elif weights.upper() == "DEFAULT":
-        if default_weights is None:
-            raise OptionError("weights", f"DEFAULT: torchvision has no pretrained weights for {arch}; pass `weights` FILE")
-        module = torchvision.models.get_model(arch, weights=None)
-        module.load_state_dict(download_weights(default_weights, arch))
-        weights = f"DEFAULT ({default_weights})"
-    else:
-        path = Path(weights)
-        state = read_state_dict(path)
-        classes = head_width(state, _head_name(arch)) or 1000
+    chosen = choose_weights(arch, weights, default_weights)
+    notes = [] if chosen.state is not None else [RANDOM_WEIGHTS_NOTE]
+    classes = (head_width(chosen.state, _head_name(arch)) if chosen.from_file and chosen.state else None) or 1000
+    if labels is not None and len(labels) != classes:
+        labels = None  # a fine-tuned head: ImageNet names no longer apply
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # random initialisation is reproducible from --seed
         module = torchvision.models.get_model(arch, weights=None, num_classes=classes)
-        if labels is not None and len(labels) != classes:
-            labels = None  # a fine-tuned head: ImageNet names no longer apply
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as exc:
-            problem = one_line(str(exc))
-            raise ExplainError(
-                f"weights {path} do not fit torchvision:{arch}: {problem[:300]}; check the architecture name"
-            ) from None
-        sha = sha256_file(path)
+    if chosen.state is not None:
+        load_state_checked(module, chosen.state, arch, chosen.label)
     module.eval()
     return LoadedModel(
         module=module.to(device),
         source=source,
         kind="torchvision",
-        sha256=sha,
-        weights=weights,
+        sha256=chosen.sha256,
+        weights=chosen.label,
         device=device,
         labels=labels,
         preprocess=preprocess,

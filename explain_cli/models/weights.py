@@ -10,11 +10,12 @@ import contextlib
 import struct
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
-from explain_cli.errors import ExplainError, one_line, require_module
-from explain_cli.fileio import require_file
+from explain_cli.errors import ExplainError, OptionError, one_line, require_module, suggest
+from explain_cli.fileio import require_file, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -60,8 +61,6 @@ def read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
 
 
 def _read_torch(path: Path) -> object:
-    import pickle
-
     import torch
 
     try:
@@ -166,3 +165,40 @@ def load_state_checked(model: Any, state: dict, arch_name: str, weights: str | N
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise ExplainError(f"weights {weights} do not fit torchvision:{arch_name}: {detail}; "
                            "check the architecture name")
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """What a torchvision architecture's ``weights`` resolved to (one rule for classifiers, detectors, segmenters)."""
+
+    state: dict[str, "torch.Tensor"] | None  # None: random initialisation, reproducible from the seed
+    label: str | None  # what the JSON's ``model.weights`` records: the file, or DEFAULT and its enum
+    sha256: str | None  # a weights file's digest
+    from_file: bool  # the user's file (its head may be fine-tuned to other classes)
+
+
+def choose_weights(arch: str, weights: str | None, default_weights: Any | None) -> WeightsChoice:
+    """Read ``weights``: None (random), ``DEFAULT`` (torchvision's, downloaded and cached) or a file.
+
+    Raises
+    ------
+    OptionError
+        DEFAULT for an architecture torchvision has no pretrained weights for.
+    ExplainError
+        A file that is missing or not a plain state dict, or DEFAULT while offline.
+    """
+    if weights is None:
+        return WeightsChoice(None, None, None, False)
+    if weights.upper() == "DEFAULT":
+        if default_weights is None:
+            raise OptionError("weights", f"DEFAULT: torchvision has no pretrained weights for {arch}; pass `weights` FILE")
+        return WeightsChoice(download_weights(default_weights, arch), f"DEFAULT ({default_weights})", None, False)
+    path = Path(weights)
+    state = read_state_dict(path)
+    return WeightsChoice(state, weights, sha256_file(path), True)
+
+
+def unknown_architecture(kind: str, name: str, known: Iterable[str], tail: str) -> ExplainError:
+    """``unknown torchvision KIND 'NAME'; did you mean ...? TAIL``: the error for a name not in ``known``."""
+    hint = suggest(name, list(known), n=3)
+    return ExplainError(f"unknown torchvision {kind} {name!r}; {hint + ' ' if hint else ''}{tail}")
