@@ -225,3 +225,22 @@ def assert_refused(result: Any, fragment: str = "", *, out: Path | None = None, 
         written = sorted(out.rglob("*")) if out.exists() else []
         assert written == [], written
     return message
+
+
+def write_config(folder: Path, data: Any, name: str = "config.yaml") -> Path:
+    """A YAML config in ``folder``: ``data`` as given when a string (malformed YAML included), else dumped."""
+    import yaml
+
+    path = folder / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def tensor_inputs(folder: Path, n: int) -> Path:
+    """``folder/inputs`` holding ``n`` seeded (3, 16, 16) float32 ``.npy`` tensors ``x0.npy`` ...: tiny batch inputs."""
+    inputs = folder / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        np.save(inputs / f"x{i}.npy", rng.random((3, 16, 16)).astype(np.float32))
+    return inputs

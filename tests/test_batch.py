@@ -10,32 +10,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from explain_cli.batch.plan import in_shard, plan_items
 from explain_cli.options.settings import settings
 from explain_cli.config import load_config
 from tests.conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODEL
-from tests.helpers import assert_refused
-
-
-def write(tmp_path: Path, data, name="config.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return path
+from tests.helpers import assert_refused, tensor_inputs, write_config
 
 
 @pytest.fixture
 def inputs(tmp_path) -> Path:
-    folder = tmp_path / "inputs"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        np.save(folder / f"x{i}.npy", rng.random((3, 16, 16)).astype(np.float32))
-    return folder
+    return tensor_inputs(tmp_path, 4)
 
 
 def base(linear_script, inputs, out) -> dict:
@@ -68,7 +55,7 @@ BAD = {
 def test_malformed_config_names_the_key_path(name, cli, tmp_path, linear_script, inputs):
     config = base(linear_script, inputs, tmp_path / "out")
     BAD[name][0](config)
-    result = cli("batch", write(tmp_path, config))
+    result = cli("batch", write_config(tmp_path, config))
     assert result.exit_code == 2, result.stderr  # config errors: one line per field, so not assert_refused
     assert BAD[name][1] in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -76,12 +63,12 @@ def test_malformed_config_names_the_key_path(name, cli, tmp_path, linear_script,
 
 
 def test_invalid_yaml_reports_line(cli, tmp_path):
-    result = cli("batch", write(tmp_path, "jobs:\n  - model: [unclosed\n"))
+    result = cli("batch", write_config(tmp_path, "jobs:\n  - model: [unclosed\n"))
     assert_refused(result, "line")
 
 
 def test_dry_run_writes_nothing(cli, tmp_path, linear_script, inputs):
-    config = write(tmp_path, base(linear_script, inputs, tmp_path / "out"))
+    config = write_config(tmp_path, base(linear_script, inputs, tmp_path / "out"))
     result = cli("batch", config, "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.count("write ") == 10  # 4 inputs x (png, json), summary.json and .csv
@@ -97,7 +84,7 @@ def test_dry_run_lists_exactly_what_the_run_writes(cli, tmp_path, linear_script,
     out = tmp_path / "out"
     config = base(linear_script, inputs, out)
     config["jobs"][0]["methods"] = [{"method": "lime", "samples": 20, "evaluate": True}, "permutation"]
-    path = write(tmp_path, config)
+    path = write_config(tmp_path, config)
     planned = cli("batch", path, "--dry-run", "--report")
     assert planned.exit_code == 0, planned.stderr
     listed = {line.removeprefix("write ") for line in planned.stdout.splitlines()}
@@ -113,7 +100,7 @@ def test_time_s_is_this_runs_wall_time_and_explain_s_the_jsons(tmp_path, linear_
     from explain_cli.batch.run import run_batch
 
     out = tmp_path / "out"
-    path = write(tmp_path, base(linear_script, inputs, out))
+    path = write_config(tmp_path, base(linear_script, inputs, out))
     first, _ = run_batch(path)
     (out / "job" / "x1.lime.json").unlink()
     again, _ = run_batch(path)
@@ -132,7 +119,7 @@ def test_precedence_cli_over_method_over_job_over_defaults(tmp_path, linear_scri
     config["defaults"].update(seed=1, top_k=2, output="logits")
     config["jobs"][0].update(seed=2, top_k=3)
     config["jobs"][0]["methods"] = [{"method": "lime", "seed": 3}, {"method": "kernelshap"}]
-    path = write(tmp_path, config)
+    path = write_config(tmp_path, config)
     (lime_cfg, shap_cfg) = [settings(*layers) for _, layers in load_config(path)[0].methods]
     assert (lime_cfg.seed, shap_cfg.seed) == (3, 2)
     assert lime_cfg.targets.top_k == 3 and lime_cfg.targets.output == "logits"
@@ -143,7 +130,7 @@ def test_precedence_cli_over_method_over_job_over_defaults(tmp_path, linear_scri
 def test_shards_cover_every_item_exactly_once(tmp_path, linear_script, inputs):
     config = base(linear_script, inputs, tmp_path / "out")
     config["jobs"][0]["methods"] = ["lime", "ablation", "kernelshap"]
-    items = plan_items(load_config(write(tmp_path, config)))
+    items = plan_items(load_config(write_config(tmp_path, config)))
     assert len(items) == 12
     for n in (1, 2, 3, 5):
         shards = [[i.key for i in items if in_shard(i, (k, n))] for k in range(1, n + 1)]
@@ -154,7 +141,7 @@ def test_shards_cover_every_item_exactly_once(tmp_path, linear_script, inputs):
 def test_corrupt_input_is_isolated_and_reported(cli, tmp_path, linear_script, inputs):
     (inputs / "broken.npy").write_bytes(b"not a numpy file")
     out = tmp_path / "out"
-    result = cli("batch", write(tmp_path, base(linear_script, inputs, out)), "--quiet")
+    result = cli("batch", write_config(tmp_path, base(linear_script, inputs, out)), "--quiet")
     assert result.exit_code == 1
     summary = json.loads((out / "summary.json").read_text())["rows"]
     status = {Path(r["input"]).name: r["status"] for r in summary}
@@ -162,14 +149,14 @@ def test_corrupt_input_is_isolated_and_reported(cli, tmp_path, linear_script, in
     failed = next(r for r in summary if r["status"] == "failed")
     assert "broken.npy" in failed["error"]
     assert (out / "summary.csv").read_text().count("\n") == 6
-    rerun = cli("batch", write(tmp_path, base(linear_script, inputs, out)), "--quiet")
+    rerun = cli("batch", write_config(tmp_path, base(linear_script, inputs, out)), "--quiet")
     rows = json.loads((out / "summary.json").read_text())["rows"]
     assert sorted(r["status"] for r in rows) == ["failed", "skipped", "skipped", "skipped", "skipped"]
     assert rerun.exit_code == 1
 
 
 def test_json_log_lines(cli, tmp_path, linear_script, inputs):
-    result = cli("batch", write(tmp_path, base(linear_script, inputs, tmp_path / "out")), "--log-format", "json",
+    result = cli("batch", write_config(tmp_path, base(linear_script, inputs, tmp_path / "out")), "--log-format", "json",
                  "--shard", "1/2")
     assert result.exit_code == 0, result.stderr
     events = [json.loads(line) for line in result.stderr.strip().splitlines()]
@@ -185,7 +172,7 @@ def test_sigkill_mid_run_leaves_no_partial_file_and_rerun_finishes(tmp_path):
     for i in range(6):  # copies of a sample image: real work per item (about a second each)
         Image.open(SAMPLE_IMAGES[0]).save(folder / f"img{i}.png")
     out = tmp_path / "out"
-    config = write(tmp_path, {
+    config = write_config(tmp_path, {
         "defaults": {"out": str(out)},
         "jobs": [{"model": str(SAMPLE_MODEL), "inputs": [str(folder)], "out": str(out / "job"),
                   "methods": [{"method": "kernelshap", "samples": 1500}]}],
@@ -220,7 +207,7 @@ def test_sigkill_mid_run_leaves_no_partial_file_and_rerun_finishes(tmp_path):
 def test_run_config_one_job_and_command_line_wins(cli, tmp_path, linear_script, inputs):
     out = tmp_path / "out"
     job = base(linear_script, inputs, out)["jobs"][0] | {"inputs": [str(inputs / "x0.npy")], "seed": 5}
-    path = write(tmp_path, job, "job.yaml")
+    path = write_config(tmp_path, job, "job.yaml")
     first = cli("run", "--config", path)
     assert first.exit_code == 0, first.stderr
     doc = json.loads((out / "job" / "x0.lime.json").read_text())
@@ -229,7 +216,7 @@ def test_run_config_one_job_and_command_line_wins(cli, tmp_path, linear_script, 
     assert second.exit_code == 0, second.stderr
     doc = json.loads((tmp_path / "cli" / "x0.lime.json").read_text())
     assert doc["evaluations"] == 30 and doc["seed"] == 5
-    two_jobs = write(tmp_path, base(linear_script, inputs, out) | {"jobs": [job, job]}, "two.yaml")
+    two_jobs = write_config(tmp_path, base(linear_script, inputs, out) | {"jobs": [job, job]}, "two.yaml")
     result = cli("run", "--config", two_jobs)
     assert_refused(result, "explain batch")
 
@@ -240,7 +227,7 @@ def test_a_second_batch_on_the_same_summary_folder_is_refused(cli, tmp_path, lin
 
     out = tmp_path / "out"
     out.mkdir()
-    path = write(tmp_path, base(linear_script, inputs, out))
+    path = write_config(tmp_path, base(linear_script, inputs, out))
     with FolderLocks(batch_locks(out, [], None)):  # a run in progress
         result = cli("batch", path, "--quiet")
         assert_refused(result, "another explain batch is running")

@@ -17,29 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from explain_cli.errors import ExplainError
 from tests.conftest import ROOT
-from tests.helpers import assert_refused
+from tests.helpers import assert_refused, tensor_inputs, write_config
 
 LOCK_NAME = ".explain-batch.lock"
 
 
-def write(tmp_path: Path, data, name="config.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.fixture
 def inputs(tmp_path) -> Path:
-    folder = tmp_path / "inputs"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        np.save(folder / f"x{i}.npy", rng.random((3, 16, 16)).astype(np.float32))
-    return folder
+    return tensor_inputs(tmp_path, 3)
 
 
 def config(linear_script, inputs, out, **job) -> dict:
@@ -59,7 +47,7 @@ def one_line(result) -> str:
 def test_no_lock_file_is_left_in_any_folder(cli, tmp_path, linear_script, inputs):
     """Failed before: an empty ``.explain-batch.lock`` stayed in the summary folder after every run."""
     out = tmp_path / "out"
-    assert cli("batch", write(tmp_path, config(linear_script, inputs, out)), "--quiet").exit_code == 0
+    assert cli("batch", write_config(tmp_path, config(linear_script, inputs, out)), "--quiet").exit_code == 0
     assert (out / "summary.json").is_file() and (out / "job" / "x0.lime.json").is_file()
     assert not list(out.rglob(".explain-batch*"))
 
@@ -70,7 +58,7 @@ def test_a_stale_lock_is_taken_over_and_removed(cli, tmp_path, linear_script, in
     (out / "job").mkdir(parents=True)
     (out / LOCK_NAME).write_text("12345\n")  # as a SIGKILLed run leaves it
     (out / "job" / LOCK_NAME).touch()
-    assert cli("batch", write(tmp_path, config(linear_script, inputs, out)), "--quiet").exit_code == 0
+    assert cli("batch", write_config(tmp_path, config(linear_script, inputs, out)), "--quiet").exit_code == 0
     assert not list(out.rglob(".explain-batch*"))
 
 
@@ -78,7 +66,7 @@ def test_a_stale_lock_is_taken_over_and_removed(cli, tmp_path, linear_script, in
 def test_sigterm_mid_run_removes_the_lock(tmp_path, linear_script, inputs):
     """Failed before: a batch stopped by SIGTERM left ``.explain-batch.lock`` in its summary folder."""
     out = tmp_path / "out"
-    path = write(tmp_path, config(linear_script, inputs, out, methods=[{"method": "kernelshap", "samples": 200_000}]))
+    path = write_config(tmp_path, config(linear_script, inputs, out, methods=[{"method": "kernelshap", "samples": 200_000}]))
     proc = subprocess.Popen([sys.executable, "-m", "explain_cli", "batch", str(path), "--quiet"],
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -101,7 +89,7 @@ def test_a_planted_lock_is_refused_not_followed(cli, tmp_path, linear_script, in
     outside.parent.mkdir()
     lock = out / LOCK_NAME
     {"symlink": lambda: lock.symlink_to(outside), "fifo": lambda: os.mkfifo(lock), "folder": lock.mkdir}[plant]()
-    result = cli("batch", write(tmp_path, config(linear_script, inputs, out)), "--quiet")
+    result = cli("batch", write_config(tmp_path, config(linear_script, inputs, out)), "--quiet")
     assert "is not a regular file" in one_line(result)
     assert not outside.exists() and not (out / "summary.json").exists() and not (out / "job").exists()
 
@@ -118,7 +106,7 @@ def test_a_job_out_folder_in_use_by_another_batch_is_refused(cli, tmp_path, line
     with FolderLocks(batch_locks(tmp_path / "first", [shared], None)):  # the first batch, running
         cfg = config(linear_script, inputs, tmp_path / "second")
         cfg["jobs"][0]["out"] = str(shared)
-        result = cli("batch", write(tmp_path, cfg), "--quiet")
+        result = cli("batch", write_config(tmp_path, cfg), "--quiet")
         assert f"another explain batch is running in {shared}" in one_line(result)
         assert not (tmp_path / "second").exists()  # the folder this run created is removed again
         assert not list(shared.glob("*.json"))
@@ -132,7 +120,7 @@ def test_shards_of_one_batch_run_together_but_not_twice(cli, tmp_path, linear_sc
     from explain_cli.batch.lock import FolderLocks, batch_locks
 
     out = tmp_path / "out"
-    path = write(tmp_path, config(linear_script, inputs, out))
+    path = write_config(tmp_path, config(linear_script, inputs, out))
     with FolderLocks(batch_locks(out, [out / "job"], (1, 2))):  # shard 1/2, running
         assert cli("batch", path, "--shard", "2/2", "--quiet").exit_code == 0
         assert "another explain batch is running" in one_line(cli("batch", path, "--quiet"))
@@ -148,26 +136,26 @@ def test_a_method_listed_twice_is_refused_before_any_work(cli, tmp_path, linear_
     """Failed before: both entries wrote x0.lime.*, the second over the first, and the summary said done twice."""
     out = tmp_path / "out"
     cfg = config(linear_script, inputs, out, methods=["lime", {"method": "lime", "samples": 50}])
-    message = one_line(cli("batch", write(tmp_path, cfg), "--dry-run"))
+    message = one_line(cli("batch", write_config(tmp_path, cfg), "--dry-run"))
     assert "jobs[0].methods[0] and jobs[0].methods[1] would both write" in message and "lime is listed twice" in message
     cfg["jobs"][0]["methods"][1]["out"] = str(out / "more-samples")  # its own folder: fine
-    assert cli("batch", write(tmp_path, cfg), "--dry-run").exit_code == 0
+    assert cli("batch", write_config(tmp_path, cfg), "--dry-run").exit_code == 0
     assert not out.exists()
 
 
 def test_two_batch_method_entries_need_their_own_names(cli, tmp_path, linear_script, inputs):
     cfg = config(linear_script, inputs, tmp_path / "out", methods=[
         {"method": "permutation", "name": "a"}, {"method": "permutation", "name": "a", "repeats": 2}])
-    assert "give each permutation entry its own 'name'" in one_line(cli("batch", write(tmp_path, cfg), "--dry-run"))
+    assert "give each permutation entry its own 'name'" in one_line(cli("batch", write_config(tmp_path, cfg), "--dry-run"))
     cfg["jobs"][0]["methods"][1]["name"] = "b"
-    assert cli("batch", write(tmp_path, cfg), "--dry-run").exit_code == 0
+    assert cli("batch", write_config(tmp_path, cfg), "--dry-run").exit_code == 0
 
 
 def test_colliding_entries_are_refused_in_every_shard(cli, tmp_path, linear_script, inputs):
     """The check sees every item, not only the shard's: two colliding items may fall in different shards."""
     cfg = config(linear_script, inputs, tmp_path / "out")
     cfg["jobs"].append(dict(cfg["jobs"][0]))  # a second job writing the same folder
-    path = write(tmp_path, cfg)
+    path = write_config(tmp_path, cfg)
     for k in range(1, 6):
         assert "give the jobs different 'out' folders" in one_line(cli("batch", path, "--shard", f"{k}/5", "--dry-run"))
 
@@ -176,7 +164,7 @@ def test_a_missing_mask_is_refused_before_any_item_computes(cli, tmp_path, linea
     """Failed before: every item computed its explanation, then failed on the mask (exit 1)."""
     out = tmp_path / "out"
     cfg = config(linear_script, inputs, out, mask=str(tmp_path / "nowhere.png"))
-    message = one_line(cli("batch", write(tmp_path, cfg)))
+    message = one_line(cli("batch", write_config(tmp_path, cfg)))
     assert "jobs[0].methods[0].mask: file" in message and "does not exist" in message
     assert not out.exists()
 
@@ -188,7 +176,7 @@ def test_a_device_that_is_not_here_is_refused_before_any_item_computes(cli, tmp_
         pytest.skip("CUDA is available here")
     out = tmp_path / "out"
     for device, expected in (("cuda", "no CUDA GPU is available"), ("tpu", "device 'tpu' is unknown")):
-        message = one_line(cli("batch", write(tmp_path, config(linear_script, inputs, out, device=device))))
+        message = one_line(cli("batch", write_config(tmp_path, config(linear_script, inputs, out, device=device))))
         assert "jobs[0].device:" in message and expected in message, message
     assert not out.exists()
 
@@ -212,7 +200,7 @@ def test_a_glob_through_a_symlink_cycle_finishes_in_seconds(tmp_path):
     for name in ("a", "b"):
         (images / name).symlink_to(".")
     (images / "up").symlink_to("..")
-    path = write(tmp_path, {"jobs": [{"model": "m.pt", "inputs": [f"{images}/**/*.npy"], "methods": ["lime"]}]})
+    path = write_config(tmp_path, {"jobs": [{"model": "m.pt", "inputs": [f"{images}/**/*.npy"], "methods": ["lime"]}]})
     (tmp_path / "m.pt").touch()
     started = time.monotonic()
     ran = subprocess.run([sys.executable, "-c", "import sys; from explain_cli.config import load_config; "
@@ -229,7 +217,7 @@ def test_a_glob_that_walks_too_far_is_one_line(cli, tmp_path, monkeypatch, linea
     monkeypatch.setattr(walk, "MAX_ENTRIES", 2)
     cfg = config(linear_script, inputs, tmp_path / "out")
     cfg["jobs"][0]["inputs"] = [f"{inputs}/**/*.npy"]
-    message = one_line(cli("batch", write(tmp_path, cfg), "--dry-run"))
+    message = one_line(cli("batch", write_config(tmp_path, cfg), "--dry-run"))
     assert "jobs[0].inputs[0]:" in message and "looks at more than 2 files and folders; narrow the pattern" in message
 
 
