@@ -27,6 +27,7 @@ Deterministic: the same Generator state gives the same scene.
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -191,6 +192,31 @@ def make_scenes(n: int, seed: int, **kwargs) -> list[Scene]:
     """``n`` scenes from one Generator seeded with ``seed``."""
     rng = np.random.default_rng(seed)
     return [make_scene(rng, **kwargs) for _ in range(n)]
+
+
+def training_parser(doc: str | None, *, model: str, eval_dir: str, train: int, epochs: int, test: int, test_help: str,
+                    eval_option: tuple[str, int], no_train_help: str) -> argparse.ArgumentParser:
+    """The command line the scene-trained scripts share (detector, segmenter, embedder): only defaults differ."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=int, default=train, help="training scenes")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--test", type=int, default=test, help=test_help)
+    parser.add_argument(eval_option[0], type=int, default=eval_option[1])
+    parser.add_argument("--no-train", action="store_true", help=no_train_help)
+    parser.add_argument("--out", type=Path, default=HERE / model)
+    parser.add_argument("--eval-dir", type=Path, default=HERE / eval_dir)
+    return parser
+
+
+def deterministic(threads: int = 2) -> None:
+    """Seed torch, fix its thread count and insist on deterministic kernels: the same run, the same model."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
 
 
 if __name__ == "__main__":  # a quick look: python sample_models/scenes.py OUT.png

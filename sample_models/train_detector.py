@@ -37,7 +37,6 @@ det_eval/: 5 of 29 candidate scenes skipped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -60,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # scenes / train_shapes are scripts beside this one
 sys.path.insert(1, str(HERE.parent))  # explain_cli, when run from a checkout without installing
 
-from scenes import SIDE, make_scenes  # noqa: E402
+from scenes import SIDE, deterministic, make_scenes, training_parser  # noqa: E402
 from train_shapes import CLASSES  # noqa: E402
 
 STRIDE = 4
@@ -443,21 +442,12 @@ def write_eval_set(scripted: torch.jit.ScriptModule, model_path: Path, folder: P
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=5000, help="training scenes")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--test", type=int, default=200, help="held-out scenes for mAP50")
-    parser.add_argument("--eval-count", type=int, default=24)
-    parser.add_argument("--no-train", action="store_true", help="reuse shapes_detector.pt: re-export ONNX, rewrite det_eval/")
-    parser.add_argument("--out", type=Path, default=HERE / "shapes_detector.pt")
-    parser.add_argument("--eval-dir", type=Path, default=HERE / "det_eval")
+    parser = training_parser(__doc__, model="shapes_detector.pt", eval_dir="det_eval", train=5000, epochs=10,
+                             test=200, test_help="held-out scenes for mAP50",
+                             eval_option=("--eval-count", 24),
+                             no_train_help="reuse shapes_detector.pt: re-export ONNX, rewrite det_eval/")
     args = parser.parse_args()
-
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
+    deterministic()
 
     test_scenes = make_scenes(args.test, seed=TEST_SEED)
     x_test, _, _ = scenes_to_tensors(test_scenes)

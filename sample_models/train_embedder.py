@@ -41,7 +41,6 @@ accuracy was still at chance after 500 steps.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -62,7 +61,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from scenes import SIDE, make_scene, make_scenes  # noqa: E402
+from scenes import SIDE, deterministic, make_scene, make_scenes, training_parser  # noqa: E402
 from train_detector import MEAN, STD, conv_bn_relu, normalise  # noqa: E402
 from train_shapes import CLASSES  # noqa: E402
 
@@ -266,21 +265,12 @@ def write_eval_set(model: torch.jit.ScriptModule, prompts: torch.Tensor, model_p
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=4000, help="training scenes")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--test", type=int, default=400, help="held-out single-shape scenes for the zero-shot accuracy")
-    parser.add_argument("--eval-per-class", type=int, default=8)
-    parser.add_argument("--no-train", action="store_true", help="reuse shapes_embedder.pt and the prompts: rewrite sim_eval/")
-    parser.add_argument("--out", type=Path, default=HERE / "shapes_embedder.pt")
-    parser.add_argument("--eval-dir", type=Path, default=HERE / "sim_eval")
+    parser = training_parser(__doc__, model="shapes_embedder.pt", eval_dir="sim_eval", train=4000, epochs=12,
+                             test=400, test_help="held-out single-shape scenes for the zero-shot accuracy",
+                             eval_option=("--eval-per-class", 8),
+                             no_train_help="reuse shapes_embedder.pt and the prompts: rewrite sim_eval/")
     args = parser.parse_args()
-
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
+    deterministic()
     prompts_path = args.out.parent / "shapes_prompts.npy"
 
     if not args.no_train:

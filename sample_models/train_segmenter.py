@@ -33,7 +33,6 @@ the machine was idle). Small false positives on distractor blobs remain. seg_eva
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -53,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from scenes import SIDE, make_scene, make_scenes  # noqa: E402
+from scenes import SIDE, deterministic, make_scene, make_scenes, training_parser  # noqa: E402
 from train_detector import MEAN, STD, conv_bn_relu, normalise  # noqa: E402
 from train_shapes import CLASSES  # noqa: E402
 
@@ -209,21 +208,12 @@ def write_eval_set(model: torch.jit.ScriptModule, model_path: Path, folder: Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=4000, help="training scenes")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--test", type=int, default=200, help="held-out scenes for the IoU")
-    parser.add_argument("--eval-count", type=int, default=16)
-    parser.add_argument("--no-train", action="store_true", help="reuse shapes_segmenter.pt: rewrite seg_eval/")
-    parser.add_argument("--out", type=Path, default=HERE / "shapes_segmenter.pt")
-    parser.add_argument("--eval-dir", type=Path, default=HERE / "seg_eval")
+    parser = training_parser(__doc__, model="shapes_segmenter.pt", eval_dir="seg_eval", train=4000, epochs=10,
+                             test=200, test_help="held-out scenes for the IoU",
+                             eval_option=("--eval-count", 16),
+                             no_train_help="reuse shapes_segmenter.pt: rewrite seg_eval/")
     args = parser.parse_args()
-
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
+    deterministic()
 
     if not args.no_train:
         net, data_time, train_time = train(args)
