@@ -210,6 +210,24 @@ def training_parser(doc: str | None, *, model: str, eval_dir: str, train: int, e
     return parser
 
 
+def augment(gen, images, maps):
+    """The same random transpose and flips for images (B, C, H, W) and their label maps (B, H, W), then a
+    random RGB order (colours are arbitrary): the segmenter's and embedder's training augmentation.
+
+    Draws from the torch Generator ``gen`` in a fixed order, so a seeded run stays the same run.
+    """
+    import torch
+
+    flip_x, flip_y, transpose = torch.randint(0, 2, (3,), generator=gen).tolist()
+    if transpose:
+        images, maps = images.transpose(2, 3), maps.transpose(1, 2)
+    if flip_x:
+        images, maps = images.flip(3), maps.flip(2)
+    if flip_y:
+        images, maps = images.flip(2), maps.flip(1)
+    return images[:, torch.randperm(3, generator=gen)], maps
+
+
 def deterministic(threads: int = 2) -> None:
     """Seed torch, fix its thread count and insist on deterministic kernels: the same run, the same model."""
     import torch

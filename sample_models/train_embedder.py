@@ -61,7 +61,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from scenes import SIDE, deterministic, make_scene, make_scenes, training_parser  # noqa: E402
+from scenes import SIDE, augment, deterministic, make_scene, make_scenes, training_parser  # noqa: E402
 from train_detector import MEAN, STD, conv_bn_relu, normalise  # noqa: E402
 from train_shapes import CLASSES  # noqa: E402
 
@@ -170,14 +170,7 @@ def train(args, x_train: torch.Tensor, y_train: torch.Tensor, s_train: torch.Ten
         for i in range(0, len(order), args.batch):
             idx = order[i : i + args.batch]
             xb, db = x_train[idx], d_train[idx]
-            flip_x, flip_y, transpose = torch.randint(0, 2, (3,), generator=gen).tolist()
-            if transpose:
-                xb, db = xb.transpose(2, 3), db.transpose(1, 2)
-            if flip_x:
-                xb, db = xb.flip(3), db.flip(2)
-            if flip_y:
-                xb, db = xb.flip(2), db.flip(1)
-            xb = xb[:, torch.randperm(3, generator=gen)]  # colours are arbitrary: permute RGB
+            xb, db = augment(gen, xb, db)
             features, dense = net.maps(normalise(xb))
             logits = SCALE * F.normalize(net.pool(features, dense), dim=1) @ F.normalize(prototypes, dim=1).T
             l_global = -(y_train[idx] * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

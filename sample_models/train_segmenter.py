@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from scenes import SIDE, deterministic, make_scene, make_scenes, training_parser  # noqa: E402
+from scenes import SIDE, augment, deterministic, make_scene, make_scenes, training_parser  # noqa: E402
 from train_detector import MEAN, STD, conv_bn_relu, normalise  # noqa: E402
 from train_shapes import CLASSES  # noqa: E402
 
@@ -141,14 +141,7 @@ def train(args) -> tuple[TinyUNet, float, float]:
         for i in range(0, len(order), args.batch):
             idx = order[i : i + args.batch]
             xb, yb = x_train[idx], y_train[idx]
-            flip_x, flip_y, transpose = torch.randint(0, 2, (3,), generator=gen).tolist()
-            if transpose:
-                xb, yb = xb.transpose(2, 3), yb.transpose(1, 2)
-            if flip_x:
-                xb, yb = xb.flip(3), yb.flip(2)
-            if flip_y:
-                xb, yb = xb.flip(2), yb.flip(1)
-            xb = xb[:, torch.randperm(3, generator=gen)]  # colours are arbitrary: permute RGB
+            xb, yb = augment(gen, xb, yb)
             loss = F.cross_entropy(net(normalise(xb)), yb)
             opt.zero_grad()
             loss.backward()
