@@ -47,8 +47,6 @@ def time_engine(problem: Problem, method: str, values: dict, seed: int) -> tuple
     return time.perf_counter() - start, problem.evaluator.evaluations
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(m for m in ENGINE_VALUES if m in ENGINES))
@@ -76,7 +74,7 @@ def main() -> None:
                 t, evals = time_engine(problem, method, values, seed=r)
                 engine_times.append(t)
                 forward_times.append(time_forward(model.module, problem.x, evals, args.batch_size,
-                                                          head=lambda out: torch.softmax(out, dim=1)))
+                                                  head=lambda out: torch.softmax(out, dim=1)))
             e, f = statistics.median(engine_times), statistics.median(forward_times)
             print(f"{name:10} {model.runtime:12} {method:11} {evals:>6} {e:>9.3f} {f:>9.3f} {e / f:>6.3f}")
         if name == "sample" and "kernelshap" in args.methods.split(","):

@@ -163,8 +163,6 @@ def ablationcam(net_py, x, case: Case, seed: int) -> tuple[np.ndarray, int]:
 
 def occlusion(score: Callable, x, fill, stride: int) -> tuple[np.ndarray, int]:
     """SBSM-style sliding-window occlusion: the mean score drop of the windows covering each pixel."""
-    import torch
-
     _, h, w = x.shape
     win = max(1, h // 4)
     corners = [(i, j) for i in range(0, h - win + 1, stride) for j in range(0, w - win + 1, stride)]
