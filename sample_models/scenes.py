@@ -228,15 +228,6 @@ def augment(gen, images, maps):
     return images[:, torch.randperm(3, generator=gen)], maps
 
 
-def deterministic(threads: int = 2) -> None:
-    """Seed torch, fix its thread count and insist on deterministic kernels: the same run, the same model."""
-    import torch
-
-    torch.manual_seed(0)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-
-
 if __name__ == "__main__":  # a quick look: python sample_models/scenes.py OUT.png
     import time
 

@@ -59,8 +59,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # scenes / train_shapes are scripts beside this one
 sys.path.insert(1, str(HERE.parent))  # explain_cli, when run from a checkout without installing
 
-from scenes import SIDE, deterministic, make_scenes, training_parser  # noqa: E402
-from train_shapes import CLASSES  # noqa: E402
+from scenes import SIDE, make_scenes, training_parser  # noqa: E402
+from train_shapes import CLASSES, deterministic  # noqa: E402
 
 STRIDE = 4
 MAX_DETECTIONS = 20

@@ -61,9 +61,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from scenes import SIDE, augment, deterministic, make_scene, make_scenes, training_parser  # noqa: E402
+from scenes import SIDE, augment, make_scene, make_scenes, training_parser  # noqa: E402
 from train_detector import MEAN, STD, conv_bn_relu, normalise  # noqa: E402
-from train_shapes import CLASSES  # noqa: E402
+from train_shapes import CLASSES, deterministic  # noqa: E402
 
 DIM = 32
 SCALE = 10.0  # cosine logit scale during training

@@ -124,6 +124,14 @@ class ShapesCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+def deterministic(threads: int = 2) -> None:
+    """Seed torch, fix its thread count and insist on deterministic kernels: the same run, the same model
+    (this script's, and the scene-trained ones' through scenes.py)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=8000, help="training images")
@@ -131,9 +139,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "shapes_cnn.pt")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    deterministic(threads=1)
     start = time.time()
     x_train, y_train = make_dataset(args.train, seed=1)
     x_test, y_test = make_dataset(1000, seed=2)
