@@ -34,13 +34,13 @@ from explain_cli.preprocess import PreparedInput, prepare
 from explain_cli.progress import NullProgress, Progress, as_progress
 from explain_cli.result import Explanation
 from explain_cli.segmentation import few_segments_advice
-from explain_cli.targeting import box_masks, choose_targets, default_preprocess
+from explain_cli.targeting import box_masks, call_task, choose_targets, default_preprocess
 
 if TYPE_CHECKING:
     import torch
 
     from explain_cli.core import Evaluator, Problem
-    from explain_cli.tasks import Target
+    from explain_cli.tasks import Target, Task
 
 SMALL_SEGMENT_COUNT = 8
 
@@ -197,11 +197,13 @@ class Explainer:
         if cfg.evaluation.mask and not engine.batch:  # a mask that cannot be scored fails before any evaluation
             check_mask_fits(cfg.evaluation.mask, [(item.path.name, tuple(item.pixels.shape[-2:])) for item in items])
         bar = as_progress(progress if progress is not None else self.progress)
+        cfg = for_task(cfg, self.model.task)
+        task = call_task(cfg, self.model)  # reads a region or embeds a reference once, for every input
         groups = [items] if engine.batch else [[item] for item in items]
         done = []
         for group in groups:
             self._warned = set(self._notes)
-            done.append(self._explain_group(group, cfg, bar))
+            done.append(self._explain_group(group, cfg, task, bar))
             for message in done[-1].warnings:  # those the engine found, and any not issued yet
                 self._warn(message)
         return done
@@ -244,10 +246,10 @@ class Explainer:
                                "so swapping groups between them changes nothing")
         return first, torch.stack(xs).to(self.model.device)
 
-    def _explain_group(self, items: Sequence[LoadedInput], cfg: Settings, progress: Progress) -> "Explanation":
+    def _explain_group(self, items: Sequence[LoadedInput], cfg: Settings, task: "Task | None",
+                       progress: Progress) -> "Explanation":
         import torch
 
-        cfg = for_task(cfg, self.model.task)
         engine = cfg.engine
         started = time.perf_counter()
         first, x = self._batch(items, cfg)
@@ -260,7 +262,7 @@ class Explainer:
         with eval_mode(self.model.module if self.model.kind == "module" else None):
             evaluator.progress = NullProgress()
             # f(x) on the model as loaded, so every check on the user's input comes first; sets the head
-            task, details, labels, fx = choose_targets(cfg, self.model, evaluator, x, first)
+            details, labels, fx = choose_targets(cfg, task, self.model, evaluator, x, first)
             for note in evaluator.warnings:
                 self._emit(note)
             problem = make_problem(cfg, x if engine.batch else x[0], first, evaluator, torch.zeros(0), task)
@@ -442,8 +444,6 @@ def explain(
     given = {k: v for k, v in given.items() if v is not None}
     if "batch_size" in given:
         given["batch_size"] = str(given["batch_size"])
-    if callable(target) and not isinstance(target, (list, tuple)):
-        given["target"] = [target]
-    elif target is not None and not isinstance(target, (list, tuple)):
+    if target is not None and not isinstance(target, (list, tuple)):  # one target, a callable included
         given["target"] = [target]
     return Explainer(model, progress=progress, on_warning=on_warning, on_info=on_info, **given).explain(inputs)

@@ -1,7 +1,8 @@
 """What a run explains: the task's targets, chosen from f(x), and what a detector sees by default.
 
-:func:`choose_targets` is the front door's one step from settled settings, a model and a prepared
-input to the targets and their reference scores (it sets the evaluator's head);
+:func:`call_task` builds a call's task once; :func:`choose_targets` is the front door's one step from
+settled settings, that task, a model and a prepared input to the targets and their reference
+scores (it sets the evaluator's head);
 :func:`default_preprocess` and :func:`box_masks` are the defaults a detector (and a segmenter's region) needs.
 """
 
@@ -29,25 +30,33 @@ if TYPE_CHECKING:
 DETECTION_SIDE = 800
 
 
-def choose_targets(cfg: Settings, model: LoadedModel, evaluator: "Evaluator", x: "torch.Tensor",
-                   first: PreparedInput) -> tuple["Task | None", list["Target"] | None, list[str | None], "torch.Tensor"]:
+def call_task(cfg: Settings, model: LoadedModel) -> "Task | None":
+    """The task of a call, built once for all its inputs (it reads a region, or embeds a reference image);
+    None when ``target`` is a Python callable. ``cfg`` has its task settled."""
+    from explain_cli.task_inputs import build_task
+
+    return None if check_callable_target(cfg.targets.target) else build_task(cfg, model)
+
+
+def choose_targets(cfg: Settings, task: "Task | None", model: LoadedModel, evaluator: "Evaluator", x: "torch.Tensor",
+                   first: PreparedInput) -> tuple[list["Target"] | None, list[str | None], "torch.Tensor"]:
     """Evaluate f(x) once (counted), pick the targets, and make ``evaluator`` score them from now on.
 
-    ``cfg`` has its task settled (:func:`~explain_cli.options.settings.for_task`). Returns the
-    task (None for a Python ``target`` callable), its targets (None likewise), each target's
-    label, and f(x) for every target, (N, K) float64 on the CPU.
+    ``cfg`` has its task settled (:func:`~explain_cli.options.settings.for_task`) and ``task`` is
+    built from it (:func:`call_task`; None for a Python ``target`` callable). Returns the targets (None likewise), each target's label, and f(x) for every
+    target, (N, K) float64 on the CPU.
     """
     import torch
 
-    from explain_cli.task_inputs import build_task
+    from explain_cli.task_inputs import check_task_fits
     from explain_cli.tasks import TargetRequest, reference_targets
 
-    if check_callable_target(cfg.targets.target):
+    if task is None:
         head = cfg.targets.target[0]
         evaluator.head = head
         fx = torch.cat([evaluator(x[a:b].clone()).cpu() for a, b in evaluator.chunks(len(x))])
-        return None, None, [getattr(head, "__name__", "target")] * fx.shape[1], fx
-    task = build_task(cfg, model, first)  # reads a region or embeds a reference image
+        return None, [getattr(head, "__name__", "target")] * fx.shape[1], fx
+    check_task_fits(cfg, task, first)  # before any evaluation
     labels, source = load_labels(cfg.targets.labels, model.labels)
     wanted = tuple(cfg.targets.target)
     if cfg.targets.box:  # named boxes join the targets; alone, they replace the default `auto`
@@ -57,7 +66,7 @@ def choose_targets(cfg: Settings, model: LoadedModel, evaluator: "Evaluator", x:
     targets, reference = reference_targets(task, evaluator, x, request)
     size = (int(x.shape[-2]), int(x.shape[-1]))
     evaluator.curve_head = task.probability_scorer(targets, size)
-    return task, targets, [t.label for t in targets], reference
+    return targets, [t.label for t in targets], reference
 
 
 def default_preprocess(model: "LoadedModel", cfg: "Settings", item: "LoadedInput") -> "Preprocess | None":

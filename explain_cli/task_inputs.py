@@ -28,16 +28,17 @@ if TYPE_CHECKING:
 MAX_REFERENCE_VALUES = 50_000_000
 
 
-def build_task(cfg: "Settings", model: "LoadedModel", first: "PreparedInput") -> "Task":
+def build_task(cfg: "Settings", model: "LoadedModel") -> "Task":
     """The task ``cfg`` settles on, built from its options; reads the region or reference it names.
 
-    A reference image is embedded here, with one forward pass of ``model`` outside the evaluator.
+    Built once per call and shared by its inputs: a reference image is embedded here, with one
+    forward pass of ``model`` outside the evaluator.
 
     Raises
     ------
     OptionError
         A region or reference that cannot be read or is malformed, or ``baseline reference``
-        without a reference image of the input's size after preprocessing.
+        without a reference image.
     """
     from explain_cli.tasks import TASKS, SegmentationTask
 
@@ -46,8 +47,24 @@ def build_task(cfg: "Settings", model: "LoadedModel", first: "PreparedInput") ->
         region = None if cfg.targets.region is None else read_region(cfg.targets.region, cfg.input.max_pixels)
         return SegmentationTask(cfg.targets.output, region=region, min_area=cfg.targets.min_area)
     if name == "similarity":
-        return similarity_task(cfg, model, first)
+        return similarity_task(cfg, model)
     return TASKS[name].from_options(cfg.targets)
+
+
+def check_task_fits(cfg: "Settings", task: "Task", first: "PreparedInput") -> None:
+    """What ``task`` read, checked against one input: ``baseline reference`` needs the reference image at the
+    input's size after preprocessing.
+
+    Raises
+    ------
+    OptionError
+        A reference image of another size.
+    """
+    from explain_cli.tasks.similarity import reference_baseline
+
+    image = getattr(task, "image", None)
+    if image is not None and cfg.baseline is not None and cfg.baseline.kind == "reference":
+        reference_baseline(image, first.prepared.x)
 
 
 def read_region(region: Any, max_pixels: int) -> np.ndarray:
@@ -61,10 +78,10 @@ def read_region(region: Any, max_pixels: int) -> np.ndarray:
     return (ids > 0).astype(np.int64) if len(np.unique(ids)) == 2 else ids
 
 
-def similarity_task(cfg: "Settings", model: "LoadedModel", first: "PreparedInput") -> "Task":
+def similarity_task(cfg: "Settings", model: "LoadedModel") -> "Task":
     """The similarity task of ``cfg``'s reference: embeddings as given, or an image embedded by ``model``."""
     from explain_cli.preprocess import prepare
-    from explain_cli.tasks.similarity import SimilarityTask, reference_baseline
+    from explain_cli.tasks.similarity import SimilarityTask
 
     targets = cfg.targets
     if targets.reference is None:
@@ -79,8 +96,6 @@ def similarity_task(cfg: "Settings", model: "LoadedModel", first: "PreparedInput
                                           "give an image as reference, or another baseline")
         return SimilarityTask(vectors, temperature=targets.temperature)
     x_ref = prepare(item, cfg, model_default=model.preprocess, with_segments=False).prepared.x
-    if pixels_baseline:
-        reference_baseline(x_ref, first.prepared.x)  # the size check, before any evaluation
     thumbnail = item.display.astype(np.float32) / 255.0
     return SimilarityTask.from_reference_image(model.module, x_ref.to(model.device), temperature=targets.temperature,
                                                thumbnail=thumbnail, image=x_ref)

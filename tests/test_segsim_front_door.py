@@ -108,6 +108,18 @@ class LinearEmbedder(torch.nn.Module):
         return means @ self.a.T
 
 
+def test_a_reference_image_is_embedded_once_for_all_inputs():
+    """Three inputs against one reference image: the reference costs one forward pass, not one per input."""
+    model, seen = LinearEmbedder(), []
+    model.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    xs = torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(6))
+    ref = torch.rand(3, H, W, generator=torch.Generator().manual_seed(7))
+    out = explain(model, xs, task="similarity", reference=ref, baseline="reference", method="ablation",
+                  segments=SEGMENTS.numpy())
+    assert len(out) == 3
+    assert sum(seen) == 1 + sum(e.evaluations for e in out)  # one batch of one: the reference, once
+
+
 @pytest.mark.parametrize("method", ["kernelshap", "ablation"])
 def test_reference_baseline_gives_exactly_zero_where_the_images_agree(method):
     x = torch.rand(3, H, W, generator=torch.Generator().manual_seed(4))
