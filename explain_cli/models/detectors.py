@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
 from explain_cli.models.roi_probs import RoiProbs, has_roi_heads
-from explain_cli.models.weights import choose_weights, load_state_checked, unknown_architecture
+from explain_cli.models.weights import choose_weights, load_state_checked, unknown_name
 from explain_cli.preprocess import Preprocess
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def load_detector(source: str, weights: str | None, device: "torch.device", seed
 
     arch_name = source[len(TORCHVISION_PREFIX):]
     if arch_name not in DETECTORS:
-        raise unknown_architecture("detector", arch_name, DETECTORS, f"supported: {', '.join(DETECTORS)}")
+        raise unknown_name("torchvision detector", arch_name, DETECTORS, f"supported: {', '.join(DETECTORS)}")
     arch = DETECTORS[arch_name]
     if "score_thresh" in build:
         build[arch.score_option] = build.pop("score_thresh")

@@ -13,7 +13,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
-from explain_cli.models.weights import choose_weights, load_state_checked, unknown_architecture
+from explain_cli.models.weights import choose_weights, load_state_checked, unknown_name
 from explain_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def load_segmenter(source: str, weights: str | None, device: "torch.device", see
 
     arch_name = source[len(TORCHVISION_PREFIX):]
     if arch_name not in SEGMENTERS:
-        raise unknown_architecture("segmenter", arch_name, SEGMENTERS, f"supported: {', '.join(SEGMENTERS)}")
+        raise unknown_name("torchvision segmenter", arch_name, SEGMENTERS, f"supported: {', '.join(SEGMENTERS)}")
     default_weights = torchvision.models.get_model_weights(arch_name).DEFAULT
     categories = list(default_weights.meta.get("categories") or [])
     chosen = choose_weights(arch_name, weights, default_weights)

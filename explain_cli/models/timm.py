@@ -17,7 +17,7 @@ from explain_cli.errors import ExplainError, one_line, require_module
 from explain_cli.fileio import sha256_file
 from explain_cli.models.base import TIMM_PREFIX, LoadedModel
 from explain_cli.models.labels import imagenet_labels
-from explain_cli.models.weights import head_width, read_state_dict
+from explain_cli.models.weights import head_width, read_state_dict, unknown_name
 from explain_cli.preprocess import INTERPOLATIONS, Preprocess
 
 if TYPE_CHECKING:
@@ -44,11 +44,7 @@ def load_timm(source: str, weights: str | None, device: "torch.device", seed: in
     timm = require_timm()
     name = source[len(TIMM_PREFIX) :]
     if not timm.is_model(name):
-        from explain_cli.errors import suggest
-
-        hint = suggest(name, timm.list_models(), n=3)
-        hint = f"{hint} " if hint else ""
-        raise ExplainError(f"unknown timm model {name!r}; {hint}timm.list_models('*PATTERN*') lists them")
+        raise unknown_name("timm model", name, timm.list_models(), "timm.list_models('*PATTERN*') lists them")
 
     sha, notes = None, []
     if weights is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from explain_cli.models.base import TORCHVISION_PREFIX, LoadedModel
-from explain_cli.models.weights import choose_weights, head_width, load_state_checked, unknown_architecture
+from explain_cli.models.weights import choose_weights, head_width, load_state_checked, unknown_name
 from explain_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def load_torchvision(source: str, weights: str | None, device: "torch.device", s
         return load_segmenter(source, weights, device, seed)
     available = architectures() + sorted(DETECTORS) + sorted(SEGMENTERS)
     if arch not in available:
-        raise unknown_architecture("architecture", arch, available,
+        raise unknown_name("torchvision architecture", arch, available,
                                    f"`explain info --models` lists all {len(available)}")
     try:
         default_weights = torchvision.models.get_model_weights(arch).DEFAULT

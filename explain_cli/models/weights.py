@@ -25,18 +25,24 @@ WEIGHTS_HINT = "pass a state dict saved with torch.save(model.state_dict(), PATH
 MAX_SAFETENSORS_HEADER = 100_000_000
 
 
+def _safetensors_head(path: Path) -> tuple[int, int | None, bytes]:
+    """The safetensors layout's first bytes: the file's size, the 8-byte little-endian header length n
+    (None in a file too short for it) and the header's first byte (``{`` for a JSON object)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9:
+        return size, None, b""
+    return size, struct.unpack("<Q", head[:8])[0], head[8:9]
+
+
 def is_safetensors(path: Path) -> bool:
     """Sniff the safetensors layout: an 8-byte little-endian header length, then a JSON object."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-            size = path.stat().st_size
+        size, n, first = _safetensors_head(path)
     except OSError:
         return False
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return 2 <= n <= size - 8 and head[8:9] == b"{"
+    return n is not None and 2 <= n <= size - 8 and first == b"{"
 
 
 def read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
@@ -94,17 +100,14 @@ def check_safetensors_header(path: Path) -> None:
         return ExplainError(f"weights file {path} is not a valid safetensors file ({why}); {WEIGHTS_HINT}")
 
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(9)
+        size, n, first = _safetensors_head(path)
     except OSError as exc:
         raise ExplainError(f"weights file {path} cannot be read: {exc.strerror or exc}") from None
-    if len(head) < 9:
+    if n is None:
         raise refuse(f"{size} bytes, too short for a header")
-    (n,) = struct.unpack("<Q", head[:8])
     if n > min(size - 8, MAX_SAFETENSORS_HEADER):
         raise refuse(f"its header claims {n:,} bytes in a file of {size:,}")
-    if head[8:9] != b"{":
+    if first != b"{":
         raise refuse("its header is not a JSON object")
 
 
@@ -174,7 +177,11 @@ class WeightsChoice:
     state: dict[str, "torch.Tensor"] | None  # None: random initialisation, reproducible from the seed
     label: str | None  # what the JSON's ``model.weights`` records: the file, or DEFAULT and its enum
     sha256: str | None  # a weights file's digest
-    from_file: bool  # the user's file (its head may be fine-tuned to other classes)
+
+    @property
+    def from_file(self) -> bool:
+        """The user's file (its head may be fine-tuned to other classes)."""
+        return self.sha256 is not None
 
 
 def choose_weights(arch: str, weights: str | None, default_weights: Any | None) -> WeightsChoice:
@@ -188,17 +195,18 @@ def choose_weights(arch: str, weights: str | None, default_weights: Any | None) 
         A file that is missing or not a plain state dict, or DEFAULT while offline.
     """
     if weights is None:
-        return WeightsChoice(None, None, None, False)
+        return WeightsChoice(None, None, None)
     if weights.upper() == "DEFAULT":
         if default_weights is None:
             raise OptionError("weights", f"DEFAULT: torchvision has no pretrained weights for {arch}; pass `weights` FILE")
-        return WeightsChoice(download_weights(default_weights, arch), f"DEFAULT ({default_weights})", None, False)
+        return WeightsChoice(download_weights(default_weights, arch), f"DEFAULT ({default_weights})", None)
     path = Path(weights)
     state = read_state_dict(path)
-    return WeightsChoice(state, weights, sha256_file(path), True)
+    return WeightsChoice(state, weights, sha256_file(path))
 
 
-def unknown_architecture(kind: str, name: str, known: Iterable[str], tail: str) -> ExplainError:
-    """``unknown torchvision KIND 'NAME'; did you mean ...? TAIL``: the error for a name not in ``known``."""
+def unknown_name(what: str, name: str, known: Iterable[str], tail: str) -> ExplainError:
+    """``unknown WHAT 'NAME'; did you mean ...? TAIL``: the error for an architecture name not in ``known``
+    (``what``: ``torchvision detector``, ``timm model``, ...)."""
     hint = suggest(name, list(known), n=3)
-    return ExplainError(f"unknown torchvision {kind} {name!r}; {hint + ' ' if hint else ''}{tail}")
+    return ExplainError(f"unknown {what} {name!r}; {hint + ' ' if hint else ''}{tail}")
