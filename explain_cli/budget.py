@@ -46,10 +46,6 @@ MAX_RUN_S = 2 * 3600.0
 #: help's 400-2,000), not its ``max_samples`` cap, which it reaches only when the map never settles
 #: (the run then announces its own prediction). The memory bound counts the cap.
 AUTO_TIMED_EVALUATIONS = 2_000
-#: Kernel SHAP's design: random subsets weighed per balanced pick (design.CANDIDATES).
-_CANDIDATES = 32
-#: Kernel SHAP's regression: sampled pairs spanning the interaction kernel at most (fit.REPRESENTERS).
-_REPRESENTERS = 1024
 
 
 @dataclass(frozen=True)
@@ -107,14 +103,18 @@ def engine_arrays(run: Run) -> tuple[int, str]:
     """
     p, m, k = run.params, run.segments, run.targets
     if run.method == "kernelshap":
+        # the design's candidates per balanced pick, the regression's spanning pairs: the engine's own constants
+        from explain_cli.engines.kernelshap.design import CANDIDATES
+        from explain_cli.engines.kernelshap.fit import REPRESENTERS
+
         if getattr(p, "exact", False):  # every coalition; the engine refuses samples below 2^M itself
             rows = min(2**m, _samples(p))
             return rows * (m + 8 * (k + 2)), "n_segments"
         n = _samples(p)
         pairs = n // 2 if n // 2 >= m - 1 else n  # unpaired draws below M−1 pairs
         sizes = min(max(m // 2, 1), pairs)
-        design = n * m + pairs * _CANDIDATES * m * 13 + 2 * sizes * m * m * 8
-        half, spanned = n // 2, min(n // 2, _REPRESENTERS)
+        design = n * m + pairs * CANDIDATES * m * 13 + 2 * sizes * m * m * 8
+        half, spanned = n // 2, min(n // 2, REPRESENTERS)
         fit = 6 * (spanned + 1) ** 2 * 8 + half * (m + spanned + k) * 8 * 4 + half * k * m * 8
         return design + fit, _budget_option(p)
     if run.method == "lime":

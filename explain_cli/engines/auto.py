@@ -79,7 +79,6 @@ class Stopper:
     evaluations: int = 0
     ratio: float = math.inf
     stopped: str = ""
-    targets: int = 1  # the rule waits for every target, so with several the evaluations are shared choices
     _top: tuple | None = field(default=None, repr=False)
 
     def update(self, evaluations: int, scores: np.ndarray, stderr: np.ndarray | None) -> bool:
@@ -87,7 +86,6 @@ class Stopper:
         self.rounds += 1
         self.evaluations = int(evaluations)
         self.ratio = stderr_ratio(scores, stderr)
-        self.targets = int(np.atleast_2d(scores).shape[0])
         top = top_segments(scores)
         stable = self._top is not None and top == self._top
         self._top = top
@@ -104,8 +102,8 @@ class Stopper:
                 "max_stderr_ratio": self.ratio if math.isfinite(self.ratio) else None,
                 "stopped": self.stopped or "max_samples", "rounds": self.rounds,
                 "tolerance": self.tolerance, "max_samples": self.max_samples,
-                # one stopping rule for all targets: with several, each one's numbers depend on the others
-                "targets_independent": self.targets <= 1}
+                # one stopping rule waits for every target: with several, each one's numbers depend on the others
+                "targets_independent": len(self._top or ()) <= 1}
 
 
 def next_size(n: int, max_samples: int, growth: float = GROWTH) -> int:
