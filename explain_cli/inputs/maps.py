@@ -148,29 +148,37 @@ def read_saved_map(npy: Path, shape: list[int], sha256: str, owner: str) -> np.n
     """The (K, H, W) float32 maps ``save_map`` wrote to ``npy``, proven to be those ``owner`` (a JSON's name) records.
 
     The header is read first (``shape`` of little-endian float32, the file exactly that long),
-    then the bytes are hashed against ``sha256``, then the array is loaded without pickles.
+    then the file's bytes are read once: hashed against ``sha256``, and the same bytes are the
+    array (no pickles, and no second read that could see another file).
 
     Raises
     ------
     ExplainError
         Another shape, dtype or length (a file from another run), another hash (edited), or unreadable.
     """
+    import hashlib
     import os
 
-    from explain_cli.fileio import sha256_file
+    from explain_cli.fileio import read_error_reason
     from explain_cli.inputs.tensors import read_npy_header
 
-    found, _, dtype, offset = read_npy_header(npy, what="saved map")
-    if list(found) != list(shape) or dtype != np.dtype("<f4") or os.path.getsize(npy) != offset + math.prod(shape) * 4:
+    found, fortran, dtype, offset = read_npy_header(npy, what="saved map")
+    size = offset + math.prod(shape) * 4
+    if list(found) != list(shape) or dtype != np.dtype("<f4") or os.path.getsize(npy) != size:
         raise ExplainError(f"{npy} holds shape {list(found)} of {dtype}, not the {shape} float32 maps "
                            f"{owner} records; it belongs to another run: {SAVED_MAP_FIX}")
-    if sha256_file(npy) != sha256:
+    data = bytearray(size)
+    try:
+        with open(npy, "rb") as fh:
+            if fh.readinto(data) != size:
+                raise OSError("the file changed while it was read")
+    except OSError as exc:
+        raise ExplainError(f"cannot read {npy}: {read_error_reason(exc)}") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
         raise ExplainError(f"{npy} is not the map {owner} records (its SHA-256 differs): it was written by "
                            f"another run or edited; {SAVED_MAP_FIX}")
-    try:
-        return np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ExplainError(f"{npy} is not a readable .npy map: {exc}") from None
+    flat = np.frombuffer(data, dtype="<f4", offset=offset)
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def check_label_map(labels: Any, source: str) -> np.ndarray:
