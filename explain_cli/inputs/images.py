@@ -71,12 +71,17 @@ def decode_image(img: "PILImage.Image", path: Path | str, channels: int) -> tupl
     rgb = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
-    if channels == 1:
-        grey = array[..., 0] if array.shape[2] == 1 else _luma(array)
-        chw = grey[None]
-    else:
-        chw = (np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32)), rgb, mode
+    return torch.from_numpy(model_channels(array, channels)), rgb, mode
+
+
+def model_channels(values: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, 1 or 3) float pixels as a ``channels``-channel model's (C, H, W) float32: luma for a grey
+    model, grey repeated for a colour one (files and in-memory arrays alike)."""
+    if channels == 1 and values.shape[2] != 1:
+        values = _luma(values)[..., None]
+    elif channels == 3 and values.shape[2] == 1:
+        values = np.repeat(values, 3, axis=2)
+    return np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32)
 
 
 #: File signatures of common image formats, to tell a damaged image from something else.
@@ -103,7 +108,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
-def _alpha_over_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def alpha_over_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Composite onto white: what a viewer shows, instead of undefined colour under alpha 0."""
     return colour * alpha + (1.0 - alpha)
 
@@ -163,7 +168,7 @@ def image_to_float(img: "PILImage.Image", path: Path | str = "image") -> np.ndar
     if mode in ("L", "LA", "La"):
         # La is premultiplied and L may carry a transparent grey level: LA undoes both.
         la = np.asarray(img.convert("LA"), dtype=np.float32) / 255.0
-        return _alpha_over_white(la[..., :1], la[..., 1:])
+        return alpha_over_white(la[..., :1], la[..., 1:])
     has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and "transparency" in img.info)
     if mode == "LAB":
         # Pillow stores a* and b* offset by 128 (what TIFF unpacking and getpixel use) but its
@@ -175,7 +180,7 @@ def image_to_float(img: "PILImage.Image", path: Path | str = "image") -> np.ndar
     try:
         if has_alpha:
             rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
-            return _alpha_over_white(rgba[..., :3], rgba[..., 3:])
+            return alpha_over_white(rgba[..., :3], rgba[..., 3:])
         # 8-bit colour modes (RGB, RGBX, P, CMYK, YCbCr, LAB, HSV): Pillow's converters are exact.
         return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except (ValueError, OSError) as exc:

@@ -91,7 +91,7 @@ def _from_array(obj: np.ndarray, name: str, channels: int, max_pixels: int) -> t
     """(C, H, W) float32 pixels in [0, 1] and the RGB picture of an (H, W[, C]) image array."""
     import torch
 
-    from explain_cli.inputs.images import float_image
+    from explain_cli.inputs.images import alpha_over_white, float_image, model_channels
 
     array = obj
     if array.dtype.kind not in "biuf":
@@ -116,12 +116,8 @@ def _from_array(obj: np.ndarray, name: str, channels: int, max_pixels: int) -> t
                                "to 0..65535 or pass a tensor for raw values")
         values = array.astype(np.float32) / full
     if values.shape[2] == 4:  # RGBA: composited onto white, as an RGBA file is
-        values = values[..., :3] * values[..., 3:] + (1.0 - values[..., 3:])
-    grey = values.shape[2] == 1
-    if channels == 1 and not grey:
-        values = (values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114)[..., None]
-    elif channels == 3 and grey:
-        values = np.repeat(values, 3, axis=2)
-    pixels = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32))
-    picture = values if values.shape[2] == 3 else np.repeat(values, 3, axis=2)
-    return pixels, (np.clip(picture, 0.0, 1.0) * 255).round().astype(np.uint8)
+        values = alpha_over_white(values[..., :3], values[..., 3:])
+    chw = model_channels(values, channels)
+    picture = chw.transpose(1, 2, 0)  # the picture is what the model sees: grey for a grey model
+    picture = picture if picture.shape[2] == 3 else np.repeat(picture, 3, axis=2)
+    return torch.from_numpy(chw), (np.clip(picture, 0.0, 1.0) * 255).round().astype(np.uint8)
