@@ -89,12 +89,7 @@ def map_shape(path: str | Path, option: str, what: str) -> tuple[int, int]:
         if p.suffix.lower() == ".npy":
             from explain_cli.inputs.tensors import read_npy_header
 
-            shape = read_npy_header(p, what=what)[0]
-            plane = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape[:2] if len(shape) == 3 and shape[2] == 1 \
-                else shape
-            if len(plane) != 2:
-                raise OptionError(option, f"{what} {p} must be 2-D (H, W), got shape {list(shape)}")
-            return int(plane[0]), int(plane[1])
+            return _npy_plane(p, option, what, read_npy_header(p, what=what)[0])
     except OptionError:
         raise
     except ExplainError as exc:
@@ -110,6 +105,14 @@ def map_shape(path: str | Path, option: str, what: str) -> tuple[int, int]:
         raise OptionError(option, f"{what} {p} is refused before decoding: {one_line(exc)}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise OptionError(option, f"{what} {p} is not a .npy file or an image Pillow can read: {one_line(exc)}") from None
+
+
+def _npy_plane(p: Path, option: str, what: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    """(H, W) of a ``.npy`` map's header ``shape``: 2-D, or 3-D with a single plane (1, H, W) or (H, W, 1)."""
+    plane = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape[:2] if len(shape) == 3 and shape[2] == 1 else shape
+    if len(plane) != 2:
+        raise OptionError(option, f"{what} {p} must be 2-D (H, W), got shape {list(shape)}")
+    return int(plane[0]), int(plane[1])
 
 
 def _check_pixels(p: Path, option: str, what: str, height: int, width: int, max_pixels: int) -> None:
@@ -130,7 +133,7 @@ def _read_npy_map(p: Path, option: str, what: str, max_pixels: int) -> np.ndarra
         raise OptionError(option, str(exc)) from None
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise OptionError(option, f"{what} {p} must hold a numeric array, not dtype {dtype}")
-    height, width = map_shape(p, option, what)
+    height, width = _npy_plane(p, option, what, shape)  # the header already read: not read again
     _check_pixels(p, option, what, height, width, max_pixels)
     needed = math.prod(shape) * dtype.itemsize
     if needed > os.path.getsize(p) - offset:
