@@ -49,7 +49,12 @@ def make_baseline(baseline: Baseline, x: "torch.Tensor", preprocess: Preprocess,
         raise OptionError("baseline", f"{spec!r} gives {len(values)} numbers but the input has {c} channels; give 1 or {c}")
     colour = torch.tensor(values, dtype=x.dtype).expand(c)
     if input_kind == "image":
-        if not all(0 <= v <= 255 for v in values):
-            raise OptionError("baseline", f"value: numbers are 8-bit channel values in 0..255 for images, got {spec!r}")
+        check_image_colour(baseline)
         colour = normalize_pixels(colour / 255.0, preprocess)
     return colour.view(c, 1, 1).expand_as(x).contiguous()
+
+
+def check_image_colour(baseline: Baseline) -> None:
+    """A ``value:`` baseline on an image gives 8-bit channel values (also checked early, from the command line)."""
+    if baseline.kind == "value" and not all(0 <= v <= 255 for v in baseline.values):
+        raise OptionError("baseline", f"value: numbers are 8-bit channel values in 0..255 for images, got {baseline.spec!r}")

@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from explain_cli.errors import OptionError
-
 if TYPE_CHECKING:
     from explain_cli.options.groups import Settings
 
@@ -38,7 +36,7 @@ def header_size(path: Path) -> tuple[int, int] | None:
 
 
 def check_files(paths: Sequence[str], cfg: "Settings") -> None:
-    """Refuse, from headers alone, what the run would refuse after loading the model.
+    """Refuse, from image headers (and a ``mask``'s own pixels), what the run would refuse after loading the model.
 
     Raises
     ------
@@ -56,9 +54,10 @@ def check_files(paths: Sequence[str], cfg: "Settings") -> None:
         if size is not None:
             check_image_size(path, *size, max_pixels=cfg.input.max_pixels)
             sizes.append((path.name, size))
-    baseline = cfg.baseline
-    if images and baseline is not None and baseline.kind == "value" and not all(0 <= v <= 255 for v in baseline.values):
-        raise OptionError("baseline", f"value: numbers are 8-bit channel values in 0..255 for images, got {baseline.spec!r}")
+    if images and cfg.baseline is not None:
+        from explain_cli.baselines import check_image_colour
+
+        check_image_colour(cfg.baseline)
     if cfg.evaluation.mask and not cfg.engine.batch and sizes:
         from explain_cli.metrics.localisation import check_mask_fits
 
