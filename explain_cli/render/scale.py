@@ -241,12 +241,6 @@ def _fits(layout: TickLayout, lo: float, hi: float, width: float, measure: Calla
     return bool(np.all(centres[1:] - halves[1:] - (centres[:-1] + halves[:-1]) >= gap))
 
 
-def superscript(exponent: int) -> str:
-    """``×10⁻⁴`` for -4, as text (for fonts that have the glyphs; the figures draw it themselves)."""
-    digits = str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
-    return f"×10{digits}"
-
-
 def _decimals(step: float) -> int:
     """Decimals needed to write multiples of ``step`` exactly (step = m × 10^k, m in 1, 2, 2.5, 5)."""
     for d in range(0, 16):
