@@ -83,34 +83,6 @@ def group_range(maps: Sequence[np.ndarray], signed: bool, scale: Scale) -> tuple
     return color_range(np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps]), signed=signed)
 
 
-def nice_ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
-    """About ``n`` round tick values (steps of 1, 2, 2.5 or 5 × 10^k) inside [lo, hi].
-
-    Among the steps whose tick count is closest to ``n`` the largest wins, so ``±0.0506`` gets
-    ``-0.05, -0.025, 0, 0.025, 0.05`` rather than ticks that stop short of the ends.
-    """
-    span = hi - lo
-    if not (math.isfinite(span) and span > 0):
-        return np.array([lo])
-    base = 10.0 ** math.floor(math.log10(span / max(n - 1, 1)))
-    best: tuple[tuple[int, float], float] | None = None
-    for mag in (base / 10, base, base * 10):
-        for m in (1.0, 2.0, 2.5, 5.0):
-            step = m * mag
-            count = math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1
-            if count < 2:
-                continue
-            key = (abs(count - n), -step)
-            if best is None or key < best[0]:
-                best = (key, step)
-    step = best[1] if best else span
-    first = math.ceil(lo / step - 1e-9)
-    last = math.floor(hi / step + 1e-9)
-    ticks = np.arange(first, last + 1) * step
-    ticks[np.abs(ticks) < step * 1e-6] = 0.0  # no "-0" from rounding
-    return ticks
-
-
 class TickLayout(NamedTuple):
     """A colour bar's ticks: values, their labels, and the power of ten the labels share (0: none)."""
 
