@@ -172,7 +172,7 @@ def tick_layout(lo: float, hi: float, width: float, measure: Callable[[str], flo
             ticks = np.arange(first, last + 1) * step
             ticks[np.abs(ticks) < step * 1e-6] = 0.0  # no "-0" from rounding
             layout = _trimmed(ticks, lo, hi, width, measure, overhang)
-            if layout is None or not _fits(layout, lo, hi, width, measure, gap, overhang):
+            if layout is None or not _fits(layout, lo, hi, width, measure, gap):
                 continue
             if len(layout.values) == 1:
                 distance = abs(float(layout.values[0]) - middle)
@@ -202,14 +202,12 @@ def _trimmed(ticks: np.ndarray, lo: float, hi: float, width: float, measure: Cal
 
 
 def _fits(layout: TickLayout, lo: float, hi: float, width: float, measure: Callable[[str], float],
-          gap: float, overhang: float) -> bool:
-    """Whether labels centred on their ticks are distinct, ``gap`` apart and within ``overhang`` of the bar."""
+          gap: float) -> bool:
+    """Whether labels centred on their ticks are distinct and ``gap`` apart (`_trimmed` kept the ends within reach)."""
     if len(set(layout.labels)) != len(layout.labels):
         return False
     centres = (layout.values - lo) / (hi - lo) * (width - 1)
     halves = np.array([measure(text) / 2 for text in layout.labels])
-    if centres[0] - halves[0] < -overhang or centres[-1] + halves[-1] > width - 1 + overhang:
-        return False
     return bool(np.all(centres[1:] - halves[1:] - (centres[:-1] + halves[:-1]) >= gap))
 
 
