@@ -41,6 +41,14 @@ def region_shape(region: dict | None) -> "np.ndarray | Sequence[float] | None":
     return region.get("bbox")
 
 
+def target_overlay(target: dict) -> dict | None:
+    """What compare draws over a target's panels, as its task's overlay: its box, else its region (`region_shape`)."""
+    shape = target.get("box_original") or target.get("box") or region_shape(target.get("region"))
+    if shape is None:
+        return None
+    return {"region": shape, "frame": "original"} if isinstance(shape, np.ndarray) else {"box": shape}
+
+
 def target_key(target: dict) -> object:
     """What makes two runs' targets the same one: the class index; for a box its class and coordinates; for a
     region its class and where it came from; for a similarity its kind and prompt."""
@@ -108,12 +116,12 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
         chosen = [by_key[i] for i in shared]
         if any(task_caption(row, t, None) is not None for row, t in chosen):  # detection, segmentation, similarity
             captions = [task_caption(row, t, first.doc.get("output_space")) or "" for row, t in chosen]
-            boxes = [t.get("box_original") or t.get("box") or region_shape(t.get("region")) for _, t in chosen]
+            overlays = [target_overlay(t) for _, t in chosen]
         else:
             captions = [compare_caption(t.get("label"), t["index"], first.doc.get("output_space"), t["score"])
                         for _, t in chosen]
-            boxes = None
-        blocks.append(render_compare_image(display, rows, target_captions=captions, target_boxes=boxes,
+            overlays = None
+        blocks.append(render_compare_image(display, rows, target_captions=captions, overlays=overlays,
                                            title=Path(input_path).name))
     width = max(b.width for b in blocks)
     canvas = Image.new("RGB", (width, sum(b.height for b in blocks)), "white")
