@@ -19,13 +19,6 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 
-def _load_map(record: Record) -> np.ndarray:
-    """The (K, H, W) maps saved beside ``record`` (NAME.METHOD.npy): the run's own (hash and shape checked)."""
-    from explain_cli.saved import load_saved_map
-
-    return load_saved_map(record.path, record.doc)
-
-
 def region_shape(region: dict | None) -> "np.ndarray | Sequence[float] | None":
     """A segmentation target's region as compare draws it: its exact mask when the JSON carries it
     (``rle``, original pixels), else its bounding box."""
@@ -78,6 +71,7 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
     from explain_cli.render.compare import CompareRow, render_compare_image
     from explain_cli.render.figures import saliency_centres
     from explain_cli.render.regions import regions_from_maps
+    from explain_cli.saved import load_saved_map
 
     groups: dict[tuple[str, str], list[Record]] = {}
     for rec in sorted(records, key=lambda r: (r.input_path, r.method)):
@@ -102,7 +96,7 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
             keys = [target_key(t) for t in rec.doc["targets"]]
             pick = [keys.index(i) for i in shared]
             evaluation = rec.doc.get("evaluation")
-            maps = _load_map(rec)
+            maps = load_saved_map(rec.path, rec.doc)  # NAME.METHOD.npy, the run's own (hash and shape checked)
             # Segment-level maps get their segments back from their flat regions (smooth edges);
             # a per-pixel saliency (RISE) has none and is drawn relative to its mean, as in its heatmap.
             regions = regions_from_maps(maps)
