@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from explain_cli.errors import ExplainError, install_hint
+from explain_cli.errors import ExplainError, require_module
 
 
 def target_row(targets: Sequence[Any], labels: Sequence[str | None], target: int | str | None = 0, *,
@@ -115,8 +115,5 @@ def plot(expl: Any, target: int | str | None = 0, *, class_index: int | None = N
 
 
 def _pyplot() -> Any:
-    try:  # pyplot itself, not only matplotlib: a broken or partial install is the same advice
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ExplainError(f"plot without an axes needs matplotlib: {install_hint('plot')}") from None
-    return plt
+    # pyplot itself, not only matplotlib: a broken or partial install is the same advice
+    return require_module("matplotlib.pyplot", "plot without an axes needs matplotlib", "plot")

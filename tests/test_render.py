@@ -15,7 +15,7 @@ from explain_cli.render.compare import CompareRow, render_compare_image
 from explain_cli.render.figures import render_image, render_segments_image
 from explain_cli.render.layout import PANELS_KEY, bar_ticks, load_font, to_png
 from explain_cli.render.panels import panel_size
-from explain_cli.render.scale import Scale, format_ticks, nice_ticks, parse_scale, tick_labels
+from explain_cli.render.scale import Scale, format_ticks, parse_scale, tick_labels, tick_layout
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -148,6 +148,11 @@ def test_bad_options_name_themselves(option: str, kwargs: dict) -> None:
 
 
 # ---------------------------------------------------------------- ticks
+
+
+def nice_ticks(lo: float, hi: float) -> np.ndarray:
+    """The round ticks `tick_layout` picks over [lo, hi] on a bar so long that no label is dropped."""
+    return tick_layout(lo, hi, 100_000, lambda text: 8.0 * len(text), gap=8, overhang=50).values
 
 
 def test_ticks_symmetric_range() -> None:

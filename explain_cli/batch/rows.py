@@ -50,13 +50,9 @@ class Row:
             setattr(self, key, value)
 
 
-def top_segments(scores: Any, n: int = 3) -> list[int]:
-    """The ``n`` segments with the largest |score| (the summary's column)."""
-    return [int(g) for g in sorted(range(len(scores)), key=lambda g: -abs(scores[g]))[:n]]
-
-
 def skipped_row(item: Item) -> Row:
     """A row for a complete item, filled from its JSON on disk so a resumed summary keeps its data."""
+    from explain_cli.render.figures import top_segments
     from explain_cli.result import load_explanation
 
     row = Row(item.job.name, item.input_label, item.method, "skipped",
@@ -75,6 +71,8 @@ def skipped_row(item: Item) -> Row:
 def mark_done(row: Row, files: list[Path], scores: Any, evaluations: int, evaluation: dict | None,
               explain_s: float | None = None) -> None:
     """Fill a finished item's row (both backends); ``explain_s`` is the Explanation's ``timing["total_s"]``."""
+    from explain_cli.render.figures import top_segments
+
     row.status = "done"
     row.outputs = [str(f) for f in files]
     row.top_segments = top_segments(scores)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -45,21 +45,37 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.rint(ids).astype(np.int64)
 
 
+class _SegmentBoxes(NamedTuple):
+    """Per segment id of a label map (increasing, negative ones included): its pixel count and bounding box."""
+
+    ids: np.ndarray
+    counts: np.ndarray
+    top: np.ndarray  # first row
+    bottom: np.ndarray  # last row
+    left: np.ndarray  # first column
+    right: np.ndarray  # last column
+
+
+def _segment_boxes(ids: np.ndarray) -> _SegmentBoxes:
+    """The bounding box and pixel count of every id in the (H, W) integer map ``ids``."""
+    _, w = ids.shape
+    flat = ids.ravel()
+    order = np.argsort(flat, kind="stable")
+    unique, starts, counts = np.unique(flat[order], return_index=True, return_counts=True)
+    rows, cols = np.divmod(order, w)
+    return _SegmentBoxes(unique, counts, np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts),
+                         np.minimum.reduceat(cols, starts), np.maximum.reduceat(cols, starts))
+
+
 def all_rectangles(labels: np.ndarray) -> bool:
     """Whether every segment of ``labels`` (NaN outside) is one axis-aligned rectangle, as grid cells are."""
-    ids = np.where(np.isfinite(labels), labels, -1).astype(np.int64)
-    h, w = ids.shape
-    inside = ids.ravel() >= 0
-    flat = ids.ravel()[inside]
-    if flat.size == 0:
+    boxes = _segment_boxes(np.where(np.isfinite(labels), labels, -1).astype(np.int64))
+    inside = boxes.ids >= 0
+    if not inside.any():
         return False
-    rows, cols = np.divmod(np.nonzero(inside)[0], w)
-    order = np.argsort(flat, kind="stable")
-    _, starts, counts = np.unique(flat[order], return_index=True, return_counts=True)
-    r, c = rows[order], cols[order]
-    height = np.maximum.reduceat(r, starts) - np.minimum.reduceat(r, starts) + 1
-    width = np.maximum.reduceat(c, starts) - np.minimum.reduceat(c, starts) + 1
-    return bool(np.all(height * width == counts))
+    height = boxes.bottom - boxes.top + 1
+    width = boxes.right - boxes.left + 1
+    return bool(np.all((height * width == boxes.counts)[inside]))
 
 
 def _label_step(labels: np.ndarray) -> float:
@@ -103,14 +119,7 @@ def _boundaries(labels: np.ndarray, sigma: float, outline: Sequence[int] = (), o
     drawn anti-aliased from it. Work is confined to each segment's padded bounding box.
     """
     h, w = labels.shape
-    flat = labels.ravel()
-    order = np.argsort(flat, kind="stable")
-    ids, starts = np.unique(flat[order], return_index=True)
-    rows, cols = np.divmod(order, w)
-    top_rows = np.minimum.reduceat(rows, starts)
-    bottom_rows = np.maximum.reduceat(rows, starts)
-    left_cols = np.minimum.reduceat(cols, starts)
-    right_cols = np.maximum.reduceat(cols, starts)
+    ids, _, top_rows, bottom_rows, left_cols, right_cols = _segment_boxes(labels)
     first = np.zeros((h, w))
     second = np.zeros((h, w))
     owner = np.full((h, w), -1, dtype=np.int64)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -20,8 +20,8 @@ from explain_cli.render.figures import (
     resolve_cmap,
 )
 from explain_cli.render.layout import Bar, Cell, compose, panel_font_px
-from explain_cli.render.overlays import draw_region
-from explain_cli.render.panels import MIN_PANEL, as_rgb, draw_box, map_panel, panel_anchors, panel_base, panel_size
+from explain_cli.render.overlays import draw_overlay
+from explain_cli.render.panels import MIN_PANEL, as_rgb, map_panel, panel_anchors, panel_base, panel_size
 from explain_cli.render.scale import Scale, color_range, group_range, parse_scale
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def render_compare_image(
     rows: Sequence[CompareRow],
     *,
     target_captions: Sequence[str],
-    target_boxes: Sequence[Any] | None = None,
+    overlays: Sequence[Mapping[str, Any] | None] | None = None,
     title: str = "",
     labels_full: np.ndarray | None = None,
     style: str = DEFAULT_STYLE,
@@ -79,9 +79,10 @@ def render_compare_image(
         One per method, all with the same K targets and (H, W).
     target_captions : sequence of str
         K captions, e.g. ``"tabby (281): prob 0.61"``.
-    target_boxes : sequence of (x1, y1, x2, y2), (H, W) bool masks or None, optional
-        Per target, a box (detection) or a region's mask (segmentation) in the image's pixels,
-        drawn over its image and map panels.
+    overlays : sequence of mappings or None, optional
+        Per target, what to draw over its image and map panels, as in `render_image`
+        (`explain_cli.render.overlays.draw_overlay`): a box (detection) or a region's mask
+        (segmentation) in the image's pixels.
     title, labels_full, style, opacity, cmap, scale, bar_label, min_size, max_size
         As in `render_image`; ``cmap`` (if given) applies to both groups.
 
@@ -125,10 +126,9 @@ def render_compare_image(
         layers[i] = (labels, bounds, ranks)
     grid: list[list[Cell | None]] = []
     for t in range(k):
-        box = target_boxes[t] if target_boxes is not None else None
+        overlay = overlays[t] if overlays is not None else None
         picture = Image.fromarray(base.colour)
-        if box is not None:
-            draw_shape(picture, box, image.shape[:2], font_px)
+        draw_overlay(picture, overlay, image.shape[:2], font_px)
         line: list[Cell | None] = [Cell(picture, [target_captions[t]])]
         for i, row in enumerate(rows):
             values = stacks[i][t]
@@ -138,8 +138,7 @@ def render_compare_image(
             panel = map_panel(base, panel_values(values, labels, bounds, (h, w), nearest), vrange,
                               cmaps[diverging[i]], map_opacity, bounds, ranks[t] if bounds is not None else [],
                               anchors, font_px)
-            if box is not None:
-                draw_shape(panel, box, image.shape[:2], font_px)
+            draw_overlay(panel, overlay, image.shape[:2], font_px)
             head = row.method + (f" · {row.evaluations} evals" if row.evaluations is not None else "")
             if row.centres is not None:
                 head += f" · centred on its mean {row.centres[t]:.3g}"
@@ -158,12 +157,3 @@ def render_compare_image(
                     label = f"{label} ({bar_label})"
                 bars.append(Bar(shared[signed], cmaps[group_diverging[signed]], label))
     return compose(title, grid, bars, font_px, bar_span=(1, len(rows)))
-
-
-def draw_shape(panel: "PILImage.Image", shape: Any, image_hw: tuple[int, int], font_px: int) -> None:
-    """A box as a rectangle, a region's mask (the image's size) as its outline."""
-    if isinstance(shape, np.ndarray) and shape.ndim == 2:
-        if shape.shape == tuple(image_hw):
-            draw_region(panel, shape, font_px)
-        return
-    draw_box(panel, shape, image_hw, font_px)

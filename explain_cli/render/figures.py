@@ -220,11 +220,23 @@ def saliency_centres(maps: np.ndarray) -> list[float]:
     return [float(np.nanmean(m)) if np.isfinite(m).any() else 0.0 for m in stack]
 
 
-def strongest_segments(scores: np.ndarray, n: int) -> list[list[int]]:
-    """Per row of ``scores`` (K, M), the ids of the ``n`` segments with the largest |score|, strongest first.
+def top_segments(scores: Sequence[Any], n: int = 3) -> list[int]:
+    """The ids of the ``n`` segments with the largest |score| in one row ``scores``, strongest first.
 
     Either sign counts: when all the evidence is negative, the segments that matter are the
-    most negative ones. Ties keep the lower id first.
+    most negative ones. Ties keep the lower id first. The batch summary's ``top_segments``
+    column is this, on the first target's scores.
+
+    Examples
+    --------
+    >>> top_segments([0.1, -0.5, 0.3, 0.0], 2)
+    [1, 2]
+    """
+    return [int(g) for g in sorted(range(len(scores)), key=lambda g: -abs(scores[g]))[:n]]
+
+
+def strongest_segments(scores: np.ndarray, n: int) -> list[list[int]]:
+    """Per row of ``scores`` (K, M), :func:`top_segments`; a NaN score counts as 0.
 
     Examples
     --------
@@ -232,7 +244,7 @@ def strongest_segments(scores: np.ndarray, n: int) -> list[list[int]]:
     [[1, 2]]
     """
     rows = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    return [[int(g) for g in np.argsort(-np.abs(np.nan_to_num(row)), kind="stable")[:n]] for row in rows]
+    return [top_segments(np.nan_to_num(row).tolist(), n) for row in rows]
 
 
 def panel_values(values: np.ndarray, labels: np.ndarray | None, bounds: Boundaries | None, size: tuple[int, int],

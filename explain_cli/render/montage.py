@@ -19,13 +19,6 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 
-def _load_map(record: Record) -> np.ndarray:
-    """The (K, H, W) maps saved beside ``record`` (NAME.METHOD.npy): the run's own (hash and shape checked)."""
-    from explain_cli.saved import load_saved_map
-
-    return load_saved_map(record.path, record.doc)
-
-
 def region_shape(region: dict | None) -> "np.ndarray | Sequence[float] | None":
     """A segmentation target's region as compare draws it: its exact mask when the JSON carries it
     (``rle``, original pixels), else its bounding box."""
@@ -39,6 +32,14 @@ def region_shape(region: dict | None) -> "np.ndarray | Sequence[float] | None":
         except (ValueError, KeyError, TypeError):
             pass  # a damaged run list: the box still says where the region is
     return region.get("bbox")
+
+
+def target_overlay(target: dict) -> dict | None:
+    """What compare draws over a target's panels, as its task's overlay: its box, else its region (`region_shape`)."""
+    shape = target.get("box_original") or target.get("box") or region_shape(target.get("region"))
+    if shape is None:
+        return None
+    return {"region": shape, "frame": "original"} if isinstance(shape, np.ndarray) else {"box": shape}
 
 
 def target_key(target: dict) -> object:
@@ -70,6 +71,7 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
     from explain_cli.render.compare import CompareRow, render_compare_image
     from explain_cli.render.figures import saliency_centres
     from explain_cli.render.regions import regions_from_maps
+    from explain_cli.saved import load_saved_map
 
     groups: dict[tuple[str, str], list[Record]] = {}
     for rec in sorted(records, key=lambda r: (r.input_path, r.method)):
@@ -94,7 +96,7 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
             keys = [target_key(t) for t in rec.doc["targets"]]
             pick = [keys.index(i) for i in shared]
             evaluation = rec.doc.get("evaluation")
-            maps = _load_map(rec)
+            maps = load_saved_map(rec.path, rec.doc)  # NAME.METHOD.npy, the run's own (hash and shape checked)
             # Segment-level maps get their segments back from their flat regions (smooth edges);
             # a per-pixel saliency (RISE) has none and is drawn relative to its mean, as in its heatmap.
             regions = regions_from_maps(maps)
@@ -108,12 +110,12 @@ def compare_image(records: list[Record]) -> "PILImage.Image":
         chosen = [by_key[i] for i in shared]
         if any(task_caption(row, t, None) is not None for row, t in chosen):  # detection, segmentation, similarity
             captions = [task_caption(row, t, first.doc.get("output_space")) or "" for row, t in chosen]
-            boxes = [t.get("box_original") or t.get("box") or region_shape(t.get("region")) for _, t in chosen]
+            overlays = [target_overlay(t) for _, t in chosen]
         else:
             captions = [compare_caption(t.get("label"), t["index"], first.doc.get("output_space"), t["score"])
                         for _, t in chosen]
-            boxes = None
-        blocks.append(render_compare_image(display, rows, target_captions=captions, target_boxes=boxes,
+            overlays = None
+        blocks.append(render_compare_image(display, rows, target_captions=captions, overlays=overlays,
                                            title=Path(input_path).name))
     width = max(b.width for b in blocks)
     canvas = Image.new("RGB", (width, sum(b.height for b in blocks)), "white")

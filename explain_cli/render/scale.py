@@ -83,34 +83,6 @@ def group_range(maps: Sequence[np.ndarray], signed: bool, scale: Scale) -> tuple
     return color_range(np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps]), signed=signed)
 
 
-def nice_ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
-    """About ``n`` round tick values (steps of 1, 2, 2.5 or 5 × 10^k) inside [lo, hi].
-
-    Among the steps whose tick count is closest to ``n`` the largest wins, so ``±0.0506`` gets
-    ``-0.05, -0.025, 0, 0.025, 0.05`` rather than ticks that stop short of the ends.
-    """
-    span = hi - lo
-    if not (math.isfinite(span) and span > 0):
-        return np.array([lo])
-    base = 10.0 ** math.floor(math.log10(span / max(n - 1, 1)))
-    best: tuple[tuple[int, float], float] | None = None
-    for mag in (base / 10, base, base * 10):
-        for m in (1.0, 2.0, 2.5, 5.0):
-            step = m * mag
-            count = math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1
-            if count < 2:
-                continue
-            key = (abs(count - n), -step)
-            if best is None or key < best[0]:
-                best = (key, step)
-    step = best[1] if best else span
-    first = math.ceil(lo / step - 1e-9)
-    last = math.floor(hi / step + 1e-9)
-    ticks = np.arange(first, last + 1) * step
-    ticks[np.abs(ticks) < step * 1e-6] = 0.0  # no "-0" from rounding
-    return ticks
-
-
 class TickLayout(NamedTuple):
     """A colour bar's ticks: values, their labels, and the power of ten the labels share (0: none)."""
 
@@ -200,7 +172,7 @@ def tick_layout(lo: float, hi: float, width: float, measure: Callable[[str], flo
             ticks = np.arange(first, last + 1) * step
             ticks[np.abs(ticks) < step * 1e-6] = 0.0  # no "-0" from rounding
             layout = _trimmed(ticks, lo, hi, width, measure, overhang)
-            if layout is None or not _fits(layout, lo, hi, width, measure, gap, overhang):
+            if layout is None or not _fits(layout, lo, hi, width, measure, gap):
                 continue
             if len(layout.values) == 1:
                 distance = abs(float(layout.values[0]) - middle)
@@ -230,21 +202,13 @@ def _trimmed(ticks: np.ndarray, lo: float, hi: float, width: float, measure: Cal
 
 
 def _fits(layout: TickLayout, lo: float, hi: float, width: float, measure: Callable[[str], float],
-          gap: float, overhang: float) -> bool:
-    """Whether labels centred on their ticks are distinct, ``gap`` apart and within ``overhang`` of the bar."""
+          gap: float) -> bool:
+    """Whether labels centred on their ticks are distinct and ``gap`` apart (`_trimmed` kept the ends within reach)."""
     if len(set(layout.labels)) != len(layout.labels):
         return False
     centres = (layout.values - lo) / (hi - lo) * (width - 1)
     halves = np.array([measure(text) / 2 for text in layout.labels])
-    if centres[0] - halves[0] < -overhang or centres[-1] + halves[-1] > width - 1 + overhang:
-        return False
     return bool(np.all(centres[1:] - halves[1:] - (centres[:-1] + halves[:-1]) >= gap))
-
-
-def superscript(exponent: int) -> str:
-    """``×10⁻⁴`` for -4, as text (for fonts that have the glyphs; the figures draw it themselves)."""
-    digits = str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
-    return f"×10{digits}"
 
 
 def _decimals(step: float) -> int:
